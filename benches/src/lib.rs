@@ -1,0 +1,1 @@
+//! signalbox-benches (work in progress).

@@ -1,0 +1,1 @@
+//! signalbox-redis (work in progress).

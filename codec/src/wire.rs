@@ -1,0 +1,236 @@
+//! The per-connection codec: a format, optional gzip, and the size limits.
+
+use crate::{
+    COMPRESSED_TYPE, Codec, DecodeError, DecodeFailure, EncodeError, Envelope, Json, Meta, MsgPack,
+    compress,
+};
+use bytes::Bytes;
+use serde::Serialize;
+
+/// The two wire formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// JSON ([`Json`]).
+    Json,
+    /// MessagePack ([`MsgPack`]).
+    MsgPack,
+}
+
+impl Format {
+    /// Whether frames of this format are text (WebSocket text frames).
+    pub fn is_text(self) -> bool {
+        matches!(self, Format::Json)
+    }
+}
+
+/// Size limits and compression settings for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodecLimits {
+    /// Largest message accepted or sent, in bytes, before and after
+    /// inflating. Default 1 MiB.
+    pub max_message_size: usize,
+    /// For `+gzip` connections: outgoing messages whose encoding is at least
+    /// this many bytes are compressed, smaller ones never. Default 1024.
+    pub compress_threshold: usize,
+    /// gzip level, 0 (store) to 9 (smallest). Default 6.
+    pub compression_level: u32,
+}
+
+impl Default for CodecLimits {
+    fn default() -> Self {
+        CodecLimits {
+            max_message_size: 1024 * 1024,
+            compress_threshold: 1024,
+            compression_level: 6,
+        }
+    }
+}
+
+/// The codec a connection negotiated: a [`Format`], whether the client takes
+/// compressed envelopes, and the limits.
+///
+/// Decoding accepts compressed envelopes from every client; only `+gzip`
+/// connections are sent compressed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireCodec {
+    format: Format,
+    gzip: bool,
+    limits: CodecLimits,
+}
+
+/// The outcome of choosing a codec from a client's offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negotiation {
+    /// The client offered nothing: the default, `json`.
+    Default(WireCodec),
+    /// The first known name in the client's order.
+    Picked(WireCodec),
+    /// The client offered only names this server does not know.
+    Refused,
+}
+
+impl WireCodec {
+    /// Every name a client may offer, in the server's preference order.
+    pub const NAMES: [&'static str; 4] = ["json", "msgpack", "json+gzip", "msgpack+gzip"];
+
+    /// A codec with default limits.
+    pub fn new(format: Format, gzip: bool) -> Self {
+        WireCodec { format, gzip, limits: CodecLimits::default() }
+    }
+
+    /// The codec named `name` (`json`, `msgpack`, `json+gzip`, `msgpack+gzip`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let (format, gzip) = match name {
+            "json" => (Format::Json, false),
+            "msgpack" => (Format::MsgPack, false),
+            "json+gzip" => (Format::Json, true),
+            "msgpack+gzip" => (Format::MsgPack, true),
+            _ => return None,
+        };
+        Some(WireCodec::new(format, gzip))
+    }
+
+    /// Picks the first known name in the client's order (CONTRACT §2).
+    pub fn negotiate<'a>(offers: impl IntoIterator<Item = &'a str>) -> Negotiation {
+        let mut offered = false;
+        for offer in offers {
+            let offer = offer.trim();
+            if offer.is_empty() {
+                continue;
+            }
+            offered = true;
+            if let Some(codec) = WireCodec::from_name(offer) {
+                return Negotiation::Picked(codec);
+            }
+        }
+        if offered { Negotiation::Refused } else { Negotiation::Default(WireCodec::new(Format::Json, false)) }
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: CodecLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The codec's name as negotiated.
+    pub fn name(&self) -> &'static str {
+        match (self.format, self.gzip) {
+            (Format::Json, false) => "json",
+            (Format::MsgPack, false) => "msgpack",
+            (Format::Json, true) => "json+gzip",
+            (Format::MsgPack, true) => "msgpack+gzip",
+        }
+    }
+
+    /// The format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Whether the client takes compressed envelopes.
+    pub fn gzip(&self) -> bool {
+        self.gzip
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &CodecLimits {
+        &self.limits
+    }
+
+    /// Decodes one frame, unwrapping a compressed envelope.
+    pub fn decode(&self, frame: Bytes) -> Result<Envelope, DecodeFailure> {
+        let limit = self.limits.max_message_size;
+        if frame.len() > limit {
+            return Err(self.fail(&frame, DecodeError::TooLarge { size: frame.len(), limit }));
+        }
+        let envelope = self.decode_plain(&frame).map_err(|e| self.fail(&frame, e))?;
+        if envelope.ty != COMPRESSED_TYPE {
+            return Ok(envelope);
+        }
+        let inner = self.inflate(&envelope).map_err(|e| self.fail(&frame, e))?;
+        match self.decode_plain(&inner) {
+            Ok(inner) if inner.ty == COMPRESSED_TYPE => Err(DecodeFailure {
+                correlation_id: inner.meta.correlation_id,
+                error: DecodeError::Compressed("nested compressed envelope".into()),
+            }),
+            Ok(inner) => Ok(inner),
+            Err(error) => Err(self.fail(&inner, error)),
+        }
+    }
+
+    fn decode_plain(&self, frame: &Bytes) -> Result<Envelope, DecodeError> {
+        match self.format {
+            Format::Json => Json::decode_envelope(frame),
+            Format::MsgPack => MsgPack::decode_envelope(frame),
+        }
+    }
+
+    fn inflate(&self, wrapper: &Envelope) -> Result<Bytes, DecodeError> {
+        if !wrapper.meta.is_empty() {
+            return Err(DecodeError::Compressed("the wrapper carries no meta; meta travels inside".into()));
+        }
+        let raw = wrapper
+            .payload
+            .as_ref()
+            .ok_or_else(|| DecodeError::Compressed("missing payload".into()))?;
+        let gzip = match self.format {
+            Format::Json => Json::compressed_data(raw.as_bytes())?,
+            Format::MsgPack => MsgPack::compressed_data(raw.as_bytes())?,
+        };
+        compress::inflate(&gzip, self.limits.max_message_size).map(Bytes::from)
+    }
+
+    fn fail(&self, frame: &[u8], error: DecodeError) -> DecodeFailure {
+        let correlation_id = match self.format {
+            Format::Json => Json::probe_correlation_id(frame),
+            Format::MsgPack => MsgPack::probe_correlation_id(frame),
+        };
+        DecodeFailure { error, correlation_id }
+    }
+
+    /// Encodes an envelope, compressing it for `+gzip` clients when it
+    /// reaches the threshold.
+    pub fn encode<T: Serialize + ?Sized>(
+        &self,
+        ty: &str,
+        meta: &Meta,
+        payload: Option<&T>,
+    ) -> Result<Bytes, EncodeError> {
+        self.encode_with(ty, meta, payload, true)
+    }
+
+    /// Like [`WireCodec::encode`]; `compress: false` never compresses (the
+    /// per-route or per-message opt-out).
+    pub fn encode_with<T: Serialize + ?Sized>(
+        &self,
+        ty: &str,
+        meta: &Meta,
+        payload: Option<&T>,
+        compress: bool,
+    ) -> Result<Bytes, EncodeError> {
+        if ty.is_empty() {
+            return Err(EncodeError::InvalidType("must not be empty"));
+        }
+        if ty.len() > crate::MAX_TYPE_LEN {
+            return Err(EncodeError::InvalidType("longer than 128 bytes"));
+        }
+        let meta = (!meta.is_empty()).then_some(meta);
+        let mut out = Vec::with_capacity(128);
+        match self.format {
+            Format::Json => Json::encode_envelope(ty, meta, payload, &mut out)?,
+            Format::MsgPack => MsgPack::encode_envelope(ty, meta, payload, &mut out)?,
+        }
+        if compress && self.gzip && out.len() >= self.limits.compress_threshold {
+            let gzip = compress::deflate(&out, self.limits.compression_level);
+            out.clear();
+            match self.format {
+                Format::Json => Json::encode_compressed(&gzip, &mut out)?,
+                Format::MsgPack => MsgPack::encode_compressed(&gzip, &mut out)?,
+            }
+        }
+        if out.len() > self.limits.max_message_size {
+            return Err(EncodeError::TooLarge { size: out.len(), limit: self.limits.max_message_size });
+        }
+        Ok(Bytes::from(out))
+    }
+}

@@ -1,0 +1,1 @@
+//! signalbox (work in progress).

@@ -1,0 +1,1 @@
+//! signalbox-examples (work in progress).

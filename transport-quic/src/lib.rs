@@ -1,0 +1,1 @@
+//! signalbox-quic (work in progress).

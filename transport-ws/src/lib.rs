@@ -1,0 +1,1 @@
+//! signalbox-ws (work in progress).
