@@ -26,7 +26,10 @@ pub(crate) fn inflate(gzip: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError>
 
 /// Compresses `data` as one gzip member at `level` (0–9).
 pub(crate) fn deflate(data: &[u8], level: u32) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 2 + 64), Compression::new(level));
+    let mut encoder = GzEncoder::new(
+        Vec::with_capacity(data.len() / 2 + 64),
+        Compression::new(level),
+    );
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(data);
     encoder.finish().unwrap_or_default()
@@ -40,7 +43,10 @@ mod tests {
     fn inflate_stops_a_gzip_bomb_at_the_limit() {
         let bomb = deflate(&vec![0u8; 64 * 1024 * 1024], 9);
         assert!(bomb.len() < 128 * 1024);
-        assert_eq!(inflate(&bomb, 1 << 20), Err(DecodeError::InflatedTooLarge { limit: 1 << 20 }));
+        assert_eq!(
+            inflate(&bomb, 1 << 20),
+            Err(DecodeError::InflatedTooLarge { limit: 1 << 20 })
+        );
     }
 
     #[test]
@@ -51,6 +57,9 @@ mod tests {
 
     #[test]
     fn inflate_rejects_garbage() {
-        assert!(matches!(inflate(b"not gzip", 100), Err(DecodeError::Compressed(_))));
+        assert!(matches!(
+            inflate(b"not gzip", 100),
+            Err(DecodeError::Compressed(_))
+        ));
     }
 }

@@ -91,7 +91,11 @@ impl RawPayload {
 impl fmt::Debug for RawPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.format {
-            Format::Json => write!(f, "RawPayload(json {})", String::from_utf8_lossy(&self.bytes)),
+            Format::Json => write!(
+                f,
+                "RawPayload(json {})",
+                String::from_utf8_lossy(&self.bytes)
+            ),
             Format::MsgPack => write!(f, "RawPayload(msgpack {} bytes)", self.bytes.len()),
         }
     }

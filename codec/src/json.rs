@@ -26,9 +26,14 @@ impl Codec for Json {
 
     fn decode_envelope(frame: &Bytes) -> Result<Envelope, DecodeError> {
         let rejection = RefCell::new(None);
-        let seed = EnvelopeSeed { frame, rejection: &rejection };
+        let seed = EnvelopeSeed {
+            frame,
+            rejection: &rejection,
+        };
         let mut de = serde_json::Deserializer::from_slice(frame);
-        let result = seed.deserialize(&mut de).and_then(|env| de.end().map(|()| env));
+        let result = seed
+            .deserialize(&mut de)
+            .and_then(|env| de.end().map(|()| env));
         match result {
             Ok(env) => Ok(env),
             Err(err) => Err(rejection.into_inner().unwrap_or_else(|| {
@@ -89,7 +94,10 @@ impl Codec for Json {
     fn encode_compressed(gzip: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.extend_from_slice(br#"{"type":"COMPRESSED","payload":{"encoding":"gzip","data":""#);
         let start = out.len();
-        out.resize(start + base64::encoded_len(gzip.len(), true).unwrap_or(0), 0);
+        out.resize(
+            start + base64::encoded_len(gzip.len(), true).unwrap_or(0),
+            0,
+        );
         let written = BASE64
             .encode_slice(gzip, &mut out[start..])
             .map_err(|e| EncodeError::Serialize(e.to_string()))?;
@@ -102,8 +110,11 @@ impl Codec for Json {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Wrapper<'a> {
-            encoding: &'a str,
-            data: &'a str,
+            // Cow: a string with escapes (`"\/"`) cannot be borrowed.
+            #[serde(borrow)]
+            encoding: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            data: std::borrow::Cow<'a, str>,
         }
         let wrapper: Wrapper<'_> = serde_json::from_slice(raw).map_err(|e| {
             DecodeError::Compressed(format!(
@@ -118,7 +129,7 @@ impl Codec for Json {
             )));
         }
         BASE64
-            .decode(wrapper.data)
+            .decode(wrapper.data.as_bytes())
             .map_err(|e| DecodeError::Compressed(format!("data is not base64: {e}")))
     }
 }
@@ -202,9 +213,8 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_, '_> {
             }
         }
         let ty = ty.ok_or_else(|| self.reject(DecodeError::MissingType))?;
-        let payload = payload.map(|raw| {
-            RawPayload::new(Format::Json, self.frame.slice_ref(raw.get().as_bytes()))
-        });
+        let payload = payload
+            .map(|raw| RawPayload::new(Format::Json, self.frame.slice_ref(raw.get().as_bytes())));
         Ok(Envelope {
             ty,
             meta: meta.unwrap_or_default(),

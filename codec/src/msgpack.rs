@@ -63,7 +63,9 @@ impl Codec for MsgPack {
             }
         }
         if pos != buf.len() {
-            return Err(DecodeError::Syntax("trailing bytes after the envelope".into()));
+            return Err(DecodeError::Syntax(
+                "trailing bytes after the envelope".into(),
+            ));
         }
         Ok(Envelope {
             ty: ty.ok_or(DecodeError::MissingType)?,
@@ -136,9 +138,8 @@ impl Codec for MsgPack {
     }
 
     fn compressed_data(raw: &[u8]) -> Result<Vec<u8>, DecodeError> {
-        let shape = || {
-            DecodeError::Compressed("payload must be {encoding: \"gzip\", data: <bin>}".into())
-        };
+        let shape =
+            || DecodeError::Compressed("payload must be {encoding: \"gzip\", data: <bin>}".into());
         let mut pos = 0;
         let entries = read_map_len(raw, &mut pos).ok_or_else(shape)?;
         let (mut encoding, mut data) = (None, None);
@@ -175,7 +176,11 @@ fn take<'a>(buf: &'a [u8], pos: &mut usize, n: usize) -> Option<&'a [u8]> {
 
 fn read_uint(buf: &[u8], pos: &mut usize, width: usize) -> Option<usize> {
     let bytes = take(buf, pos, width)?;
-    Some(bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+    Some(
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+    )
 }
 
 fn read_map_len(buf: &[u8], pos: &mut usize) -> Option<usize> {
@@ -257,7 +262,9 @@ pub(crate) fn skip_value(buf: &[u8], mut pos: usize) -> Result<usize, DecodeErro
             Marker::Ext16 => (read_uint(buf, &mut pos, 2).ok_or_else(truncated)? + 1, 0),
             Marker::Ext32 => (read_uint(buf, &mut pos, 4).ok_or_else(truncated)? + 1, 0),
             Marker::Reserved => {
-                return Err(DecodeError::Syntax("reserved MessagePack marker 0xc1".into()));
+                return Err(DecodeError::Syntax(
+                    "reserved MessagePack marker 0xc1".into(),
+                ));
             }
         };
         pos = pos.checked_add(skip).ok_or_else(truncated)?;

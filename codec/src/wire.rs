@@ -75,7 +75,11 @@ impl WireCodec {
 
     /// A codec with default limits.
     pub fn new(format: Format, gzip: bool) -> Self {
-        WireCodec { format, gzip, limits: CodecLimits::default() }
+        WireCodec {
+            format,
+            gzip,
+            limits: CodecLimits::default(),
+        }
     }
 
     /// The codec named `name` (`json`, `msgpack`, `json+gzip`, `msgpack+gzip`).
@@ -103,7 +107,11 @@ impl WireCodec {
                 return Negotiation::Picked(codec);
             }
         }
-        if offered { Negotiation::Refused } else { Negotiation::Default(WireCodec::new(Format::Json, false)) }
+        if offered {
+            Negotiation::Refused
+        } else {
+            Negotiation::Default(WireCodec::new(Format::Json, false))
+        }
     }
 
     /// Replaces the limits.
@@ -141,9 +149,17 @@ impl WireCodec {
     pub fn decode(&self, frame: Bytes) -> Result<Envelope, DecodeFailure> {
         let limit = self.limits.max_message_size;
         if frame.len() > limit {
-            return Err(self.fail(&frame, DecodeError::TooLarge { size: frame.len(), limit }));
+            return Err(self.fail(
+                &frame,
+                DecodeError::TooLarge {
+                    size: frame.len(),
+                    limit,
+                },
+            ));
         }
-        let envelope = self.decode_plain(&frame).map_err(|e| self.fail(&frame, e))?;
+        let envelope = self
+            .decode_plain(&frame)
+            .map_err(|e| self.fail(&frame, e))?;
         if envelope.ty != COMPRESSED_TYPE {
             return Ok(envelope);
         }
@@ -167,7 +183,9 @@ impl WireCodec {
 
     fn inflate(&self, wrapper: &Envelope) -> Result<Bytes, DecodeError> {
         if !wrapper.meta.is_empty() {
-            return Err(DecodeError::Compressed("the wrapper carries no meta; meta travels inside".into()));
+            return Err(DecodeError::Compressed(
+                "the wrapper carries no meta; meta travels inside".into(),
+            ));
         }
         let raw = wrapper
             .payload
@@ -185,7 +203,10 @@ impl WireCodec {
             Format::Json => Json::probe_correlation_id(frame),
             Format::MsgPack => MsgPack::probe_correlation_id(frame),
         };
-        DecodeFailure { error, correlation_id }
+        DecodeFailure {
+            error,
+            correlation_id,
+        }
     }
 
     /// Encodes an envelope, compressing it for `+gzip` clients when it
@@ -229,7 +250,10 @@ impl WireCodec {
             }
         }
         if out.len() > self.limits.max_message_size {
-            return Err(EncodeError::TooLarge { size: out.len(), limit: self.limits.max_message_size });
+            return Err(EncodeError::TooLarge {
+                size: out.len(),
+                limit: self.limits.max_message_size,
+            });
         }
         Ok(Bytes::from(out))
     }
