@@ -88,6 +88,26 @@ impl RawPayload {
     }
 }
 
+/// Serializing a raw payload transcodes it into the target format value by
+/// value (no value tree). A MessagePack `bin` becomes a byte sequence, which
+/// JSON writes as an array of numbers.
+impl Serialize for RawPayload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        match self.format {
+            Format::Json => {
+                let mut de = serde_json::Deserializer::from_slice(&self.bytes);
+                serde_transcode::transcode(&mut de, serializer)
+            }
+            Format::MsgPack => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(&self.bytes[..]);
+                serde_transcode::transcode(&mut de, serializer)
+            }
+        }
+        .map_err(|e| S::Error::custom(format!("raw payload: {e}")))
+    }
+}
+
 impl fmt::Debug for RawPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.format {

@@ -67,6 +67,24 @@ impl Codec for Json {
         Ok(())
     }
 
+    fn encode_envelope_spliced(
+        ty: &str,
+        meta: Option<&Meta>,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        out.extend_from_slice(b"{\"type\":");
+        serde_json::to_writer(&mut *out, ty).map_err(ser)?;
+        if let Some(meta) = meta {
+            out.extend_from_slice(b",\"meta\":");
+            serde_json::to_writer(&mut *out, meta).map_err(ser)?;
+        }
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(payload);
+        out.push(b'}');
+        Ok(())
+    }
+
     fn decode_payload<T: DeserializeOwned>(raw: &[u8]) -> Result<T, PayloadError> {
         let mut de = serde_json::Deserializer::from_slice(raw);
         let value = serde_path_to_error::deserialize(&mut de).map_err(PayloadError::from_path)?;

@@ -67,6 +67,15 @@ pub trait Codec {
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError>;
 
+    /// Encodes an envelope whose payload is already encoded in this format:
+    /// `payload` is copied in as it is.
+    fn encode_envelope_spliced(
+        ty: &str,
+        meta: Option<&Meta>,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError>;
+
     /// Decodes a raw payload (as produced by [`Codec::decode_envelope`]) into `T`.
     fn decode_payload<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, PayloadError>;
 

@@ -96,6 +96,25 @@ impl Codec for MsgPack {
         Ok(())
     }
 
+    fn encode_envelope_spliced(
+        ty: &str,
+        meta: Option<&Meta>,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let len = 2 + u32::from(meta.is_some());
+        let _ = rmp::encode::write_map_len(out, len);
+        let _ = rmp::encode::write_str(out, "type");
+        let _ = rmp::encode::write_str(out, ty);
+        if let Some(meta) = meta {
+            let _ = rmp::encode::write_str(out, "meta");
+            write_value(out, meta)?;
+        }
+        let _ = rmp::encode::write_str(out, "payload");
+        out.extend_from_slice(payload);
+        Ok(())
+    }
+
     fn decode_payload<T: DeserializeOwned>(raw: &[u8]) -> Result<T, PayloadError> {
         let mut de = rmp_serde::Deserializer::from_read_ref(raw);
         serde_path_to_error::deserialize(&mut de).map_err(PayloadError::from_path)

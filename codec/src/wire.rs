@@ -1,7 +1,7 @@
 //! The per-connection codec: a format, optional gzip, and the size limits.
 
 use crate::{
-    COMPRESSED_TYPE, Codec, DecodeError, DecodeFailure, EncodeError, Envelope, Json, Meta, MsgPack,
+    COMPRESSED_TYPE, Codec, DecodeError, DecodeFailure, EncodeError, Envelope, Json, Meta, RawPayload, MsgPack,
     compress,
 };
 use bytes::Bytes;
@@ -220,6 +220,32 @@ impl WireCodec {
         self.encode_with(ty, meta, payload, true)
     }
 
+    /// Encodes an envelope whose payload is a [`RawPayload`] as received.
+    ///
+    /// When the payload is already in this codec's format its bytes are
+    /// copied in unchanged (a MessagePack `bin`, a big integer, a float all
+    /// stay exactly what they were); otherwise it is transcoded value by
+    /// value, without building a value tree.
+    pub fn encode_raw(
+        &self,
+        ty: &str,
+        meta: &Meta,
+        payload: Option<&RawPayload>,
+        compress: bool,
+    ) -> Result<Bytes, EncodeError> {
+        match payload {
+            Some(raw) if raw.format() == self.format => {
+                self.encode_inner(ty, meta, compress, |meta, out| match self.format {
+                    Format::Json => Json::encode_envelope_spliced(ty, meta, raw.as_bytes(), out),
+                    Format::MsgPack => {
+                        MsgPack::encode_envelope_spliced(ty, meta, raw.as_bytes(), out)
+                    }
+                })
+            }
+            other => self.encode_with(ty, meta, other, compress),
+        }
+    }
+
     /// Like [`WireCodec::encode`]; `compress: false` never compresses (the
     /// per-route or per-message opt-out).
     pub fn encode_with<T: Serialize + ?Sized>(
@@ -229,6 +255,19 @@ impl WireCodec {
         payload: Option<&T>,
         compress: bool,
     ) -> Result<Bytes, EncodeError> {
+        self.encode_inner(ty, meta, compress, |meta, out| match self.format {
+            Format::Json => Json::encode_envelope(ty, meta, payload, out),
+            Format::MsgPack => MsgPack::encode_envelope(ty, meta, payload, out),
+        })
+    }
+
+    fn encode_inner(
+        &self,
+        ty: &str,
+        meta: &Meta,
+        compress: bool,
+        write: impl FnOnce(Option<&Meta>, &mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<Bytes, EncodeError> {
         if ty.is_empty() {
             return Err(EncodeError::InvalidType("must not be empty"));
         }
@@ -237,10 +276,7 @@ impl WireCodec {
         }
         let meta = (!meta.is_empty()).then_some(meta);
         let mut out = Vec::with_capacity(128);
-        match self.format {
-            Format::Json => Json::encode_envelope(ty, meta, payload, &mut out)?,
-            Format::MsgPack => MsgPack::encode_envelope(ty, meta, payload, &mut out)?,
-        }
+        write(meta, &mut out)?;
         if compress && self.gzip && out.len() >= self.limits.compress_threshold {
             let gzip = compress::deflate(&out, self.limits.compression_level);
             out.clear();

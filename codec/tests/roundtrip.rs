@@ -395,3 +395,40 @@ fn json_floats_parse_back_to_the_same_bits() {
         );
     }
 }
+
+#[test]
+fn raw_payload_is_spliced_within_a_format_and_transcoded_across() {
+    use signalbox_codec::{Meta, WireCodec};
+    let json = WireCodec::from_name("json").unwrap();
+    let mp = WireCodec::from_name("msgpack").unwrap();
+    let frame = bytes::Bytes::from_static(
+        br#"{"type":"ECHO","payload":{"big":18446744073709551615,"f":0.1,"s":"\u00e9"}}"#,
+    );
+    let env = json.decode(frame).unwrap();
+    let raw = env.payload.as_ref().unwrap();
+    let meta = Meta { correlation_id: Some("r-1".into()), ..Meta::default() };
+    let out = json.encode_raw("ECHO", &meta, Some(raw), false).unwrap();
+    assert_eq!(
+        &out[..],
+        &br#"{"type":"ECHO","meta":{"correlationId":"r-1"},"payload":{"big":18446744073709551615,"f":0.1,"s":"\u00e9"}}"#[..]
+    );
+    // Across formats the value survives.
+    let out = mp.encode_raw("ECHO", &meta, Some(raw), false).unwrap();
+    let back = mp.decode(out).unwrap();
+    let v: serde_json::Value = back.decode_payload().unwrap();
+    assert_eq!(v["big"], serde_json::json!(18446744073709551615u64));
+    assert_eq!(v["s"], "é");
+    // A msgpack bin stays a bin within msgpack.
+    let mut inner = Vec::new();
+    rmp::encode::write_map_len(&mut inner, 2).unwrap();
+    rmp::encode::write_str(&mut inner, "type").unwrap();
+    rmp::encode::write_str(&mut inner, "ECHO").unwrap();
+    rmp::encode::write_str(&mut inner, "payload").unwrap();
+    rmp::encode::write_bin(&mut inner, &[0, 1, 255]).unwrap();
+    let env = mp.decode(bytes::Bytes::from(inner.clone())).unwrap();
+    let out = mp.encode_raw("ECHO", &Meta::default(), env.payload.as_ref(), false).unwrap();
+    assert_eq!(&out[..], &inner[..]);
+    // No payload stays no payload.
+    let out = json.encode_raw("ECHO", &Meta::default(), None, false).unwrap();
+    assert_eq!(&out[..], br#"{"type":"ECHO"}"#);
+}
