@@ -1,0 +1,127 @@
+//! Limits and timings of a [`crate::Hub`], each with a documented default.
+
+use crate::connection::OverflowPolicy;
+use signalbox_codec::CodecLimits;
+use std::time::Duration;
+
+/// Everything a hub lets you tune. Start from [`Config::default`] and change
+/// what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = signalbox::Config::default();
+/// config.outbound_queue = 4096;
+/// config.rpc_deadline = Duration::from_secs(5);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Message size, compression threshold and level. Default: 1 MiB,
+    /// 1024 bytes, level 6. Transports take their size limits from here.
+    pub codec: CodecLimits,
+    /// Decoded messages waiting for their connection's handlers. When full,
+    /// the connection stops reading (backpressure onto the peer). Default 64.
+    pub inbound_queue: usize,
+    /// Encoded messages waiting to be written to one connection. Default 1024.
+    pub outbound_queue: usize,
+    /// What a full outbound queue does. Default: close the connection as a
+    /// slow consumer (WS 1008).
+    pub overflow: OverflowPolicy,
+    /// Handlers of concurrent routes (requests, by default) running at once
+    /// on one connection. Default 16.
+    pub max_concurrent: usize,
+    /// How long a request handler may take before DEADLINE_EXCEEDED is
+    /// answered for it, unless its route says otherwise. Default 30 s.
+    pub rpc_deadline: Duration,
+    /// How often the server pings an idle connection. Default 30 s.
+    pub heartbeat_interval: Duration,
+    /// How long after a ping, with nothing heard from the peer, the
+    /// connection is closed (policy). Default 10 s.
+    pub heartbeat_timeout: Duration,
+    /// Per-connection inbound rate limit. Default: 1,000 messages per
+    /// second with bursts of 2,000. `None` disables it.
+    pub rate_limit: Option<RateLimit>,
+    /// On shutdown, how long queued outbound messages may take to drain
+    /// before connections are closed regardless. Default 5 s.
+    pub drain_timeout: Duration,
+    /// Topic rules: name length and characters, subscriptions per
+    /// connection, fan-out chunk size.
+    pub topics: TopicLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            codec: CodecLimits::default(),
+            inbound_queue: 64,
+            outbound_queue: 1024,
+            overflow: OverflowPolicy::Close,
+            max_concurrent: 16,
+            rpc_deadline: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(10),
+            rate_limit: Some(RateLimit {
+                per_second: 1_000,
+                burst: 2_000,
+            }),
+            drain_timeout: Duration::from_secs(5),
+            topics: TopicLimits::default(),
+        }
+    }
+}
+
+/// A token bucket: `per_second` refill, at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub per_second: u32,
+    /// Messages allowed at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// Rules for topic names and subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicLimits {
+    /// Longest topic name, in bytes. Default 256.
+    pub max_name_len: usize,
+    /// Characters allowed besides ASCII letters and digits. Default `-_.:/@#`.
+    pub extra_chars: String,
+    /// Topics one connection may hold. Default 1,000.
+    pub max_per_connection: usize,
+    /// Subscribers served per fan-out step before yielding to other tasks.
+    /// Default 256.
+    pub fanout_chunk: usize,
+}
+
+impl Default for TopicLimits {
+    fn default() -> Self {
+        TopicLimits {
+            max_name_len: 256,
+            extra_chars: "-_.:/@#".to_owned(),
+            max_per_connection: 1_000,
+            fanout_chunk: 256,
+        }
+    }
+}
+
+impl TopicLimits {
+    /// Checks a topic name against the rules.
+    pub fn check(&self, topic: &str) -> Result<(), crate::Error> {
+        if topic.is_empty() || topic.len() > self.max_name_len {
+            return Err(crate::Error::invalid_argument(format!(
+                "topic name must have 1..={} bytes",
+                self.max_name_len
+            )));
+        }
+        if let Some(c) = topic
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && !self.extra_chars.contains(*c))
+        {
+            return Err(crate::Error::invalid_argument(format!(
+                "topic name may not contain {c:?}"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,396 @@
+//! The connection driver: one reader, one processor and one writer per
+//! connection, from open to close.
+//!
+//! ```text
+//! FrameSource ─► reader ─► bounded inbound queue ─► processor ─► handlers
+//!   (decode, heartbeat, rate limit,                 (ordered inline,
+//!    reserved and unknown types)                     concurrent spawned)
+//! handlers / publishers ─► OutboundQueue ─► writer ─► FrameSink
+//!                                           (batches, pings, drain, close)
+//! ```
+
+use super::{Close, CloseKind, Connection, Inbound, TokenBucket};
+use crate::connection::{FrameSink, FrameSource, OutboundQueue};
+use crate::context::{Conn, ConnShared, ERROR_TYPE};
+use crate::error::Error;
+use crate::hub::HubInner;
+use crate::middleware::Request;
+use crate::router::{ErrorEvent, RouteEntry, dispatch};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use signalbox_codec::{Envelope, Meta};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
+
+/// The `type` a browser sends instead of a ping frame.
+pub const HEARTBEAT_TYPE: &str = "__heartbeat";
+/// The answer to [`HEARTBEAT_TYPE`].
+pub const HEARTBEAT_ACK_TYPE: &str = "__heartbeat_ack";
+
+/// Sends an error answer and reports it to the error sink.
+pub(crate) fn answer_error(
+    conn: &Conn,
+    ty: &str,
+    message_type: Option<&str>,
+    correlation_id: Option<String>,
+    error: Error,
+) {
+    let hub = &conn.shared.hub;
+    if let Some(sink) = &hub.hooks.on_error {
+        sink(&ErrorEvent {
+            conn,
+            message_type,
+            error: &error,
+        });
+    }
+    tracing::debug!(code = %error.code(), message = error.message(), "error answered");
+    let _ = conn.send_error_as(ty, correlation_id, error.payload());
+}
+
+pub(crate) async fn serve(hub: Arc<HubInner>, connection: Connection) {
+    let Connection {
+        info,
+        data,
+        source,
+        sink,
+    } = connection;
+    let id = hub.next_conn_id();
+    let span = tracing::info_span!(
+        "connection",
+        id = %id,
+        transport = info.transport,
+        peer = ?info.peer_addr,
+        codec = info.codec.name()
+    );
+    let conn = Conn {
+        shared: Arc::new(ConnShared {
+            id: id.clone(),
+            info,
+            data: Mutex::new(data),
+            outbound: OutboundQueue::new(hub.config.outbound_queue, hub.config.overflow),
+            topics: Mutex::new(BTreeSet::new()),
+            close: Mutex::new(None),
+            closing: hub.shutdown.child_token(),
+            hub: hub.clone(),
+        }),
+    };
+    run(hub, conn, source, sink).instrument(span).await;
+}
+
+async fn run(
+    hub: Arc<HubInner>,
+    conn: Conn,
+    source: Box<dyn FrameSource>,
+    sink: Box<dyn FrameSink>,
+) {
+    hub.conns
+        .lock()
+        .insert(conn.shared.id.clone(), conn.clone());
+    tracing::debug!("connection open");
+    let writer = tokio::spawn(write_loop(conn.clone(), sink).in_current_span());
+
+    for hook in &hub.hooks.on_open {
+        if let Err(error) = hook(conn.clone()).await {
+            let reason = error.message().to_owned();
+            answer_error(&conn, ERROR_TYPE, None, None, error);
+            conn.close(Close::new(CloseKind::Policy, reason));
+            break;
+        }
+    }
+
+    let (tx, rx) = mpsc::channel(hub.config.inbound_queue.max(1));
+    let processor = tokio::spawn(process_loop(conn.clone(), rx).in_current_span());
+    read_loop(&conn, source, tx).await;
+
+    // The reader has stopped: nothing new comes in. Let the processor and
+    // the writer finish (both bounded by the drain timeout).
+    let _ = processor.await;
+    let _ = writer.await;
+
+    let close = conn.close_reason();
+    tracing::debug!(code = close.kind.ws_code(), reason = %close.reason, "connection closed");
+    for hook in &hub.hooks.on_close {
+        hook(conn.clone(), close.clone()).await;
+    }
+    let held: Vec<Arc<str>> = std::mem::take(&mut *conn.shared.topics.lock())
+        .into_iter()
+        .collect();
+    for topic in held {
+        let (_, last) = hub.topics.remove(&topic, conn.id());
+        if last {
+            hub.broker.interest(&topic, false);
+        }
+    }
+    hub.conns.lock().remove(conn.id());
+}
+
+async fn read_loop(
+    conn: &Conn,
+    mut source: Box<dyn FrameSource>,
+    tx: mpsc::Sender<(Arc<RouteEntry>, Envelope)>,
+) {
+    let hub = conn.shared.hub.clone();
+    let config = &hub.config;
+    let idle_limit = config.heartbeat_interval + config.heartbeat_timeout;
+    let watch_idle = !source.liveness_by_transport();
+    let mut idle_deadline = Instant::now() + idle_limit;
+    let mut bucket = config
+        .rate_limit
+        .map(|r| TokenBucket::new(r.per_second, r.burst, Instant::now()));
+    loop {
+        let inbound = tokio::select! {
+            biased;
+            _ = conn.shared.closing.cancelled() => break,
+            _ = sleep_until(idle_deadline), if watch_idle => {
+                conn.close(Close::new(CloseKind::Policy, "heartbeat timeout"));
+                break;
+            }
+            r = source.recv() => r,
+        };
+        let frame = match inbound {
+            Ok(Some(Inbound::Alive)) => {
+                idle_deadline = Instant::now() + idle_limit;
+                continue;
+            }
+            Ok(Some(Inbound::Message(frame))) => {
+                idle_deadline = Instant::now() + idle_limit;
+                frame
+            }
+            Ok(None) => {
+                conn.close(Close::new(CloseKind::Normal, ""));
+                break;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "transport error");
+                conn.close(Close::new(error.close_kind(), error.to_string()));
+                break;
+            }
+        };
+        let Some((route, envelope)) = admit(conn, frame, bucket.as_mut()) else {
+            continue;
+        };
+        // A full queue stops reading: backpressure onto the peer. Waiting on
+        // a full queue is not idleness, so the heartbeat timer restarts after.
+        tokio::select! {
+            biased;
+            _ = conn.shared.closing.cancelled() => break,
+            sent = tx.send((route, envelope)) => if sent.is_err() { break },
+        }
+        idle_deadline = Instant::now() + idle_limit;
+    }
+    if !conn.is_closed() {
+        conn.close(Close::new(CloseKind::Normal, ""));
+    }
+}
+
+/// Decodes one frame and decides whether it goes to a handler; answers
+/// everything that does not.
+fn admit(
+    conn: &Conn,
+    frame: Bytes,
+    bucket: Option<&mut TokenBucket>,
+) -> Option<(Arc<RouteEntry>, Envelope)> {
+    let hub = &conn.shared.hub;
+    let mut envelope = match conn.codec().decode(frame) {
+        Ok(envelope) => envelope,
+        Err(failure) => {
+            answer_error(
+                conn,
+                ERROR_TYPE,
+                None,
+                failure.correlation_id,
+                Error::from(failure.error),
+            );
+            return None;
+        }
+    };
+    // CONTRACT §1: a clientId from a client is never trusted.
+    envelope.meta.client_id = None;
+    if let Some(bucket) = bucket {
+        if let Err(wait) = bucket.take(Instant::now()) {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            let error = Error::resource_exhausted("rate limit exceeded", Some(ms));
+            answer_error(
+                conn,
+                ERROR_TYPE,
+                Some(&envelope.ty),
+                envelope.meta.correlation_id,
+                error,
+            );
+            return None;
+        }
+    }
+    if envelope.ty == HEARTBEAT_TYPE {
+        let meta = Meta {
+            correlation_id: envelope.meta.correlation_id,
+            ..Meta::default()
+        };
+        let _ = conn.send_serde::<()>(HEARTBEAT_ACK_TYPE, meta, None, false);
+        return None;
+    }
+    if envelope.ty.starts_with('$') || envelope.ty.starts_with("__") {
+        let error = Error::invalid_argument(format!("type {:?} is reserved", envelope.ty));
+        answer_error(
+            conn,
+            ERROR_TYPE,
+            Some(&envelope.ty),
+            envelope.meta.correlation_id,
+            error,
+        );
+        return None;
+    }
+    match hub.routes.get(envelope.ty.as_str()) {
+        Some(route) => Some((route.clone(), envelope)),
+        None => {
+            let error = Error::new(
+                signalbox_codec::ErrorCode::Unimplemented,
+                format!("no route for type {:?}", envelope.ty),
+            );
+            answer_error(
+                conn,
+                ERROR_TYPE,
+                Some(&envelope.ty),
+                envelope.meta.correlation_id,
+                error,
+            );
+            None
+        }
+    }
+}
+
+async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Envelope)>) {
+    let hub = conn.shared.hub.clone();
+    let config = &hub.config;
+    let limit = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
+    let mut running = JoinSet::new();
+    let grace = config.drain_timeout;
+    loop {
+        while running.try_join_next().is_some() {}
+        let next = tokio::select! {
+            biased;
+            _ = conn.shared.closing.cancelled() => break,
+            next = rx.recv() => next,
+        };
+        let Some((route, envelope)) = next else { break };
+        let req = Request {
+            conn: conn.clone(),
+            envelope,
+        };
+        let span = tracing::debug_span!("message", r#type = %route.name);
+        if route.concurrent {
+            let permit = tokio::select! {
+                biased;
+                _ = conn.shared.closing.cancelled() => break,
+                permit = limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            };
+            let deadline = config.rpc_deadline;
+            running.spawn(
+                async move {
+                    dispatch(route, req, deadline).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        } else {
+            let work = dispatch(route, req, config.rpc_deadline).instrument(span);
+            tokio::pin!(work);
+            tokio::select! {
+                () = &mut work => {}
+                () = closed_then(&conn, grace) => {
+                    tracing::warn!("handler still running when the connection closed; cancelled");
+                    break;
+                }
+            }
+        }
+    }
+    // Closing: what waits in the queue is dropped (the connection is gone);
+    // handlers already running get the drain timeout to finish.
+    rx.close();
+    let drained = tokio::time::timeout(grace, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(handlers = running.len(), "handlers cancelled at close");
+        running.shutdown().await;
+    }
+}
+
+/// Resolves `grace` after the connection starts closing.
+async fn closed_then(conn: &Conn, grace: Duration) {
+    conn.shared.closing.cancelled().await;
+    tokio::time::sleep(grace).await;
+}
+
+async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
+    let hub = conn.shared.hub.clone();
+    let config = &hub.config;
+    let outbound = &conn.shared.outbound;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + config.heartbeat_interval,
+        config.heartbeat_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failed = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.shared.closing.cancelled() => break,
+            () = outbound.ready() => {
+                outbound.drain_into(&mut batch);
+                if !batch.is_empty() {
+                    if let Err(error) = sink.send_batch(&batch).await {
+                        tracing::debug!(%error, "write failed");
+                        conn.close(Close::new(error.close_kind(), error.to_string()));
+                        failed = true;
+                        break;
+                    }
+                    batch.clear();
+                    if batch.capacity() > 256 {
+                        batch = Vec::new();
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if sink.ping().await.is_err() {
+                    conn.close(Close::new(CloseKind::Normal, "ping failed"));
+                    failed = true;
+                    break;
+                }
+            }
+        }
+    }
+    // Closing: write what is queued (up to the drain timeout), then close.
+    outbound.close();
+    if !failed {
+        let drain = async {
+            loop {
+                batch.clear();
+                outbound.drain_into(&mut batch);
+                if batch.is_empty() {
+                    return;
+                }
+                if sink.send_batch(&batch).await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(config.drain_timeout, drain)
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                left = outbound.len(),
+                "drain timeout; queued messages not written"
+            );
+        }
+    }
+    let close = conn.close_reason();
+    let _ = tokio::time::timeout(config.drain_timeout, sink.close(close)).await;
+}

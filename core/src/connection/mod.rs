@@ -1,0 +1,207 @@
+//! The transport seam, and the per-connection machinery that drives it.
+//!
+//! A transport (WebSocket, QUIC, the in-memory one of [`crate::testing`])
+//! finishes its handshake, then hands the hub a [`Connection`]: what the
+//! handshake revealed ([`ConnectionInfo`]), a [`FrameSource`] of inbound
+//! messages and a [`FrameSink`] for outbound ones. [`crate::Hub::serve`]
+//! does everything else: decoding, routing, queues, heartbeats, closing.
+
+mod data;
+mod driver;
+mod outbound;
+mod rate;
+
+pub use data::DataMap;
+pub use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE};
+pub(crate) use driver::{answer_error, serve};
+pub use outbound::{OutboundQueue, OverflowPolicy, PushOutcome};
+pub(crate) use rate::TokenBucket;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use signalbox_codec::WireCodec;
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// What the transport learnt during the handshake.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The transport's name: `"ws"`, `"quic"`, `"memory"`.
+    pub transport: &'static str,
+    /// The peer's address, when there is one.
+    pub peer_addr: Option<SocketAddr>,
+    /// The codec the client negotiated.
+    pub codec: WireCodec,
+}
+
+/// A connection after its handshake, ready for [`crate::Hub::serve`].
+pub struct Connection {
+    /// What the handshake revealed.
+    pub info: ConnectionInfo,
+    /// Per-connection data to start with: what an authentication hook
+    /// learnt at the handshake (a user id, roles, claims).
+    pub data: DataMap,
+    /// Inbound messages.
+    pub source: Box<dyn FrameSource>,
+    /// Outbound messages.
+    pub sink: Box<dyn FrameSink>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something the transport read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// One complete message (one WebSocket message, one QUIC frame).
+    Message(Bytes),
+    /// A sign of life that carries no message (a WebSocket pong). It resets
+    /// the heartbeat timer and nothing else.
+    Alive,
+}
+
+/// The read half of a connection.
+#[async_trait]
+pub trait FrameSource: Send + 'static {
+    /// The next inbound item; `Ok(None)` when the peer closed the connection.
+    ///
+    /// Must be cancel-safe: the driver races it against timers.
+    async fn recv(&mut self) -> Result<Option<Inbound>, TransportError>;
+
+    /// Whether the transport itself detects dead peers (QUIC's idle
+    /// timeout). If so the driver does not close connections that send
+    /// nothing; otherwise it closes those silent for longer than the
+    /// heartbeat interval plus timeout.
+    fn liveness_by_transport(&self) -> bool {
+        false
+    }
+}
+
+/// The write half of a connection.
+#[async_trait]
+pub trait FrameSink: Send + 'static {
+    /// Writes every frame, in order, and flushes once.
+    async fn send_batch(&mut self, frames: &[Bytes]) -> Result<(), TransportError>;
+
+    /// Sends a transport-level heartbeat (a WebSocket ping). Transports with
+    /// their own keep-alive (QUIC) need not do anything.
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    /// Closes the connection with `close`, after everything sent before.
+    async fn close(&mut self, close: Close) -> Result<(), TransportError>;
+}
+
+/// Why a connection closes. Each transport maps the kind onto its own codes
+/// (WebSocket: CONTRACT §4; QUIC: §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseKind {
+    /// Normal closure (WS 1000, QUIC 0).
+    Normal,
+    /// The server is going away, e.g. shutting down (WS 1001, QUIC 1).
+    GoingAway,
+    /// The peer broke the protocol (WS 1002, QUIC 2).
+    Protocol,
+    /// A text frame was not UTF-8 (WS 1007, QUIC 2).
+    InvalidData,
+    /// A policy was violated: authentication lost, slow consumer, heartbeat
+    /// timeout (WS 1008, QUIC 3).
+    Policy,
+    /// A message was too big (WS 1009, QUIC 2).
+    TooBig,
+    /// The server failed (WS 1011, QUIC 4).
+    Internal,
+}
+
+impl CloseKind {
+    /// The WebSocket close code (CONTRACT §4).
+    pub fn ws_code(self) -> u16 {
+        match self {
+            CloseKind::Normal => 1000,
+            CloseKind::GoingAway => 1001,
+            CloseKind::Protocol => 1002,
+            CloseKind::InvalidData => 1007,
+            CloseKind::Policy => 1008,
+            CloseKind::TooBig => 1009,
+            CloseKind::Internal => 1011,
+        }
+    }
+
+    /// The QUIC application close code (CONTRACT §5).
+    pub fn quic_code(self) -> u32 {
+        match self {
+            CloseKind::Normal => 0,
+            CloseKind::GoingAway => 1,
+            CloseKind::Protocol | CloseKind::InvalidData | CloseKind::TooBig => 2,
+            CloseKind::Policy => 3,
+            CloseKind::Internal => 4,
+        }
+    }
+}
+
+/// A close: its kind and a short reason for the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// Why.
+    pub kind: CloseKind,
+    /// A reason for humans (kept under 123 bytes, the WebSocket limit).
+    pub reason: Cow<'static, str>,
+}
+
+impl Close {
+    /// A close of `kind` with `reason`.
+    pub fn new(kind: CloseKind, reason: impl Into<Cow<'static, str>>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > 123 {
+            let mut end = 123;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason = Cow::Owned(reason[..end].to_owned());
+        }
+        Close { kind, reason }
+    }
+}
+
+/// A failure of the transport under a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The peer broke the transport's framing rules.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// A frame or message was larger than allowed before it was read whole.
+    #[error("message too big: {0}")]
+    TooBig(String),
+    /// A text frame held invalid UTF-8.
+    #[error("invalid UTF-8 in a text frame")]
+    InvalidUtf8,
+    /// The connection is already closed.
+    #[error("connection closed")]
+    Closed,
+    /// An I/O error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Anything else the transport reports.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TransportError {
+    /// How a connection that hit this error is closed.
+    pub fn close_kind(&self) -> CloseKind {
+        match self {
+            TransportError::Protocol(_) => CloseKind::Protocol,
+            TransportError::TooBig(_) => CloseKind::TooBig,
+            TransportError::InvalidUtf8 => CloseKind::InvalidData,
+            TransportError::Closed | TransportError::Io(_) => CloseKind::Normal,
+            TransportError::Other(_) => CloseKind::Internal,
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! What handlers hold: [`Conn`], a handle to one connection, and [`Ctx`],
+//! one message with its connection.
+//!
+//! Applications extend the context with their own methods through an
+//! extension trait, implemented once for every `Ctx<M>` (the seed's
+//! `ExtendedContext`, without wrapping a single handler):
+//!
+//! ```
+//! use signalbox::{Ctx, Error, Message};
+//!
+//! #[derive(Clone)]
+//! struct Roles(Vec<String>);
+//!
+//! trait AppCtx {
+//!     fn has_role(&self, role: &str) -> bool;
+//!     fn require_role(&self, role: &str) -> Result<(), Error>;
+//! }
+//!
+//! impl<M: Message> AppCtx for Ctx<M> {
+//!     fn has_role(&self, role: &str) -> bool {
+//!         self.data::<Roles>().is_some_and(|r| r.0.iter().any(|r| r == role))
+//!     }
+//!     fn require_role(&self, role: &str) -> Result<(), Error> {
+//!         if self.has_role(role) { Ok(()) } else { Err(Error::permission_denied(format!("{role} only"))) }
+//!     }
+//! }
+//! ```
+
+use crate::connection::{Close, CloseKind, ConnectionInfo, DataMap, OutboundQueue, PushOutcome};
+use crate::error::Error;
+use crate::hub::{HubInner, PublishOptions};
+use crate::message::Message;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::Serialize;
+use signalbox_codec::{EncodeError, ErrorCode, ErrorPayload, Meta, WireCodec};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The `type` of an error answer to anything but a request.
+pub const ERROR_TYPE: &str = "ERROR";
+/// The `type` of an error answer to a request (CONTRACT §6, ws-kit's name).
+pub const RPC_ERROR_TYPE: &str = "RPC_ERROR";
+/// The `type` of a progress message before a reply (CONTRACT §7).
+pub const PROGRESS_TYPE: &str = "$ws:rpc-progress";
+
+/// A handle to one connection: cheap to clone, usable from any task.
+///
+/// Sending never waits: messages go into the connection's bounded outbound
+/// queue, and a full queue applies the configured
+/// [`OverflowPolicy`](crate::connection::OverflowPolicy).
+#[derive(Clone)]
+pub struct Conn {
+    pub(crate) shared: Arc<ConnShared>,
+}
+
+pub(crate) struct ConnShared {
+    pub(crate) id: Arc<str>,
+    pub(crate) info: ConnectionInfo,
+    pub(crate) data: Mutex<DataMap>,
+    pub(crate) outbound: OutboundQueue,
+    pub(crate) topics: Mutex<BTreeSet<Arc<str>>>,
+    pub(crate) close: Mutex<Option<Close>>,
+    pub(crate) closing: CancellationToken,
+    pub(crate) hub: Arc<HubInner>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.shared.id)
+            .field("transport", &self.shared.info.transport)
+            .field("codec", &self.shared.info.codec.name())
+            .finish()
+    }
+}
+
+impl Conn {
+    /// The server's id for this connection: unique across nodes, and the
+    /// `clientId` on messages it publishes.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// What the transport learnt at the handshake.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.shared.info
+    }
+
+    /// The connection's codec.
+    pub fn codec(&self) -> &WireCodec {
+        &self.shared.info.codec
+    }
+
+    /// Sends a message (stamped with the server's timestamp).
+    pub fn send<M: Message>(&self, msg: &M) -> Result<(), Error> {
+        self.send_with(msg, Meta::new(), true)
+    }
+
+    /// Sends a message with the given meta; `compress: false` opts it out
+    /// of gzip for `+gzip` clients.
+    pub fn send_with<M: Message>(
+        &self,
+        msg: &M,
+        mut meta: Meta,
+        compress: bool,
+    ) -> Result<(), Error> {
+        meta.timestamp = Some(self.shared.hub.clock.now_ms());
+        let frame = msg
+            .encode(self.codec(), &meta, compress)
+            .map_err(encode_error)?;
+        self.push(frame)
+    }
+
+    /// Sends an `ERROR` message (not tied to a request).
+    pub fn send_error(&self, error: &Error) -> Result<(), Error> {
+        self.send_error_as(ERROR_TYPE, None, error.payload())
+    }
+
+    pub(crate) fn send_error_as(
+        &self,
+        ty: &str,
+        correlation_id: Option<String>,
+        payload: &ErrorPayload,
+    ) -> Result<(), Error> {
+        let meta = Meta {
+            correlation_id,
+            timestamp: Some(self.shared.hub.clock.now_ms()),
+            ..Meta::default()
+        };
+        let frame = self
+            .codec()
+            .encode(ty, &meta, Some(payload))
+            .map_err(encode_error)?;
+        self.push(frame)
+    }
+
+    pub(crate) fn send_serde<P: Serialize + ?Sized>(
+        &self,
+        ty: &str,
+        meta: Meta,
+        payload: Option<&P>,
+        compress: bool,
+    ) -> Result<(), Error> {
+        let mut meta = meta;
+        meta.timestamp = Some(self.shared.hub.clock.now_ms());
+        let frame = self
+            .codec()
+            .encode_with(ty, &meta, payload, compress)
+            .map_err(encode_error)?;
+        self.push(frame)
+    }
+
+    /// Queues an encoded frame.
+    pub(crate) fn push(&self, frame: Bytes) -> Result<(), Error> {
+        match self.shared.outbound.push(frame) {
+            PushOutcome::Queued | PushOutcome::DroppedOldest | PushOutcome::DroppedNewest => Ok(()),
+            PushOutcome::Overflow => {
+                self.close(Close::new(
+                    CloseKind::Policy,
+                    "slow consumer: outbound queue full",
+                ));
+                Err(Error::unavailable("connection closed: outbound queue full"))
+            }
+            PushOutcome::Closed => Err(Error::unavailable("connection closed")),
+        }
+    }
+
+    /// Messages the outbound queue dropped under a drop policy.
+    pub fn dropped(&self) -> u64 {
+        self.shared.outbound.dropped()
+    }
+
+    /// A copy of the connection's value of type `T`.
+    pub fn data<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.shared.data.lock().get::<T>().cloned()
+    }
+
+    /// Sets the connection's value of type `T`, returning the old one.
+    pub fn set_data<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        self.shared.data.lock().insert(value)
+    }
+
+    /// Updates the connection's value of type `T` (starting from
+    /// `T::default()`) and returns what `f` returns. `f` runs under a lock:
+    /// keep it short, and do not call back into this connection's data.
+    pub fn update_data<T: Default + Send + Sync + 'static, R>(
+        &self,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> R {
+        f(self.shared.data.lock().get_or_default::<T>())
+    }
+
+    /// Removes the connection's value of type `T`.
+    pub fn remove_data<T: Send + Sync + 'static>(&self) -> Option<T> {
+        self.shared.data.lock().remove::<T>()
+    }
+
+    /// Shared application state registered with [`crate::Router::with_state`].
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, Error> {
+        self.shared.hub.state.get::<T>().ok_or_else(|| {
+            tracing::error!(state = std::any::type_name::<T>(), "state not registered");
+            Error::internal("internal error")
+        })
+    }
+
+    /// The hub this connection belongs to.
+    pub fn hub(&self) -> crate::Hub {
+        crate::Hub {
+            inner: self.shared.hub.clone(),
+        }
+    }
+
+    /// Subscribes to `topic`. Subscribing twice is a no-op; returns whether
+    /// the connection was not subscribed before.
+    pub fn subscribe(&self, topic: &str) -> Result<bool, Error> {
+        self.shared.hub.subscribe(self, topic)
+    }
+
+    /// Unsubscribes from `topic`; returns whether it was subscribed.
+    pub fn unsubscribe(&self, topic: &str) -> bool {
+        self.shared.hub.unsubscribe(self, topic)
+    }
+
+    /// Whether the connection holds `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.shared.topics.lock().contains(topic)
+    }
+
+    /// The topics this connection holds, in name order.
+    pub fn topics(&self) -> Vec<String> {
+        self.shared
+            .topics
+            .lock()
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    /// Publishes to every subscriber of `topic`, this connection included,
+    /// with `meta.clientId` naming this connection. Returns the number of
+    /// local subscribers it was queued for.
+    pub async fn publish<M: Message>(&self, topic: &str, msg: &M) -> Result<usize, Error> {
+        self.publish_with(topic, msg, PublishOptions::default())
+            .await
+    }
+
+    /// Publishes with options (exclude the sender, no compression).
+    pub async fn publish_with<M: Message>(
+        &self,
+        topic: &str,
+        msg: &M,
+        options: PublishOptions,
+    ) -> Result<usize, Error> {
+        self.shared
+            .hub
+            .authorize(self, topic, crate::TopicAction::Publish)?;
+        let hub = crate::Hub {
+            inner: self.shared.hub.clone(),
+        };
+        hub.publish_from(Some(self), topic, msg, options).await
+    }
+
+    /// Asks the connection to close with `close` once what is queued has
+    /// been written (up to the drain timeout). The first close wins.
+    pub fn close(&self, close: Close) {
+        {
+            let mut slot = self.shared.close.lock();
+            if slot.is_none() {
+                *slot = Some(close);
+            }
+        }
+        self.shared.closing.cancel();
+    }
+
+    /// Whether the connection is closing or closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closing.is_cancelled()
+    }
+
+    /// Waits until the connection starts closing.
+    pub async fn closed(&self) {
+        self.shared.closing.cancelled().await;
+    }
+
+    pub(crate) fn close_reason(&self) -> Close {
+        if let Some(close) = self.shared.close.lock().clone() {
+            return close;
+        }
+        if self.shared.hub.shutdown.is_cancelled() {
+            Close::new(CloseKind::GoingAway, "server shutting down")
+        } else {
+            Close::new(CloseKind::Normal, "")
+        }
+    }
+}
+
+fn encode_error(e: EncodeError) -> Error {
+    match e {
+        EncodeError::TooLarge { .. } => Error::resource_exhausted(e.to_string(), None),
+        other => {
+            tracing::error!(error = %other, "message could not be encoded");
+            Error::internal("internal error")
+        }
+    }
+}
+
+/// One message and its connection: what a handler receives.
+///
+/// Dereferences to [`Conn`], so `ctx.send(..)`, `ctx.data::<T>()`,
+/// `ctx.subscribe(..)` and `ctx.publish(..)` work directly.
+pub struct Ctx<M> {
+    pub(crate) conn: Conn,
+    pub(crate) payload: M,
+    pub(crate) meta: Meta,
+    pub(crate) rpc: bool,
+    pub(crate) compress: bool,
+}
+
+impl<M: fmt::Debug> fmt::Debug for Ctx<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("conn", &self.conn)
+            .field("payload", &self.payload)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+impl<M> Deref for Ctx<M> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl<M> Ctx<M> {
+    /// The decoded, validated payload.
+    pub fn payload(&self) -> &M {
+        &self.payload
+    }
+
+    /// Takes the payload.
+    pub fn into_payload(self) -> M {
+        self.payload
+    }
+
+    /// The envelope meta (extended keys included; a client's `clientId`
+    /// is never here).
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// The connection.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// The connection's id (`clientId` on what it publishes).
+    pub fn client_id(&self) -> &str {
+        self.conn.id()
+    }
+
+    /// Sends `msg` carrying this message's correlationId.
+    pub fn reply<R: Message>(&self, msg: &R) -> Result<(), Error> {
+        let meta = Meta {
+            correlation_id: self.meta.correlation_id.clone(),
+            ..Meta::default()
+        };
+        self.conn.send_with(msg, meta, self.compress)
+    }
+
+    /// Sends a progress message (`$ws:rpc-progress`) for this request.
+    pub fn progress<P: Serialize + ?Sized>(&self, payload: &P) -> Result<(), Error> {
+        let meta = Meta {
+            correlation_id: self.meta.correlation_id.clone(),
+            ..Meta::default()
+        };
+        self.conn
+            .send_serde(PROGRESS_TYPE, meta, Some(payload), self.compress)
+    }
+
+    /// Sends an error for this message (`RPC_ERROR` for a request, `ERROR`
+    /// otherwise) with its correlationId. The handler goes on; to stop, return
+    /// the error instead.
+    pub fn error(
+        &self,
+        code: ErrorCode,
+        message: impl Into<String>,
+        details: Option<serde_json::Value>,
+    ) -> Result<(), Error> {
+        let mut payload = ErrorPayload::new(code, message);
+        payload.details = details;
+        let ty = if self.rpc { RPC_ERROR_TYPE } else { ERROR_TYPE };
+        self.conn
+            .send_error_as(ty, self.meta.correlation_id.clone(), &payload)
+    }
+}

@@ -1,0 +1,529 @@
+//! The router: routes from envelope `type` to handler, with middleware,
+//! lifecycle hooks and shared state, composed with `merge` and `mount`.
+
+use crate::connection::{Close, DataMap};
+use crate::context::{Conn, Ctx};
+use crate::error::Error;
+use crate::hub::{Hub, HubBuilder, TopicAction};
+use crate::message::Message;
+use crate::middleware::{Endpoint, Middleware, Next, Request};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use signalbox_codec::Meta;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a handler of [`Router::on`] may return: nothing, or a result.
+pub trait HandlerResult: Send + 'static {
+    /// As a result.
+    fn into_result(self) -> Result<(), Error>;
+}
+
+impl HandlerResult for () {
+    fn into_result(self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl HandlerResult for Result<(), Error> {
+    fn into_result(self) -> Result<(), Error> {
+        self
+    }
+}
+
+/// One route: a message type, its handler, and how it runs.
+pub struct Route {
+    name: String,
+    rpc: bool,
+    concurrent: bool,
+    deadline: Option<Duration>,
+    compress: bool,
+    layers: Vec<Arc<dyn Middleware>>,
+    handler: Arc<dyn Fn(bool) -> Endpoint + Send + Sync>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("name", &self.name)
+            .field("rpc", &self.rpc)
+            .field("concurrent", &self.concurrent)
+            .field("deadline", &self.deadline)
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl Route {
+    /// A route for messages of type `M`, handled in arrival order.
+    pub fn on<M, H, Fut>(handler: H) -> Route
+    where
+        M: Message,
+        H: Fn(Ctx<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        let handler = Arc::new(handler);
+        Route {
+            name: M::TYPE.to_owned(),
+            rpc: false,
+            concurrent: false,
+            deadline: None,
+            compress: true,
+            layers: Vec::new(),
+            handler: Arc::new(move |compress| {
+                let handler = handler.clone();
+                Arc::new(move |req: Request| {
+                    let handler = handler.clone();
+                    Box::pin(async move {
+                        let ctx = decode::<M>(req, false, compress)?;
+                        handler(ctx).await.into_result()
+                    }) as BoxFuture<'static, Result<(), Error>>
+                })
+            }),
+        }
+    }
+
+    /// A request/response route: the handler's `Ok` is sent back as `Resp`
+    /// with the request's correlationId, its `Err` as `RPC_ERROR`. Requests
+    /// run concurrently (up to [`crate::Config::max_concurrent`]) and get
+    /// DEADLINE_EXCEEDED when they take longer than the deadline.
+    pub fn rpc<Req, Resp, H, Fut>(handler: H) -> Route
+    where
+        Req: Message,
+        Resp: Message,
+        H: Fn(Ctx<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        Route {
+            name: Req::TYPE.to_owned(),
+            rpc: true,
+            concurrent: true,
+            deadline: None,
+            compress: true,
+            layers: Vec::new(),
+            handler: Arc::new(move |compress| {
+                let handler = handler.clone();
+                Arc::new(move |req: Request| {
+                    let handler = handler.clone();
+                    Box::pin(async move {
+                        let ctx = decode::<Req>(req, true, compress)?;
+                        let conn = ctx.conn.clone();
+                        let meta = Meta {
+                            correlation_id: ctx.meta.correlation_id.clone(),
+                            ..Meta::default()
+                        };
+                        let resp = handler(ctx).await?;
+                        conn.send_with(&resp, meta, compress)
+                    }) as BoxFuture<'static, Result<(), Error>>
+                })
+            }),
+        }
+    }
+
+    /// Adds middleware that runs for this route only, after the router's.
+    pub fn layer(mut self, middleware: impl Middleware) -> Self {
+        self.layers.push(Arc::new(middleware));
+        self
+    }
+
+    /// How long the handler (with its middleware) may take; past it the
+    /// peer gets DEADLINE_EXCEEDED. Requests default to
+    /// [`crate::Config::rpc_deadline`]; other routes have none unless set.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Handles this route's messages in arrival order with the connection's
+    /// other ordered messages (the default for [`Route::on`]).
+    pub fn ordered(mut self) -> Self {
+        self.concurrent = false;
+        self
+    }
+
+    /// Handles this route's messages concurrently, up to
+    /// [`crate::Config::max_concurrent`] per connection (the default for
+    /// [`Route::rpc`]).
+    pub fn concurrent(mut self) -> Self {
+        self.concurrent = true;
+        self
+    }
+
+    /// Never gzip what this route's handler replies (per-route opt-out).
+    pub fn uncompressed(mut self) -> Self {
+        self.compress = false;
+        self
+    }
+
+    /// The wire type this route answers.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn decode<M: Message>(req: Request, rpc: bool, compress: bool) -> Result<Ctx<M>, Error> {
+    let payload = M::decode(req.envelope.payload.as_ref())?;
+    payload.validate()?;
+    Ok(Ctx {
+        conn: req.conn,
+        payload,
+        meta: req.envelope.meta,
+        rpc,
+        compress,
+    })
+}
+
+/// What to do when two routers being merged both route one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// Fail the merge with [`MergeError::Conflict`].
+    Error,
+    /// Keep the route already there.
+    Skip,
+    /// Take the incoming route.
+    Replace,
+}
+
+/// A merge that met a conflict under [`ConflictPolicy::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// Both routers route this type.
+    #[error("both routers route message type {0:?}")]
+    Conflict(String),
+}
+
+/// An error reported to the router's error sink.
+#[derive(Debug)]
+pub struct ErrorEvent<'a> {
+    /// The connection concerned.
+    pub conn: &'a Conn,
+    /// The message type, when the error concerns one that was read.
+    pub message_type: Option<&'a str>,
+    /// The error, as answered to the peer.
+    pub error: &'a Error,
+}
+
+pub(crate) type OpenHook = Arc<dyn Fn(Conn) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
+pub(crate) type CloseHook = Arc<dyn Fn(Conn, Close) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type ErrorHook = Arc<dyn Fn(&ErrorEvent<'_>) + Send + Sync>;
+pub(crate) type AuthorizeHook =
+    Arc<dyn Fn(&Conn, &str, TopicAction) -> Result<(), Error> + Send + Sync>;
+
+#[derive(Default, Clone)]
+pub(crate) struct Hooks {
+    pub(crate) on_open: Vec<OpenHook>,
+    pub(crate) on_close: Vec<CloseHook>,
+    pub(crate) on_error: Option<ErrorHook>,
+    pub(crate) authorize: Option<AuthorizeHook>,
+}
+
+/// A route ready to serve.
+pub(crate) struct RouteEntry {
+    pub(crate) name: Arc<str>,
+    pub(crate) rpc: bool,
+    pub(crate) concurrent: bool,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) chain: Arc<[Arc<dyn Middleware>]>,
+    pub(crate) endpoint: Endpoint,
+}
+
+/// Routes, middleware, hooks and state; [`Router::build`] turns it into a
+/// [`Hub`].
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use signalbox::{message, Ctx, Error, Router};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Add { a: i64, b: i64 }
+/// message!(Add = "ADD");
+/// #[derive(Serialize, Deserialize)]
+/// struct Sum { sum: i64 }
+/// message!(Sum = "SUM");
+///
+/// let router = Router::new()
+///     .rpc(|ctx: Ctx<Add>| async move {
+///         let Add { a, b } = *ctx.payload();
+///         a.checked_add(b).map(|sum| Sum { sum }).ok_or_else(|| Error::invalid_argument("overflow"))
+///     });
+/// # let _ = router;
+/// ```
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<Route>,
+    layers: Vec<Arc<dyn Middleware>>,
+    hooks: Hooks,
+    state: DataMap,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field(
+                "routes",
+                &self
+                    .routes
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Router::default()
+    }
+
+    /// Routes messages of type `M` to `handler`, in arrival order.
+    ///
+    /// # Panics
+    /// If this router already routes `M::TYPE` (use [`Router::merge`] to
+    /// combine routers with a conflict policy).
+    pub fn on<M, H, Fut>(self, handler: H) -> Self
+    where
+        M: Message,
+        H: Fn(Ctx<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        self.route(Route::on::<M, H, Fut>(handler))
+    }
+
+    /// Routes requests of type `Req` to `handler`, answering `Resp`; see
+    /// [`Route::rpc`].
+    ///
+    /// # Panics
+    /// If this router already routes `Req::TYPE`.
+    pub fn rpc<Req, Resp, H, Fut>(self, handler: H) -> Self
+    where
+        Req: Message,
+        Resp: Message,
+        H: Fn(Ctx<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    {
+        self.route(Route::rpc::<Req, Resp, H, Fut>(handler))
+    }
+
+    /// Adds a configured [`Route`].
+    ///
+    /// # Panics
+    /// If this router already routes the route's type: two handlers for one
+    /// type is a programming error, caught at startup.
+    pub fn route(mut self, route: Route) -> Self {
+        assert!(
+            !self.routes.iter().any(|r| r.name == route.name),
+            "signalbox: message type {:?} is routed twice; use Router::merge with a ConflictPolicy",
+            route.name
+        );
+        self.routes.push(route);
+        self
+    }
+
+    /// Adds middleware for every route of this router (including routes
+    /// merged in later). Middleware runs in the order added.
+    pub fn layer(mut self, middleware: impl Middleware) -> Self {
+        self.layers.push(Arc::new(middleware));
+        self
+    }
+
+    /// Runs when a connection opens, before its first message is handled.
+    /// An error closes the connection (policy) with the error's message.
+    pub fn on_open<H, Fut>(mut self, hook: H) -> Self
+    where
+        H: Fn(Conn) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        let hook = Arc::new(hook);
+        self.hooks.on_open.push(Arc::new(move |conn| {
+            let hook = hook.clone();
+            Box::pin(async move { hook(conn).await.into_result() })
+        }));
+        self
+    }
+
+    /// Runs when a connection has closed, with why. The connection still
+    /// lists its topics here (so it can tell its rooms it left); they are
+    /// cleaned up right after.
+    pub fn on_close<H, Fut>(mut self, hook: H) -> Self
+    where
+        H: Fn(Conn, Close) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let hook = Arc::new(hook);
+        self.hooks.on_close.push(Arc::new(move |conn, close| {
+            let hook = hook.clone();
+            Box::pin(async move { hook(conn, close).await })
+        }));
+        self
+    }
+
+    /// The error sink: sees every error answered to a peer (undecodable
+    /// messages, unknown types, invalid payloads, handler errors, panics,
+    /// rate limits). One per hub; setting it again replaces it.
+    pub fn on_error(mut self, sink: impl Fn(&ErrorEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.on_error = Some(Arc::new(sink));
+        self
+    }
+
+    /// Decides who may subscribe and publish to which topic. Default: all.
+    pub fn authorize_topics(
+        mut self,
+        hook: impl Fn(&Conn, &str, TopicAction) -> Result<(), Error> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.authorize = Some(Arc::new(hook));
+        self
+    }
+
+    /// Registers shared application state, reached with
+    /// [`Conn::state`]. One value per type.
+    pub fn with_state<T: Send + Sync + 'static>(mut self, state: T) -> Self {
+        self.state.insert(state);
+        self
+    }
+
+    /// Takes every route, hook and state of `other` (the seed's
+    /// `addRoutes`). `other`'s middleware stays scoped to `other`'s routes;
+    /// this router's middleware applies to all. Lifecycle hooks of both
+    /// run; `other`'s error sink and topic hook are used only if this
+    /// router has none.
+    pub fn merge(self, other: Router, policy: ConflictPolicy) -> Result<Self, MergeError> {
+        self.mount("", other, policy)
+    }
+
+    /// Like [`Router::merge`], with `prefix` put before each of `other`'s
+    /// types (`mount("admin.", r)` routes `admin.KICK` to `r`'s `KICK`
+    /// handler).
+    pub fn mount(
+        mut self,
+        prefix: &str,
+        other: Router,
+        policy: ConflictPolicy,
+    ) -> Result<Self, MergeError> {
+        let Router {
+            routes,
+            layers,
+            hooks,
+            state,
+        } = other;
+        let mut incoming = Vec::with_capacity(routes.len());
+        for mut route in routes {
+            route.name = format!("{prefix}{}", route.name);
+            let mut scoped = layers.clone();
+            scoped.append(&mut route.layers);
+            route.layers = scoped;
+            incoming.push(route);
+        }
+        if policy == ConflictPolicy::Error {
+            if let Some(dup) = incoming
+                .iter()
+                .find(|r| self.routes.iter().any(|mine| mine.name == r.name))
+            {
+                return Err(MergeError::Conflict(dup.name.clone()));
+            }
+        }
+        for route in incoming {
+            match self.routes.iter().position(|mine| mine.name == route.name) {
+                Some(_) if policy == ConflictPolicy::Skip => {}
+                Some(i) => self.routes[i] = route,
+                None => self.routes.push(route),
+            }
+        }
+        self.hooks.on_open.extend(hooks.on_open);
+        self.hooks.on_close.extend(hooks.on_close);
+        if self.hooks.on_error.is_none() {
+            self.hooks.on_error = hooks.on_error;
+        }
+        if self.hooks.authorize.is_none() {
+            self.hooks.authorize = hooks.authorize;
+        }
+        self.state.extend(state);
+        Ok(self)
+    }
+
+    /// The types this router routes, in the order added.
+    pub fn route_names(&self) -> Vec<&str> {
+        self.routes.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    /// Builds a hub with the default configuration; see [`Hub::builder`]
+    /// to choose configuration, broker or clock.
+    pub fn build(self) -> Hub {
+        Hub::builder(self).build()
+    }
+
+    /// Starts a [`HubBuilder`].
+    pub fn into_builder(self) -> HubBuilder {
+        Hub::builder(self)
+    }
+
+    pub(crate) fn into_parts(self) -> (HashMap<Box<str>, Arc<RouteEntry>>, Hooks, DataMap) {
+        let mut table = HashMap::with_capacity(self.routes.len());
+        for route in self.routes {
+            let chain: Vec<Arc<dyn Middleware>> = self
+                .layers
+                .iter()
+                .cloned()
+                .chain(route.layers.iter().cloned())
+                .collect();
+            let entry = RouteEntry {
+                name: Arc::from(route.name.as_str()),
+                rpc: route.rpc,
+                concurrent: route.concurrent,
+                deadline: route.deadline,
+                chain: chain.into(),
+                endpoint: (route.handler)(route.compress),
+            };
+            table.insert(route.name.into_boxed_str(), Arc::new(entry));
+        }
+        (table, self.hooks, self.state)
+    }
+}
+
+/// Runs one routed message through its middleware and handler, answering
+/// errors, panics and missed deadlines.
+pub(crate) async fn dispatch(route: Arc<RouteEntry>, req: Request, default_deadline: Duration) {
+    let conn = req.conn.clone();
+    let correlation_id = req.envelope.meta.correlation_id.clone();
+    let run = Next::new(route.chain.clone(), route.endpoint.clone()).run(req);
+    let run = AssertUnwindSafe(run).catch_unwind();
+    let deadline = route.deadline.or(route.rpc.then_some(default_deadline));
+    let outcome = match deadline {
+        Some(deadline) => match tokio::time::timeout(deadline, run).await {
+            Ok(outcome) => outcome,
+            Err(_) => Ok(Err(Error::new(
+                signalbox_codec::ErrorCode::DeadlineExceeded,
+                format!("no answer within {} ms", deadline.as_millis()),
+            ))),
+        },
+        None => run.await,
+    };
+    let error = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(error)) => error,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, r#type = %route.name, "handler panicked");
+            Error::internal("internal error")
+        }
+    };
+    let ty = if route.rpc {
+        crate::context::RPC_ERROR_TYPE
+    } else {
+        crate::context::ERROR_TYPE
+    };
+    crate::connection::answer_error(&conn, ty, Some(&route.name), correlation_id, error);
+}
