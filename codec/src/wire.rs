@@ -1,8 +1,8 @@
 //! The per-connection codec: a format, optional gzip, and the size limits.
 
 use crate::{
-    COMPRESSED_TYPE, Codec, DecodeError, DecodeFailure, EncodeError, Envelope, Json, Meta, RawPayload, MsgPack,
-    compress,
+    COMPRESSED_TYPE, Codec, DecodeError, DecodeFailure, EncodeError, Envelope, Json, Meta, MsgPack,
+    RawPayload, compress,
 };
 use bytes::Bytes;
 use serde::Serialize;

@@ -406,7 +406,10 @@ fn raw_payload_is_spliced_within_a_format_and_transcoded_across() {
     );
     let env = json.decode(frame).unwrap();
     let raw = env.payload.as_ref().unwrap();
-    let meta = Meta { correlation_id: Some("r-1".into()), ..Meta::default() };
+    let meta = Meta {
+        correlation_id: Some("r-1".into()),
+        ..Meta::default()
+    };
     let out = json.encode_raw("ECHO", &meta, Some(raw), false).unwrap();
     assert_eq!(
         &out[..],
@@ -426,9 +429,13 @@ fn raw_payload_is_spliced_within_a_format_and_transcoded_across() {
     rmp::encode::write_str(&mut inner, "payload").unwrap();
     rmp::encode::write_bin(&mut inner, &[0, 1, 255]).unwrap();
     let env = mp.decode(bytes::Bytes::from(inner.clone())).unwrap();
-    let out = mp.encode_raw("ECHO", &Meta::default(), env.payload.as_ref(), false).unwrap();
+    let out = mp
+        .encode_raw("ECHO", &Meta::default(), env.payload.as_ref(), false)
+        .unwrap();
     assert_eq!(&out[..], &inner[..]);
     // No payload stays no payload.
-    let out = json.encode_raw("ECHO", &Meta::default(), None, false).unwrap();
+    let out = json
+        .encode_raw("ECHO", &Meta::default(), None, false)
+        .unwrap();
     assert_eq!(&out[..], br#"{"type":"ECHO"}"#);
 }

@@ -132,7 +132,7 @@ async fn run(
 async fn read_loop(
     conn: &Conn,
     mut source: Box<dyn FrameSource>,
-    tx: mpsc::Sender<(Arc<RouteEntry>, Envelope)>,
+    tx: mpsc::Sender<(Arc<RouteEntry>, Box<Envelope>)>,
 ) {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
@@ -194,7 +194,7 @@ fn admit(
     conn: &Conn,
     frame: Bytes,
     bucket: Option<&mut TokenBucket>,
-) -> Option<(Arc<RouteEntry>, Envelope)> {
+) -> Option<(Arc<RouteEntry>, Box<Envelope>)> {
     let hub = &conn.shared.hub;
     let mut envelope = match conn.codec().decode(frame) {
         Ok(envelope) => envelope,
@@ -245,7 +245,8 @@ fn admit(
         return None;
     }
     match hub.routes.get(envelope.ty.as_str()) {
-        Some(route) => Some((route.clone(), envelope)),
+        // Boxed: the inbound queue's slots stay small on idle connections.
+        Some(route) => Some((route.clone(), Box::new(envelope))),
         None => {
             let error = Error::new(
                 signalbox_codec::ErrorCode::Unimplemented,
@@ -263,7 +264,7 @@ fn admit(
     }
 }
 
-async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Envelope)>) {
+async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<Envelope>)>) {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
     let limit = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
@@ -279,7 +280,7 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Envel
         let Some((route, envelope)) = next else { break };
         let req = Request {
             conn: conn.clone(),
-            envelope,
+            envelope: *envelope,
         };
         let span = tracing::debug_span!("message", r#type = %route.name);
         if route.concurrent {
