@@ -29,6 +29,10 @@
 //! # }
 //! ```
 
+// The harness panics on purpose: it is for tests, where a panic is a
+// failed assertion with a message.
+#![allow(clippy::expect_used)]
+
 use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::connection::{

@@ -13,10 +13,13 @@ use std::sync::Arc;
 
 const SHARDS: usize = 16;
 
+/// One shard: topic → its members by connection id.
+type Shard = RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Conn>>>;
+
 /// Which connections hold which topics, on this node. Sharded by topic name
 /// so unrelated topics do not contend.
 pub(crate) struct Registry {
-    shards: Vec<RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Conn>>>>,
+    shards: Vec<Shard>,
 }
 
 impl Registry {
@@ -26,7 +29,7 @@ impl Registry {
         }
     }
 
-    fn shard(&self, topic: &str) -> &RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Conn>>> {
+    fn shard(&self, topic: &str) -> &Shard {
         let mut h = DefaultHasher::new();
         topic.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
