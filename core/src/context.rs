@@ -63,6 +63,7 @@ pub(crate) struct ConnShared {
     pub(crate) data: Mutex<DataMap>,
     pub(crate) outbound: OutboundQueue,
     pub(crate) topics: Mutex<BTreeSet<Arc<str>>>,
+    pub(crate) watching: Mutex<BTreeSet<Arc<str>>>,
     pub(crate) close: Mutex<Option<Close>>,
     pub(crate) closing: CancellationToken,
     pub(crate) hub: Arc<HubInner>,
@@ -205,6 +206,21 @@ impl Conn {
             tracing::error!(state = std::any::type_name::<T>(), "state not registered");
             Error::internal("internal error")
         })
+    }
+
+    /// The state-store keys this connection watches, in name order.
+    pub fn store_keys(&self) -> Vec<String> {
+        self.shared
+            .watching
+            .lock()
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    /// The hub's keyed state store.
+    pub fn store(&self) -> &crate::state::StateStore {
+        &self.shared.hub.store
     }
 
     /// The hub this connection belongs to.

@@ -8,6 +8,7 @@ use crate::context::Conn;
 use crate::error::Error;
 use crate::message::Message;
 use crate::router::{Hooks, RouteEntry, Router};
+use crate::state::StateStore;
 use crate::topic::{Broker, BrokerMessage, LocalBroker, LocalDelivery, Registry, fan_out};
 use parking_lot::Mutex;
 use signalbox_codec::{Format, Meta, WireCodec};
@@ -62,6 +63,7 @@ pub(crate) struct HubInner {
     pub(crate) state: DataMap,
     pub(crate) config: Config,
     pub(crate) topics: Registry,
+    pub(crate) store: StateStore,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) shutdown: CancellationToken,
@@ -140,6 +142,7 @@ impl HubBuilder {
             state,
             config: self.config,
             topics: Registry::new(),
+            store: StateStore::new(self.clock.clone()),
             broker: self.broker,
             clock: self.clock,
             shutdown: CancellationToken::new(),
@@ -281,6 +284,11 @@ impl Hub {
                 .map_err(|e| Error::unavailable(e.to_string()))?;
         }
         Ok(delivered)
+    }
+
+    /// The keyed state store.
+    pub fn store(&self) -> &StateStore {
+        &self.inner.store
     }
 
     /// Subscribers of `topic` on this node.

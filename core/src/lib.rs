@@ -59,8 +59,10 @@ pub mod hub;
 pub mod message;
 pub mod middleware;
 pub mod router;
+pub mod state;
 pub mod testing;
 pub mod topic;
+pub mod versioned;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, RateLimit, TopicLimits};
@@ -70,6 +72,7 @@ pub use hub::{Hub, HubBuilder, PublishOptions, TopicAction};
 pub use message::{Invalid, Message, Opaque, validate};
 pub use middleware::{Middleware, Next, Request};
 pub use router::{ConflictPolicy, ErrorEvent, HandlerResult, MergeError, Route, Router};
+pub use state::StateStore;
 pub use topic::{Broker, BrokerError, BrokerMessage, LocalBroker, LocalDelivery};
 
 /// The codec crate, re-exported: envelopes, codecs, error codes.

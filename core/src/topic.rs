@@ -92,37 +92,58 @@ pub(crate) async fn fan_out(
     chunk: usize,
     encode: impl Fn(&WireCodec) -> Result<Bytes, EncodeError>,
 ) -> usize {
-    let mut encoded: Vec<(WireCodec, Option<Bytes>)> = Vec::with_capacity(2);
+    let mut cache = EncodeCache::default();
     let mut delivered = 0;
-    for (i, conn) in members.iter().enumerate() {
-        if i > 0 && i % chunk.max(1) == 0 {
+    for (i, part) in members.chunks(chunk.max(1)).enumerate() {
+        if i > 0 {
             tokio::task::yield_now().await;
         }
-        if exclude.is_some_and(|x| x == conn.id()) {
-            continue;
-        }
-        let codec = *conn.codec();
-        let frame = match encoded.iter().find(|(c, _)| *c == codec) {
-            Some((_, frame)) => frame.clone(),
-            None => {
-                let frame = match encode(&codec) {
-                    Ok(frame) => Some(frame),
-                    Err(error) => {
-                        tracing::warn!(%error, codec = codec.name(), "publish could not be encoded");
-                        None
-                    }
-                };
-                encoded.push((codec, frame.clone()));
-                frame
-            }
-        };
-        if let Some(frame) = frame {
-            if conn.push(frame).is_ok() {
-                delivered += 1;
-            }
-        }
+        delivered += cache.deliver(part, exclude, &encode);
     }
     delivered
+}
+
+/// Frames already encoded for a fan-out, one per codec.
+#[derive(Default)]
+pub(crate) struct EncodeCache {
+    frames: Vec<(WireCodec, Option<Bytes>)>,
+}
+
+impl EncodeCache {
+    /// Queues the message for each of `members` (but `exclude`), encoding
+    /// it at most once per codec. Returns how many it was queued for.
+    pub(crate) fn deliver(
+        &mut self,
+        members: &[Conn],
+        exclude: Option<&str>,
+        encode: &impl Fn(&WireCodec) -> Result<Bytes, EncodeError>,
+    ) -> usize {
+        let mut delivered = 0;
+        for conn in members {
+            if exclude.is_some_and(|x| x == conn.id()) {
+                continue;
+            }
+            let codec = *conn.codec();
+            let frame = match self.frames.iter().find(|(c, _)| *c == codec) {
+                Some((_, frame)) => frame.clone(),
+                None => {
+                    let frame = encode(&codec)
+                        .map_err(|error| {
+                            tracing::warn!(%error, codec = codec.name(), "message could not be encoded");
+                        })
+                        .ok();
+                    self.frames.push((codec, frame.clone()));
+                    frame
+                }
+            };
+            if let Some(frame) = frame {
+                if conn.push(frame).is_ok() {
+                    delivered += 1;
+                }
+            }
+        }
+        delivered
+    }
 }
 
 /// A published message as it crosses nodes: the payload travels as

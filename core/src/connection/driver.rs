@@ -74,6 +74,7 @@ pub(crate) async fn serve(hub: Arc<HubInner>, connection: Connection) {
             data: Mutex::new(data),
             outbound: OutboundQueue::new(hub.config.outbound_queue, hub.config.overflow),
             topics: Mutex::new(BTreeSet::new()),
+            watching: Mutex::new(BTreeSet::new()),
             close: Mutex::new(None),
             closing: hub.shutdown.child_token(),
             hub: hub.clone(),
@@ -125,6 +126,12 @@ async fn run(
         if last {
             hub.broker.interest(&topic, false);
         }
+    }
+    let watched: Vec<Arc<str>> = std::mem::take(&mut *conn.shared.watching.lock())
+        .into_iter()
+        .collect();
+    for key in watched {
+        hub.store.forget_watcher(&key, conn.id());
     }
     hub.conns.lock().remove(conn.id());
 }
