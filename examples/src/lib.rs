@@ -1,1 +1,19 @@
-//! signalbox-examples (work in progress).
+//! Example applications of signalbox.
+//!
+//! [`chat`] is the chat server of CONTRACT §8: rooms, messages, an echo
+//! request, over WebSocket with a web page. The `chat` binary runs it; the
+//! tests start it in-process.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = signalbox_examples::chat::hub();
+//! let server = signalbox_examples::chat::ws_server(hub.clone(), "127.0.0.1:8080").await?;
+//! println!("listening ws={}", server.local_addr());
+//! tokio::spawn(server.serve());
+//! tokio::signal::ctrl_c().await?;
+//! hub.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod chat;

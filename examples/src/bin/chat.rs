@@ -1,0 +1,116 @@
+//! The chat server of CONTRACT §8.
+//!
+//! ```text
+//! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH] [--redis URL]
+//! ```
+//!
+//! Prints `listening ws=ADDR` once the WebSocket listener is ready; stops on
+//! SIGINT or SIGTERM, closing every client with 1001.
+
+use clap::Parser;
+use signalbox::Hub;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+/// The chat example: a web page at `/`, WebSocket at `/ws`.
+#[derive(Debug, Parser)]
+#[command(name = "chat", version, about)]
+struct Args {
+    /// WebSocket (and web page) address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    ws: String,
+    /// QUIC (UDP) address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4433")]
+    quic: String,
+    /// Where to write the QUIC certificate (PEM) for clients to trust.
+    #[arg(long, value_name = "PATH")]
+    cert_out: Option<std::path::PathBuf>,
+    /// Share rooms with other chat processes through Redis.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ChatError {
+    #[error("--redis is not yet supported")]
+    RedisUnsupported,
+    #[error(transparent)]
+    Ws(#[from] signalbox_ws::ServerError),
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Starts the WebSocket listener; returns its address.
+async fn start_ws(hub: &Hub, addr: &str) -> Result<SocketAddr, ChatError> {
+    let server = signalbox_examples::chat::ws_server(hub.clone(), addr).await?;
+    let local = server.local_addr();
+    tokio::spawn(server.serve());
+    Ok(local)
+}
+
+/// Starts the QUIC listener; `None` while the QUIC transport is not part of
+/// the example yet (said on stderr, never silently).
+fn start_quic(addr: &str, cert_out: Option<&std::path::Path>) -> Option<SocketAddr> {
+    eprintln!("chat: QUIC transport not yet supported; not listening on {addr}");
+    if let Some(path) = cert_out {
+        eprintln!(
+            "chat: --cert-out {}: no certificate written (QUIC transport not yet supported)",
+            path.display()
+        );
+    }
+    None
+}
+
+async fn shutdown_signal() -> Result<(), ChatError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(ChatError::Signal)?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(ChatError::Signal),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(ChatError::Signal)
+    }
+}
+
+async fn run(args: Args) -> Result<(), ChatError> {
+    if args.redis.is_some() {
+        return Err(ChatError::RedisUnsupported);
+    }
+    let hub = signalbox_examples::chat::hub();
+    let ws = start_ws(&hub, &args.ws).await?;
+    let quic = start_quic(&args.quic, args.cert_out.as_deref());
+    let mut line = format!("listening ws={ws}");
+    if let Some(quic) = quic {
+        line.push_str(&format!(" quic={quic}"));
+    }
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    let signalled = shutdown_signal().await;
+    eprintln!("chat: shutting down");
+    hub.shutdown().await;
+    signalled
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chat: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

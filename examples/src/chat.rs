@@ -1,0 +1,292 @@
+//! The chat example (CONTRACT §8): rooms are topics, members get every
+//! message of their rooms, each in its own codec.
+//!
+//! | type | direction | payload |
+//! |---|---|---|
+//! | `JOIN_ROOM` | → | `{"roomId", "username"?}` |
+//! | `USER_JOINED` | ← to the room, joiner included | `{"roomId", "userId", "username"?}` |
+//! | `SEND_MESSAGE` | → | `{"roomId", "text"}` (text 1..=4096 characters) |
+//! | `NEW_MESSAGE` | ← to every member, sender included | `{"roomId", "userId", "text", "timestamp"}` |
+//! | `LEAVE_ROOM` | → | `{"roomId"}` |
+//! | `USER_LEFT` | ← to the room | `{"roomId", "userId"}` |
+//! | `ECHO` | → request, ← reply | any payload, returned byte for byte |
+
+use serde::{Deserialize, Serialize};
+use signalbox::connection::Close;
+use signalbox::{Config, Conn, Ctx, Error, Hub, PublishOptions, Router, message, validate};
+use signalbox_ws::{ServerError, WsServer};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The chat web page, served at `/`.
+pub const INDEX_HTML: &[u8] = include_bytes!("../web/index.html");
+/// The MessagePack library the page uses, served at `/msgpack.min.js`.
+pub const MSGPACK_JS: &[u8] = include_bytes!("../web/msgpack.min.js");
+
+/// Room ids have 1..=128 characters.
+const ROOM_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=128;
+
+/// `JOIN_ROOM`: become a member of a room (a no-op for a member).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRoom {
+    /// The room.
+    #[serde(rename = "roomId")]
+    pub room_id: String,
+    /// A display name, passed on as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+message!(JoinRoom = "JOIN_ROOM", |m| validate::chars(
+    "roomId",
+    &m.room_id,
+    ROOM_ID_CHARS
+));
+
+/// `USER_JOINED`: someone (perhaps the receiver) joined a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserJoined {
+    /// The room.
+    #[serde(rename = "roomId")]
+    pub room_id: String,
+    /// The joiner's connection id.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// The joiner's display name, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+message!(UserJoined = "USER_JOINED");
+
+/// `SEND_MESSAGE`: say something in a room the sender is a member of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendMessage {
+    /// The room.
+    #[serde(rename = "roomId")]
+    pub room_id: String,
+    /// The text, 1..=4096 Unicode scalar values.
+    pub text: String,
+}
+message!(SendMessage = "SEND_MESSAGE", |m| {
+    validate::chars("roomId", &m.room_id, ROOM_ID_CHARS)?;
+    validate::chars("text", &m.text, 1..=4096)
+});
+
+/// `NEW_MESSAGE`: a message said in a room, to every member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewMessage {
+    /// The room.
+    #[serde(rename = "roomId")]
+    pub room_id: String,
+    /// The sender's connection id (also in `meta.clientId`).
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// The text.
+    pub text: String,
+    /// When the server relayed it, ms since the Unix epoch.
+    pub timestamp: u64,
+}
+message!(NewMessage = "NEW_MESSAGE");
+
+/// `LEAVE_ROOM`: stop being a member (a no-op for a non-member).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaveRoom {
+    /// The room.
+    #[serde(rename = "roomId")]
+    pub room_id: String,
+}
+message!(LeaveRoom = "LEAVE_ROOM", |m| validate::chars(
+    "roomId",
+    &m.room_id,
+    ROOM_ID_CHARS
+));
+
+/// `USER_LEFT`: someone left a room, or disconnected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserLeft {
+    /// The room.
+    #[serde(rename = "roomId")]
+    pub room_id: String,
+    /// The leaver's connection id.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+}
+message!(UserLeft = "USER_LEFT");
+
+signalbox::opaque_message!(
+    /// `ECHO`: a request answered with exactly its payload (or none).
+    pub Echo = "ECHO"
+);
+
+/// The topic of a room. Room ids may hold any character; topic names only a
+/// few, so everything else is percent-encoded (reversibly: see
+/// [`room_of_topic`]).
+pub fn room_topic(room_id: &str) -> String {
+    let mut topic = String::with_capacity(5 + room_id.len());
+    topic.push_str("room:");
+    for b in room_id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            topic.push(char::from(b));
+        } else {
+            topic.push_str(&format!("%{b:02X}"));
+        }
+    }
+    topic
+}
+
+/// The room id of a topic made by [`room_topic`]; `None` for other topics.
+pub fn room_of_topic(topic: &str) -> Option<String> {
+    let encoded = topic.strip_prefix("room:")?;
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut rest = encoded.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = tail.get(..2)?;
+            bytes.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+async fn join(ctx: Ctx<JoinRoom>) -> Result<(), Error> {
+    let JoinRoom { room_id, username } = ctx.payload();
+    let topic = room_topic(room_id);
+    // Subscribe first, so that the joiner gets its own USER_JOINED.
+    if ctx.subscribe(&topic)? {
+        let joined = UserJoined {
+            room_id: room_id.clone(),
+            user_id: ctx.client_id().to_owned(),
+            username: username.clone(),
+        };
+        ctx.publish(&topic, &joined).await?;
+    }
+    Ok(())
+}
+
+async fn send(ctx: Ctx<SendMessage>) -> Result<(), Error> {
+    let SendMessage { room_id, text } = ctx.payload();
+    let topic = room_topic(room_id);
+    if !ctx.is_subscribed(&topic) {
+        return Err(Error::permission_denied(format!(
+            "join room {room_id:?} before sending to it"
+        )));
+    }
+    let message = NewMessage {
+        room_id: room_id.clone(),
+        user_id: ctx.client_id().to_owned(),
+        text: text.clone(),
+        timestamp: now_ms(),
+    };
+    ctx.publish(&topic, &message).await?;
+    Ok(())
+}
+
+async fn leave(ctx: Ctx<LeaveRoom>) -> Result<(), Error> {
+    let room_id = &ctx.payload().room_id;
+    let topic = room_topic(room_id);
+    if ctx.unsubscribe(&topic) {
+        let left = UserLeft {
+            room_id: room_id.clone(),
+            user_id: ctx.client_id().to_owned(),
+        };
+        ctx.publish(&topic, &left).await?;
+    }
+    Ok(())
+}
+
+/// A disconnect leaves every room: the connection still lists its topics
+/// when the close hook runs.
+async fn left_everything(conn: Conn, _close: Close) {
+    for topic in conn.topics() {
+        let Some(room_id) = room_of_topic(&topic) else {
+            continue;
+        };
+        let left = UserLeft {
+            room_id,
+            user_id: conn.id().to_owned(),
+        };
+        if let Err(error) = conn
+            .publish_with(&topic, &left, PublishOptions::excluding_sender())
+            .await
+        {
+            tracing::warn!(%error, topic, "USER_LEFT not published");
+        }
+    }
+}
+
+/// The chat router.
+pub fn router() -> Router {
+    Router::new()
+        .on(join)
+        .on(send)
+        .on(leave)
+        .rpc(|ctx: Ctx<Echo>| async move { Ok::<_, Error>(ctx.into_payload()) })
+        .on_close(left_everything)
+}
+
+/// The chat hub's configuration: the defaults, with topic names that can
+/// hold any percent-encoded room id.
+pub fn config() -> Config {
+    let mut config = Config::default();
+    config.topics.extra_chars.push('%');
+    config.topics.max_name_len = config.topics.max_name_len.max(5 + 128 * 4 * 3);
+    config
+}
+
+/// The chat hub, in memory.
+pub fn hub() -> Hub {
+    hub_with(config())
+}
+
+/// The chat hub with `config` (tests shorten timings).
+pub fn hub_with(config: Config) -> Hub {
+    Hub::builder(router()).config(config).build()
+}
+
+/// The WebSocket listener of the chat: the page at `/`, its script at
+/// `/msgpack.min.js`, WebSocket at `/ws`.
+pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
+    WsServer::builder(hub)
+        .path("/ws")
+        .static_file("/", "text/html; charset=utf-8", INDEX_HTML)
+        .static_file("/index.html", "text/html; charset=utf-8", INDEX_HTML)
+        .static_file(
+            "/msgpack.min.js",
+            "text/javascript; charset=utf-8",
+            MSGPACK_JS,
+        )
+        .bind(addr)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_topics_round_trip_and_pass_the_topic_rules() {
+        let config = config();
+        for room in [
+            "lobby",
+            "a b/c%d",
+            "ünïcødé 🚀",
+            &"x".repeat(128),
+            &"🚀".repeat(128),
+        ] {
+            let topic = room_topic(room);
+            config.topics.check(&topic).unwrap();
+            assert_eq!(room_of_topic(&topic).as_deref(), Some(room));
+        }
+        assert_eq!(room_of_topic("other"), None);
+        assert_eq!(room_of_topic("room:%4"), None);
+    }
+}

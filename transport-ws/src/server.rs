@@ -1,0 +1,337 @@
+//! The standalone listener: TCP (optionally TLS), HTTP/1.1 with upgrades,
+//! the WebSocket path and a few static files.
+
+use crate::stream::Buffers;
+use crate::upgrade::{HandshakeRequest, Rejection, Upgrader, UpgraderBuilder, text_response};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use signalbox::Hub;
+use signalbox::connection::DataMap;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+/// The default [`WsServerBuilder::max_pending`].
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+
+/// A failure to start or run the listener.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+struct StaticFile {
+    content_type: HeaderValue,
+    body: Bytes,
+}
+
+/// Configures and binds a [`WsServer`].
+pub struct WsServerBuilder {
+    upgrader: UpgraderBuilder,
+    path: String,
+    statics: HashMap<String, StaticFile>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    max_pending: usize,
+}
+
+impl std::fmt::Debug for WsServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsServerBuilder")
+            .field("upgrader", &self.upgrader)
+            .field("path", &self.path)
+            .field("statics", &self.statics.keys().collect::<Vec<_>>())
+            .field("tls", &self.tls.is_some())
+            .field("max_pending", &self.max_pending)
+            .finish()
+    }
+}
+
+impl WsServerBuilder {
+    /// The WebSocket path. Default `/ws`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Serves `body` at `path` (GET and HEAD) with `content_type`: a web
+    /// page, its scripts. Any other path but the WebSocket one is 404.
+    pub fn static_file(
+        mut self,
+        path: impl Into<String>,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> Self {
+        self.statics.insert(
+            path.into(),
+            StaticFile {
+                content_type: HeaderValue::from_static(content_type),
+                body: body.into(),
+            },
+        );
+        self
+    }
+
+    /// See [`UpgraderBuilder::allowed_origins`].
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.upgrader = self.upgrader.allowed_origins(origins);
+        self
+    }
+
+    /// See [`UpgraderBuilder::authenticate`].
+    pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(HandshakeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<DataMap, Rejection>> + Send + 'static,
+    {
+        self.upgrader = self.upgrader.authenticate(hook);
+        self
+    }
+
+    /// See [`UpgraderBuilder::max_connections`].
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.upgrader = self.upgrader.max_connections(max);
+        self
+    }
+
+    /// TCP connections accepted that have not finished their upgrade (or
+    /// are serving static files); past it new ones are closed at once.
+    /// Default [`DEFAULT_MAX_PENDING`].
+    pub fn max_pending(mut self, max: usize) -> Self {
+        self.max_pending = max;
+        self
+    }
+
+    /// How long a TCP connection may take, from accept, to complete its TLS
+    /// handshake and WebSocket upgrade; a connection still without one is
+    /// dropped (a plain HTTP connection too, after serving what it asked
+    /// for). Default 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrader = self.upgrader.handshake_timeout(timeout);
+        self
+    }
+
+    /// See [`UpgraderBuilder::buffers`].
+    pub fn buffers(mut self, buffers: Buffers) -> Self {
+        self.upgrader = self.upgrader.buffers(buffers);
+        self
+    }
+
+    /// Serves TLS (`wss://`, `https://`) with `config`; see
+    /// [`crate::tls::server_config`] to make one from PEM.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Binds `addr` (`127.0.0.1:0` picks a free port; see
+    /// [`WsServer::local_addr`]).
+    pub async fn bind(
+        self,
+        addr: impl tokio::net::ToSocketAddrs + std::fmt::Display,
+    ) -> Result<WsServer, ServerError> {
+        let shown = addr.to_string();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: shown.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: shown,
+            source,
+        })?;
+        Ok(WsServer {
+            listener,
+            local_addr,
+            shared: Arc::new(Shared {
+                upgrader: self.upgrader.build(),
+                path: self.path,
+                statics: self.statics,
+            }),
+            tls: self.tls.map(TlsAcceptor::from),
+            pending: Arc::new(Semaphore::new(self.max_pending)),
+        })
+    }
+}
+
+struct Shared {
+    upgrader: Upgrader,
+    path: String,
+    statics: HashMap<String, StaticFile>,
+}
+
+/// A bound WebSocket listener for one hub; [`WsServer::serve`] runs it.
+pub struct WsServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    pending: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for WsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsServer")
+            .field("local_addr", &self.local_addr)
+            .field("path", &self.shared.path)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsServer {
+    /// Starts configuring a listener for `hub`.
+    pub fn builder(hub: Hub) -> WsServerBuilder {
+        WsServerBuilder {
+            upgrader: Upgrader::builder(hub),
+            path: "/ws".to_owned(),
+            statics: HashMap::new(),
+            tls: None,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The upgrader (connection count, hub).
+    pub fn upgrader(&self) -> &Upgrader {
+        &self.shared.upgrader
+    }
+
+    /// Accepts connections until the hub's shutdown starts; then stops
+    /// accepting and returns (the hub closes open connections with 1001
+    /// after draining them: await [`Hub::shutdown`] for that).
+    pub async fn serve(self) {
+        let hub = self.shared.upgrader.hub().clone();
+        let shutdown = hub.shutdown_started();
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little
+                    // rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.pending.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many pending handshakes; connection dropped");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let shared = self.shared.clone();
+            let tls = self.tls.clone();
+            tokio::spawn(async move {
+                let timeout = shared.upgrader.handshake_timeout();
+                let served =
+                    tokio::time::timeout(timeout, connection(shared, tls, tcp, peer)).await;
+                if served.is_err() {
+                    tracing::debug!(%peer, "no upgrade within the handshake timeout; dropped");
+                }
+                drop(permit);
+            });
+        }
+        tracing::debug!(addr = %self.local_addr, "listener stopped");
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    match tls {
+        None => http(shared, tcp, peer).await,
+        Some(acceptor) => match acceptor.accept(tcp).await {
+            Ok(stream) => http(shared, stream, peer).await,
+            Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        },
+    }
+}
+
+async fn http<S>(shared: Arc<Shared>, io: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(shared.handle(req, peer).await.map(Full::new)) }
+    });
+    // Resolves once the connection is upgraded (the upgrader's task takes
+    // it from there) or closed.
+    let result = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+        .await;
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "HTTP connection failed");
+    }
+}
+
+impl Shared {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Bytes> {
+        let path = req.uri().path();
+        if path == self.path {
+            return self.upgrader.upgrade(req, Some(peer)).await;
+        }
+        let Some(file) = self.statics.get(path) else {
+            return text_response(StatusCode::NOT_FOUND, "not found");
+        };
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => {
+                let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "GET only");
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                return response;
+            }
+        };
+        let mut response = Response::new(if head {
+            Bytes::new()
+        } else {
+            file.body.clone()
+        });
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, file.content_type.clone());
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if head {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.body.len()));
+        }
+        response
+    }
+}
