@@ -1,1 +1,85 @@
-//! signalbox-quic (work in progress).
+//! QUIC transport for signalbox: a [quinn] endpoint that hands each client
+//! to a [`signalbox::Hub`], next to (or instead of) the WebSocket transport.
+//!
+//! ```no_run
+//! use signalbox::Router;
+//! use signalbox_quic::QuicServer;
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Router::new().build();
+//! let server = QuicServer::builder("127.0.0.1:4433".parse()?)
+//!     .self_signed_names(["chat.internal"]) // besides localhost, 127.0.0.1, ::1
+//!     .idle_timeout(Duration::from_secs(30))
+//!     .start(&hub)?;
+//! server.write_cert_pem("/tmp/chat-cert.pem".as_ref())?; // for clients to trust
+//! println!("listening quic={}", server.local_addr());
+//!
+//! tokio::signal::ctrl_c().await?;
+//! hub.shutdown().await; // every client gets close code 1 after its queued messages
+//! server.closed().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # The wire (CONTRACT §5)
+//!
+//! - TLS 1.3. The server presents a self-signed certificate made at start
+//!   ([`Identity::self_signed`]) or one it is given ([`Identity::from_pem`]).
+//! - ALPN picks the codec: `signalbox/json`, `signalbox/msgpack`,
+//!   `signalbox/json+gzip`, `signalbox/msgpack+gzip`. Any other ALPN fails
+//!   the handshake (TLS no_application_protocol, QUIC error 0x178). A
+//!   client offering several gets the first in that list (TLS lets the
+//!   server choose).
+//! - The client opens one bidirectional stream and sends first. Both
+//!   directions carry messages in order, each a 4-byte big-endian length and
+//!   that many bytes of envelope ([`framing`]). A length above the hub's
+//!   maximum message size closes the connection (code 2) before anything
+//!   of that size is allocated.
+//! - Application close codes: 0 normal, 1 going away, 2 protocol violation,
+//!   3 policy (authentication, slow consumer), 4 internal error.
+//! - Liveness is QUIC's: the idle timeout (default 30 s) drops silent peers,
+//!   and the server's keep-alives (default every 10 s) keep quiet but live
+//!   ones open. No application heartbeats are needed (the core still
+//!   answers `__heartbeat`).
+//! - Authentication: [`QuicServerBuilder::authenticate`] sees a
+//!   [`Handshake`] (peer address, ALPN, server name, verified client
+//!   certificate chain when [`ClientAuth`] asks for one) and returns the
+//!   connection's data, or a [`Rejection`] that closes with code 3.
+//!
+//! # The request-stream lane
+//!
+//! Optional for clients: besides its main stream a client may open more
+//! bidirectional streams, each carrying exactly one framed request with a
+//! `meta.correlationId`. It is handled as if sent on the main stream (same
+//! connection identity, data, rooms and limits), but its progress messages
+//! and its reply (or error) come back on that stream, which the server then
+//! finishes. Requests on their own streams do not wait behind each other's
+//! lost packets. A request stream without a correlationId, or with one
+//! already pending on another request stream, gets an `ERROR` on that
+//! stream; one left unanswered is finished without a reply after the
+//! request timeout. See [`QuicServerBuilder::request_streams`].
+//!
+//! # Shutdown
+//!
+//! When the hub's shutdown begins the server refuses new connections, the
+//! hub writes each connection's queued messages and closes it with code 1,
+//! and [`QuicServer::closed`] resolves once all are gone.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod auth;
+mod conn;
+mod error;
+pub mod framing;
+mod lanes;
+mod server;
+mod tls;
+
+pub use auth::{Handshake, Rejection};
+pub use error::QuicError;
+pub use server::{ClientAuth, QuicServer, QuicServerBuilder};
+pub use tls::{
+    ALPN_PREFIX, DEFAULT_NAMES, Identity, alpn_for, alpn_protocols, codec_for_alpn, roots_from_pem,
+};
+
+/// The quinn crate, re-exported for clients and advanced configuration.
+pub use quinn;

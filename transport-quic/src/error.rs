@@ -1,0 +1,46 @@
+//! The crate's errors.
+
+/// Why a QUIC server or client could not be set up or connect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuicError {
+    /// A certificate or key could not be made, read or used.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The TLS configuration was refused (rustls).
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The UDP socket could not be bound.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration value is out of range.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The client could not start a connection.
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The connection failed or was closed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Opening the stream failed.
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    Timeout,
+}
