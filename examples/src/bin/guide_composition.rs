@@ -1,0 +1,6 @@
+//! The guide's section as a program: see [`signalbox_examples::guide::composition`].
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    signalbox_examples::guide::serve(signalbox_examples::guide::composition::hub()?).await
+}
