@@ -96,6 +96,18 @@ def main():
     # payload_dispatch: selector byte = format (0 json, 1 msgpack).
     write("payload_dispatch", [b"\x00" + s for s in js] + [b"\x01" + s for s in mp])
 
+    # quic_frames: max-size byte (255 = 1 MiB), split-pattern byte, then a
+    # stream of 4-byte big-endian lengths and bodies.
+    def framed(bodies):
+        return b"".join(struct.pack(">I", len(b)) + b for b in bodies)
+    write("quic_frames", [
+        b"\xff\x00" + framed(js[:3]),
+        b"\xff\x05" + framed(mp[:3] + [b""]),
+        b"\x40\x01" + framed([b"x" * 64, b"y" * 65]),
+        b"\xff\x02" + struct.pack(">I", 0xFFFFFFFF) + b"rest",
+        b"\x10\x03" + framed([b"abc"]) + b"\x00\x00",
+    ])
+
 
 if __name__ == "__main__":
     main()
