@@ -4,8 +4,9 @@
 //! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH] [--redis URL]
 //! ```
 //!
-//! Prints `listening ws=ADDR` once the WebSocket listener is ready; stops on
-//! SIGINT or SIGTERM, closing every client with 1001.
+//! Prints `listening ws=ADDR quic=ADDR` once both listeners are ready; stops
+//! on SIGINT or SIGTERM, closing every client as going away (WebSocket 1001,
+//! QUIC 1).
 
 use clap::Parser;
 use signalbox::Hub;
@@ -37,6 +38,10 @@ enum ChatError {
     RedisUnsupported,
     #[error(transparent)]
     Ws(#[from] signalbox_ws::ServerError),
+    #[error("--quic {0}: not an address")]
+    QuicAddr(String),
+    #[error(transparent)]
+    Quic(#[from] signalbox_quic::QuicError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -49,17 +54,23 @@ async fn start_ws(hub: &Hub, addr: &str) -> Result<SocketAddr, ChatError> {
     Ok(local)
 }
 
-/// Starts the QUIC listener; `None` while the QUIC transport is not part of
-/// the example yet (said on stderr, never silently).
-fn start_quic(addr: &str, cert_out: Option<&std::path::Path>) -> Option<SocketAddr> {
-    eprintln!("chat: QUIC transport not yet supported; not listening on {addr}");
+/// Starts the QUIC listener on the same hub (self-signed certificate,
+/// written to `cert_out` as PEM when given).
+async fn start_quic(
+    hub: &Hub,
+    addr: &str,
+    cert_out: Option<&std::path::Path>,
+) -> Result<signalbox_quic::QuicServer, ChatError> {
+    let bind = tokio::net::lookup_host(addr)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ChatError::QuicAddr(addr.to_owned()))?;
+    let server = signalbox_quic::QuicServer::builder(bind).start(hub)?;
     if let Some(path) = cert_out {
-        eprintln!(
-            "chat: --cert-out {}: no certificate written (QUIC transport not yet supported)",
-            path.display()
-        );
+        server.write_cert_pem(path)?;
     }
-    None
+    Ok(server)
 }
 
 async fn shutdown_signal() -> Result<(), ChatError> {
@@ -84,16 +95,14 @@ async fn run(args: Args) -> Result<(), ChatError> {
     }
     let hub = signalbox_examples::chat::hub();
     let ws = start_ws(&hub, &args.ws).await?;
-    let quic = start_quic(&args.quic, args.cert_out.as_deref());
-    let mut line = format!("listening ws={ws}");
-    if let Some(quic) = quic {
-        line.push_str(&format!(" quic={quic}"));
-    }
-    println!("{line}");
+    let quic = start_quic(&hub, &args.quic, args.cert_out.as_deref()).await?;
+    println!("listening ws={ws} quic={}", quic.local_addr());
     let _ = std::io::stdout().flush();
     let signalled = shutdown_signal().await;
     eprintln!("chat: shutting down");
     hub.shutdown().await;
+    // Lets the QUIC close frames go out before the process ends.
+    quic.closed().await;
     signalled
 }
 
