@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::connection::{
     Close, Connection, ConnectionInfo, DataMap, FrameSink, FrameSource, Inbound, TransportError,
 };
-use crate::hub::Hub;
+use crate::hub::{Hub, HubBuilder};
 use crate::message::Message;
 use crate::router::Router;
 use async_trait::async_trait;
@@ -152,6 +152,15 @@ impl TestHub {
             .config(config)
             .clock(clock.clone())
             .build();
+        TestHub { hub, clock }
+    }
+
+    /// A hub from `builder` (router, configuration, broker as set there),
+    /// with a manual clock: for tests of a broker, several hubs each with
+    /// their own.
+    pub fn from_builder(builder: HubBuilder) -> Self {
+        let clock = ManualClock::new(TEST_EPOCH_MS);
+        let hub = builder.clock(clock.clone()).build();
         TestHub { hub, clock }
     }
 

@@ -211,6 +211,14 @@ impl LocalDelivery {
             .map(|h| h.topics.topics())
             .unwrap_or_default()
     }
+
+    /// Subscribers of `topic` on this node now. A broker reads it to tell
+    /// whether a topic is still held (interest notifications from
+    /// concurrent subscribes may arrive out of order) and to share
+    /// membership counts with other nodes.
+    pub fn topic_size(&self, topic: &str) -> usize {
+        self.hub.upgrade().map_or(0, |h| h.topics.size(topic))
+    }
 }
 
 /// The seam between a hub and a distributed pub/sub engine.
