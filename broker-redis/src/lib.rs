@@ -1,1 +1,90 @@
-//! signalbox-redis (work in progress).
+//! signalbox-redis: a [`signalbox::Broker`] over Redis pub/sub, so that
+//! topics span every node (process) that shares one Redis server.
+//!
+//! ```no_run
+//! use signalbox::{Hub, Router};
+//! use signalbox_redis::RedisBroker;
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let broker = RedisBroker::builder("redis://127.0.0.1:6379")
+//!     .prefix("chat:")
+//!     .publish_timeout(Duration::from_secs(1))
+//!     .build()?;
+//! let hub = Hub::builder(Router::new()).broker(broker.clone()).build();
+//! if !broker.wait_connected(Duration::from_secs(5)).await {
+//!     eprintln!("Redis is not reachable yet; retrying in the background");
+//! }
+//! // Hand connections to `hub` with a transport; publishes now reach the
+//! // subscribers of every node.
+//! hub.shutdown().await;
+//! broker.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! - **Publish.** The hub delivers a publish to its own subscribers first,
+//!   then hands it to the broker, which sends it with `PUBLISH` on the
+//!   channel `{prefix}{topic}` as a compact MessagePack frame (see
+//!   [`wire`]): type, meta, the payload bytes as they are (a `bin` or an
+//!   integer above 2^53 stays exact), the connection to exclude ("every
+//!   subscriber but the sender" holds across nodes) and the publishing node's
+//!   id, by which a node skips its own messages when Redis echoes them.
+//! - **Subscribe.** Each node subscribes to the channels of the topics its
+//!   connections hold. The hub tells the broker when a topic gains its first
+//!   local subscriber or loses its last; the broker only marks the topic and
+//!   wakes its subscriber task, which reads the hub's registry and sends
+//!   `SUBSCRIBE` / `UNSUBSCRIBE` (so a hub call never waits on Redis, and
+//!   notifications that race arrive at the right state). A subscription
+//!   takes one round trip to Redis: messages published elsewhere before it
+//!   is confirmed ([`RedisBroker::is_subscribed`]) do not reach this node.
+//! - **Receive.** One task reads the subscriber connection without pause
+//!   and hands each message to the hub's [`signalbox::LocalDelivery`],
+//!   which encodes it once per codec in use and queues it on each local
+//!   subscriber (each connection's outbound queue is bounded and applies
+//!   its overflow policy). The broker itself adds no queue.
+//! - **Redis lost.** Local delivery goes on (the hub does it before the
+//!   broker is asked). A publish fails at once with
+//!   [`signalbox::BrokerError::Unavailable`] while the connection is down,
+//!   and within the publish timeout (default 1 s) when Redis stops
+//!   answering; the hub answers the publisher UNAVAILABLE — nothing is
+//!   dropped silently. Both connections are pinged every health interval
+//!   (default 1 s) and re-established with exponential backoff (100 ms up to
+//!   5 s, with jitter); the subscriber then subscribes again to every topic
+//!   held on the node. Messages published while a node's subscriber
+//!   connection was down are not replayed to it (Redis pub/sub keeps no
+//!   history).
+//!
+//! # Membership counts ([`signalbox::Hub::topic_size_everywhere`])
+//!
+//! Each node keeps, in the Redis hash `{prefix}members:{topic}`, a field
+//! named by its node id holding `count:expires_at_ms`. A topic's count is
+//! written at once when the topic gains its first local subscriber or loses
+//! its last one, and every node rewrites all its counts every membership
+//! refresh interval (default 5 s). So a count is exact when subscriptions
+//! are quiet, and otherwise lags by up to one interval; the count of a node
+//! that died without shutting down still counts until its entry expires
+//! (three intervals, default 15 s). The expiry is judged by each reader's
+//! clock: nodes whose clocks differ by more than an interval over- or
+//! under-count. [`RedisBroker::shutdown`] removes the node's counts.
+//!
+//! # Bounds
+//!
+//! No queue of this crate grows without bound: interest changes are kept
+//! as sets of topic names; publishes wait on Redis for at most the publish
+//! timeout; messages read from Redis are delivered as they are read (the
+//! redis client's own buffer between socket and reader stays small because
+//! the reader never waits for a client). Frames larger than
+//! [`RedisBrokerBuilder::max_message_size`] (default 2 MiB) or that do not
+//! parse are dropped and counted in [`Stats::malformed`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod broker;
+mod config;
+mod tasks;
+pub mod wire;
+
+pub use broker::{RedisBroker, RedisBrokerError, Stats, Status};
+pub use config::{RedisBrokerBuilder, RedisConfig};

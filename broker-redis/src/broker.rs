@@ -1,0 +1,395 @@
+//! The broker handle and the state its background tasks share.
+
+use crate::config::{RedisBrokerBuilder, RedisConfig};
+use crate::{tasks, wire};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use signalbox::{Broker, BrokerError, BrokerMessage, LocalDelivery};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+
+/// Failures to start a [`RedisBroker`].
+#[derive(Debug, thiserror::Error)]
+pub enum RedisBrokerError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(#[source] redis::RedisError),
+    /// `build` was called outside a tokio runtime.
+    #[error("a RedisBroker must be built inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// Whether the broker's two Redis connections are up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The connection that publishes and keeps membership counts.
+    pub publisher: bool,
+    /// The connection that receives the other nodes' messages, with every
+    /// topic held on this node subscribed.
+    pub subscriber: bool,
+}
+
+impl Status {
+    /// Both connections are up.
+    pub fn is_connected(&self) -> bool {
+        self.publisher && self.subscriber
+    }
+}
+
+/// Counters since the broker started, for monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages handed to Redis.
+    pub published: u64,
+    /// Publishes that failed (Redis unreachable, timed out or refused);
+    /// each was reported to its publisher as UNAVAILABLE.
+    pub publish_failures: u64,
+    /// Messages from other nodes received.
+    pub received: u64,
+    /// Local deliveries of those (one per receiving connection).
+    pub delivered: u64,
+    /// This node's own messages echoed back by Redis and skipped.
+    pub own_skipped: u64,
+    /// Messages from Redis that were not well-formed frames (dropped).
+    pub malformed: u64,
+    /// Connections re-established after a loss (both connections counted).
+    pub reconnects: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_failures: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) own_skipped: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// Topics whose local interest changed since a task last looked: one set
+/// for the subscriber, one for the membership writer. Sets, not queues:
+/// their size is bounded by the number of topics.
+#[derive(Default)]
+pub(crate) struct Dirty {
+    pub(crate) subscriber: HashSet<String>,
+    pub(crate) members: HashSet<String>,
+}
+
+/// The publishing connection, tagged so that a failure reported against an
+/// old connection does not drop a newer one.
+pub(crate) struct Publisher {
+    pub(crate) generation: u64,
+    pub(crate) conn: MultiplexedConnection,
+}
+
+/// What the handle and the background tasks share.
+pub(crate) struct Shared {
+    pub(crate) config: RedisConfig,
+    pub(crate) client: redis::Client,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) delivery: OnceLock<LocalDelivery>,
+    pub(crate) dirty: Mutex<Dirty>,
+    pub(crate) wake_subscriber: Notify,
+    pub(crate) wake_members: Notify,
+    pub(crate) publisher: Mutex<Option<Publisher>>,
+    pub(crate) publisher_lost: Notify,
+    /// Channels subscribed on the current subscriber connection, as Redis
+    /// confirmed them (topic names, without the prefix).
+    pub(crate) subscribed: Mutex<HashSet<String>>,
+    pub(crate) status: watch::Sender<Status>,
+    pub(crate) counters: Counters,
+    pub(crate) stop: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+impl Shared {
+    /// A clone of the publishing connection, if it is up.
+    pub(crate) fn publisher(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.publisher
+            .lock()
+            .as_ref()
+            .map(|p| (p.generation, p.conn.clone()))
+    }
+
+    /// The publishing connection of `generation` failed: drop it (unless a
+    /// newer one replaced it) and wake the task that reconnects.
+    pub(crate) fn publisher_failed(&self, generation: u64) {
+        let dropped = {
+            let mut publisher = self.publisher.lock();
+            if publisher
+                .as_ref()
+                .is_some_and(|p| p.generation == generation)
+            {
+                *publisher = None;
+                true
+            } else {
+                false
+            }
+        };
+        if dropped {
+            self.status.send_modify(|s| s.publisher = false);
+            self.publisher_lost.notify_one();
+        }
+    }
+}
+
+/// Errors after which a connection is not worth keeping: it is replaced
+/// rather than tried again.
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+}
+
+/// Stops the background tasks when the last handle is dropped.
+struct Handle {
+    shared: Arc<Shared>,
+    _stop: DropGuard,
+}
+
+/// A [`Broker`] over Redis pub/sub: topics span every node that shares the
+/// Redis server and the prefix. See the [crate documentation](crate).
+///
+/// Cheap to clone: every clone is the same broker. The background tasks
+/// stop when the last clone (including the one the hub holds) is dropped,
+/// or at [`RedisBroker::shutdown`].
+#[derive(Clone)]
+pub struct RedisBroker {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node_id", &self.shared().config.node_id)
+            .field("prefix", &self.shared().config.prefix)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl RedisBroker {
+    /// Starts configuring a broker for the Redis at `url`
+    /// (`redis://host:port/db`).
+    pub fn builder(url: impl Into<String>) -> RedisBrokerBuilder {
+        RedisBrokerBuilder::new(url)
+    }
+
+    pub(crate) fn start(config: RedisConfig) -> Result<Self, RedisBrokerError> {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(RedisBrokerError::InvalidUrl)?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| RedisBrokerError::NoRuntime)?;
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            config,
+            client,
+            runtime,
+            delivery: OnceLock::new(),
+            dirty: Mutex::new(Dirty::default()),
+            wake_subscriber: Notify::new(),
+            wake_members: Notify::new(),
+            publisher: Mutex::new(None),
+            publisher_lost: Notify::new(),
+            subscribed: Mutex::new(HashSet::new()),
+            status: watch::Sender::new(Status::default()),
+            counters: Counters::default(),
+            stop: stop.clone(),
+            tracker: TaskTracker::new(),
+        });
+        shared
+            .tracker
+            .spawn_on(tasks::run_publisher(shared.clone()), &shared.runtime);
+        Ok(RedisBroker {
+            handle: Arc::new(Handle {
+                shared,
+                _stop: stop.drop_guard(),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RedisConfig {
+        &self.shared().config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.shared().config.node_id
+    }
+
+    /// Whether the connections are up now.
+    pub fn status(&self) -> Status {
+        *self.shared().status.borrow()
+    }
+
+    /// Waits until both connections are up (the subscriber connects once
+    /// the broker is attached to a hub), at most `timeout`. Returns whether
+    /// they are.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.shared().status.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(Status::is_connected))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether Redis has confirmed this node's subscription to `topic` on
+    /// the current connection: from then on, messages the other nodes
+    /// publish to it reach this node.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.shared().subscribed.lock().contains(topic)
+    }
+
+    /// Counters since the broker started.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared().counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            published: get(&c.published),
+            publish_failures: get(&c.publish_failures),
+            received: get(&c.received),
+            delivered: get(&c.delivered),
+            own_skipped: get(&c.own_skipped),
+            malformed: get(&c.malformed),
+            reconnects: get(&c.reconnects),
+        }
+    }
+
+    /// Stops the broker: this node's membership counts are removed from
+    /// Redis (best effort, within the publish timeout), the connections
+    /// close, and publishes fail as unavailable from then on. Call it after
+    /// the hub's own shutdown.
+    pub async fn shutdown(&self) {
+        let shared = self.shared();
+        shared.stop.cancel();
+        shared.tracker.close();
+        let grace = shared.config.publish_timeout + Duration::from_millis(100);
+        let _ = tokio::time::timeout(grace, shared.tracker.wait()).await;
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn attach(&self, delivery: LocalDelivery) {
+        let shared = &self.handle.shared;
+        if shared.delivery.set(delivery).is_err() {
+            tracing::error!("a RedisBroker serves one hub; attach to a second was ignored");
+            return;
+        }
+        shared
+            .tracker
+            .spawn_on(tasks::run_subscriber(shared.clone()), &shared.runtime);
+        shared
+            .tracker
+            .spawn_on(tasks::run_membership(shared.clone()), &shared.runtime);
+    }
+
+    fn crosses_nodes(&self) -> bool {
+        true
+    }
+
+    fn interest(&self, topic: &str, interested: bool) {
+        let _ = interested; // The tasks read the truth from the hub.
+        let shared = self.shared();
+        {
+            let mut dirty = shared.dirty.lock();
+            dirty.subscriber.insert(topic.to_owned());
+            dirty.members.insert(topic.to_owned());
+        }
+        shared.wake_subscriber.notify_one();
+        shared.wake_members.notify_one();
+    }
+
+    async fn publish(&self, msg: BrokerMessage) -> Result<(), BrokerError> {
+        let shared = self.shared();
+        let fail = |e: BrokerError| {
+            bump(&shared.counters.publish_failures, 1);
+            Err(e)
+        };
+        if shared.stop.is_cancelled() {
+            return fail(BrokerError::Unavailable("broker stopped".into()));
+        }
+        let Some((generation, mut conn)) = shared.publisher() else {
+            return fail(BrokerError::Unavailable("not connected to Redis".into()));
+        };
+        let frame = match wire::encode(&shared.config.node_id, &msg) {
+            Ok(frame) => frame,
+            Err(e) => return fail(BrokerError::Other(e.to_string())),
+        };
+        let channel = shared.config.channel(&msg.topic);
+        let sent = tokio::time::timeout(
+            shared.config.publish_timeout,
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(frame)
+                .query_async::<i64>(&mut conn),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_receivers)) => {
+                bump(&shared.counters.published, 1);
+                Ok(())
+            }
+            Ok(Err(e)) if is_connection_error(&e) => {
+                shared.publisher_failed(generation);
+                fail(BrokerError::Unavailable(format!("Redis: {e}")))
+            }
+            Ok(Err(e)) => fail(BrokerError::Unavailable(format!("Redis refused: {e}"))),
+            Err(_) => {
+                shared.publisher_failed(generation);
+                fail(BrokerError::Unavailable(
+                    "Redis did not answer in time".into(),
+                ))
+            }
+        }
+    }
+
+    async fn remote_size(&self, topic: &str) -> Result<usize, BrokerError> {
+        let shared = self.shared();
+        let Some((generation, mut conn)) = shared.publisher() else {
+            return Err(BrokerError::Unavailable("not connected to Redis".into()));
+        };
+        let key = shared.config.members_key(topic);
+        let fields = tokio::time::timeout(
+            shared.config.publish_timeout,
+            redis::cmd("HGETALL")
+                .arg(key)
+                .query_async::<Vec<(String, String)>>(&mut conn),
+        )
+        .await;
+        let fields = match fields {
+            Ok(Ok(fields)) => fields,
+            Ok(Err(e)) => {
+                if is_connection_error(&e) {
+                    shared.publisher_failed(generation);
+                }
+                return Err(BrokerError::Unavailable(format!("Redis: {e}")));
+            }
+            Err(_) => {
+                shared.publisher_failed(generation);
+                return Err(BrokerError::Unavailable(
+                    "Redis did not answer in time".into(),
+                ));
+            }
+        };
+        let now = tasks::now_ms();
+        Ok(fields
+            .iter()
+            .filter(|(node, _)| *node != shared.config.node_id)
+            .filter_map(|(_, value)| tasks::parse_member_count(value, now))
+            .sum())
+    }
+}

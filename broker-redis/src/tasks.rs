@@ -1,0 +1,483 @@
+//! The background tasks: the publishing connection's keeper, the
+//! subscriber (reads every message Redis sends and reconciles
+//! subscriptions), and the membership writer.
+
+use crate::broker::{Publisher, Shared, bump};
+use crate::wire;
+use futures_util::StreamExt;
+use redis::aio::PubSubSink;
+use signalbox::LocalDelivery;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Channels named in one SUBSCRIBE / UNSUBSCRIBE / pipeline.
+const BATCH: usize = 256;
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A membership value is `count:expires_at_ms`; `None` when it expired or
+/// does not parse (it came from Redis).
+pub(crate) fn parse_member_count(value: &str, now: u64) -> Option<usize> {
+    let (count, expires) = value.split_once(':')?;
+    let expires: u64 = expires.parse().ok()?;
+    (expires >= now).then(|| count.parse().ok()).flatten()
+}
+
+/// Exponential backoff with jitter between reconnection attempts.
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+            | 1;
+        Backoff {
+            initial,
+            max,
+            next: initial,
+            seed,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
+    /// The wait before the next attempt: between half and all of the
+    /// current step, which then doubles up to the maximum.
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        // xorshift64: jitter only, no need for a real generator.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
+        step.mul_f64(fraction)
+    }
+}
+
+/// Sleeps `wait` unless the broker stops first; returns whether it stopped.
+async fn pause(shared: &Shared, wait: Duration) -> bool {
+    tokio::select! {
+        () = shared.stop.cancelled() => true,
+        () = tokio::time::sleep(wait) => false,
+    }
+}
+
+/// Keeps the publishing connection: connects (with backoff), pings it while
+/// idle, and replaces it when a publish or a ping finds it dead.
+pub(crate) async fn run_publisher(shared: Arc<Shared>) {
+    let config = &shared.config;
+    let options = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.publish_timeout));
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    let mut generation = 0u64;
+    loop {
+        let connecting = tokio::time::timeout(
+            config.connect_timeout,
+            shared
+                .client
+                .get_multiplexed_async_connection_with_config(&options),
+        );
+        let connected = tokio::select! {
+            () = shared.stop.cancelled() => return,
+            r = connecting => r,
+        };
+        match connected {
+            Ok(Ok(conn)) => {
+                backoff.reset();
+                generation += 1;
+                if generation > 1 {
+                    bump(&shared.counters.reconnects, 1);
+                }
+                *shared.publisher.lock() = Some(Publisher {
+                    generation,
+                    conn: conn.clone(),
+                });
+                shared.status.send_modify(|s| s.publisher = true);
+                tracing::info!(url = %config.url, "redis broker: publisher connected");
+                // Membership counts may be missing after a Redis restart.
+                shared.wake_members.notify_one();
+                watch_publisher(&shared, generation, conn).await;
+                if shared.stop.is_cancelled() {
+                    // Left in place for the membership task's last words;
+                    // publishes check the stop themselves.
+                    return;
+                }
+                shared.publisher_failed(generation);
+                tracing::warn!(url = %config.url, "redis broker: publisher connection lost");
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "redis broker: publisher cannot connect"),
+            Err(_) => tracing::debug!("redis broker: publisher connection attempt timed out"),
+        }
+        if pause(&shared, backoff.next_wait()).await {
+            return;
+        }
+    }
+}
+
+/// Returns when the connection of `generation` is found dead (by a publish
+/// or by a ping) or the broker stops.
+async fn watch_publisher(
+    shared: &Shared,
+    generation: u64,
+    mut conn: redis::aio::MultiplexedConnection,
+) {
+    loop {
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            () = shared.publisher_lost.notified() => {
+                let current = shared.publisher.lock().as_ref().map(|p| p.generation);
+                if current != Some(generation) {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(shared.config.health_interval) => {
+                let ping = tokio::time::timeout(
+                    shared.config.publish_timeout,
+                    redis::cmd("PING").query_async::<String>(&mut conn),
+                ).await;
+                if !matches!(ping, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the subscriber connection: connects (with backoff), subscribes to
+/// every topic held on this node, follows interest changes, and hands
+/// every message to the hub.
+pub(crate) async fn run_subscriber(shared: Arc<Shared>) {
+    let Some(delivery) = shared.delivery.get().cloned() else {
+        return;
+    };
+    let config = &shared.config;
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    let mut sessions = 0u64;
+    loop {
+        let connecting =
+            tokio::time::timeout(config.connect_timeout, shared.client.get_async_pubsub());
+        let connected = tokio::select! {
+            () = shared.stop.cancelled() => return,
+            r = connecting => r,
+        };
+        match connected {
+            Ok(Ok(pubsub)) => {
+                backoff.reset();
+                sessions += 1;
+                if sessions > 1 {
+                    bump(&shared.counters.reconnects, 1);
+                }
+                let ended = subscriber_session(&shared, &delivery, pubsub).await;
+                shared.subscribed.lock().clear();
+                shared.status.send_modify(|s| s.subscriber = false);
+                if shared.stop.is_cancelled() {
+                    return;
+                }
+                tracing::warn!(url = %config.url, reason = %ended, "redis broker: subscriber connection lost");
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "redis broker: subscriber cannot connect"),
+            Err(_) => tracing::debug!("redis broker: subscriber connection attempt timed out"),
+        }
+        if pause(&shared, backoff.next_wait()).await {
+            return;
+        }
+    }
+}
+
+/// One subscriber connection, until it fails. Reading and subscribing run
+/// side by side, so that messages are read continuously (the Redis client
+/// buffers what is not read without bound; this loop never stops reading
+/// for long: local delivery only queues, it never waits for a client).
+async fn subscriber_session(
+    shared: &Shared,
+    delivery: &LocalDelivery,
+    pubsub: redis::aio::PubSub,
+) -> String {
+    let (mut sink, mut stream) = pubsub.split();
+    let reader = async {
+        while let Some(msg) = stream.next().await {
+            on_message(shared, delivery, &msg).await;
+        }
+    };
+    let writer = async {
+        // Start from what the hub holds now; changes from here on are
+        // marked dirty again.
+        shared.dirty.lock().subscriber.clear();
+        let held = delivery.topics();
+        subscribe(shared, &mut sink, held).await?;
+        shared.status.send_modify(|s| s.subscriber = true);
+        tracing::info!(url = %shared.config.url, "redis broker: subscriber connected");
+        loop {
+            tokio::select! {
+                () = shared.wake_subscriber.notified() => {
+                    let dirty = std::mem::take(&mut shared.dirty.lock().subscriber);
+                    let (mut add, mut remove) = (Vec::new(), Vec::new());
+                    {
+                        let subscribed = shared.subscribed.lock();
+                        for topic in dirty {
+                            let wanted = delivery.topic_size(&topic) > 0;
+                            let has = subscribed.contains(&topic);
+                            if wanted && !has {
+                                add.push(topic);
+                            } else if !wanted && has {
+                                remove.push(topic);
+                            }
+                        }
+                    }
+                    subscribe(shared, &mut sink, std::mem::take(&mut add)).await?;
+                    unsubscribe(shared, &mut sink, std::mem::take(&mut remove)).await?;
+                }
+                () = tokio::time::sleep(shared.config.health_interval) => {
+                    let ping = tokio::time::timeout(
+                        shared.config.publish_timeout,
+                        sink.ping::<redis::Value>(),
+                    ).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        return Err("ping failed".to_owned());
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = shared.stop.cancelled() => "stopped".to_owned(),
+        () = reader => "connection closed".to_owned(),
+        r = writer => match r {
+            Ok(()) => "stopped".to_owned(),
+            Err(e) => e,
+        },
+    }
+}
+
+async fn subscribe(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    topics: Vec<String>,
+) -> Result<(), String> {
+    for batch in topics.chunks(BATCH) {
+        let channels: Vec<String> = batch.iter().map(|t| shared.config.channel(t)).collect();
+        let done =
+            tokio::time::timeout(shared.config.publish_timeout, sink.subscribe(&channels)).await;
+        match done {
+            Ok(Ok(())) => shared.subscribed.lock().extend(batch.iter().cloned()),
+            Ok(Err(e)) => return Err(format!("subscribe: {e}")),
+            Err(_) => return Err("subscribe timed out".to_owned()),
+        }
+    }
+    Ok(())
+}
+
+async fn unsubscribe(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    topics: Vec<String>,
+) -> Result<(), String> {
+    for batch in topics.chunks(BATCH) {
+        let channels: Vec<String> = batch.iter().map(|t| shared.config.channel(t)).collect();
+        let done =
+            tokio::time::timeout(shared.config.publish_timeout, sink.unsubscribe(&channels)).await;
+        match done {
+            Ok(Ok(())) => {
+                let mut subscribed = shared.subscribed.lock();
+                for topic in batch {
+                    subscribed.remove(topic);
+                }
+            }
+            Ok(Err(e)) => return Err(format!("unsubscribe: {e}")),
+            Err(_) => return Err("unsubscribe timed out".to_owned()),
+        }
+    }
+    Ok(())
+}
+
+/// One message from Redis: checked, skipped when this node published it,
+/// else delivered to this node's subscribers.
+async fn on_message(shared: &Shared, delivery: &LocalDelivery, msg: &redis::Msg) {
+    let counters = &shared.counters;
+    // A channel name that is not UTF-8 reads as "?", which no prefix of
+    // ours starts and no valid topic is named.
+    let Some(topic) = msg
+        .get_channel_name()
+        .strip_prefix(shared.config.prefix.as_str())
+    else {
+        bump(&counters.malformed, 1);
+        return;
+    };
+    let payload = msg.get_payload_bytes();
+    if payload.len() > shared.config.max_message_size {
+        bump(&counters.malformed, 1);
+        tracing::warn!(
+            topic,
+            bytes = payload.len(),
+            "redis broker: oversized message dropped"
+        );
+        return;
+    }
+    match wire::decode(topic, payload) {
+        Ok(frame) if frame.origin == shared.config.node_id => bump(&counters.own_skipped, 1),
+        Ok(frame) => {
+            bump(&counters.received, 1);
+            let n = delivery.deliver(&frame.message).await;
+            bump(&counters.delivered, n as u64);
+        }
+        Err(error) => {
+            bump(&counters.malformed, 1);
+            tracing::warn!(topic, %error, "redis broker: malformed message dropped");
+        }
+    }
+}
+
+/// Keeps this node's membership counts in Redis: at once for topics whose
+/// interest changed, all of them every refresh interval, and removes them
+/// when the broker stops.
+pub(crate) async fn run_membership(shared: Arc<Shared>) {
+    let Some(delivery) = shared.delivery.get().cloned() else {
+        return;
+    };
+    let mut announced: HashSet<String> = HashSet::new();
+    let mut next_full = tokio::time::Instant::now();
+    loop {
+        let full = tokio::select! {
+            () = shared.stop.cancelled() => break,
+            () = shared.wake_members.notified() => false,
+            () = tokio::time::sleep_until(next_full) => true,
+        };
+        let topics: Vec<String> = if full {
+            next_full = tokio::time::Instant::now() + shared.config.membership_refresh;
+            shared.dirty.lock().members.clear();
+            let mut all: HashSet<String> = delivery.topics().into_iter().collect();
+            all.extend(announced.iter().cloned());
+            all.into_iter().collect()
+        } else {
+            std::mem::take(&mut shared.dirty.lock().members)
+                .into_iter()
+                .collect()
+        };
+        if write_counts(&shared, &delivery, &topics, &mut announced)
+            .await
+            .is_err()
+        {
+            // Try every topic again at the next refresh.
+            next_full = next_full.min(tokio::time::Instant::now() + shared.config.backoff_max);
+        }
+    }
+    remove_counts(&shared, &announced).await;
+}
+
+/// Writes the count of each of `topics` (or removes it when none is held
+/// here any more).
+async fn write_counts(
+    shared: &Shared,
+    delivery: &LocalDelivery,
+    topics: &[String],
+    announced: &mut HashSet<String>,
+) -> Result<(), ()> {
+    let Some((_, mut conn)) = shared.publisher() else {
+        return Err(());
+    };
+    let config = &shared.config;
+    let ttl = u64::try_from(config.membership_ttl().as_millis()).unwrap_or(u64::MAX);
+    let expires = now_ms().saturating_add(ttl);
+    for batch in topics.chunks(BATCH) {
+        let mut pipe = redis::pipe();
+        let mut held = Vec::with_capacity(batch.len());
+        for topic in batch {
+            let key = config.members_key(topic);
+            let n = delivery.topic_size(topic);
+            if n > 0 {
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg(&config.node_id)
+                    .arg(format!("{n}:{expires}"))
+                    .ignore();
+                pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+            } else {
+                pipe.cmd("HDEL").arg(&key).arg(&config.node_id).ignore();
+            }
+            held.push((topic, n > 0));
+        }
+        let done =
+            tokio::time::timeout(config.publish_timeout, pipe.query_async::<()>(&mut conn)).await;
+        if !matches!(done, Ok(Ok(()))) {
+            return Err(());
+        }
+        for (topic, is_held) in held {
+            if is_held {
+                announced.insert(topic.clone());
+            } else {
+                announced.remove(topic);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes this node's counts (best effort: they expire anyway).
+async fn remove_counts(shared: &Shared, announced: &HashSet<String>) {
+    let Some((_, mut conn)) = shared.publisher() else {
+        return;
+    };
+    let topics: Vec<&String> = announced.iter().collect();
+    for batch in topics.chunks(BATCH) {
+        let mut pipe = redis::pipe();
+        for topic in batch {
+            pipe.cmd("HDEL")
+                .arg(shared.config.members_key(topic))
+                .arg(&shared.config.node_id)
+                .ignore();
+        }
+        let _ = tokio::time::timeout(
+            shared.config.publish_timeout,
+            pipe.query_async::<()>(&mut conn),
+        )
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_counts_parse_and_expire() {
+        assert_eq!(parse_member_count("3:1000", 999), Some(3));
+        assert_eq!(parse_member_count("3:1000", 1000), Some(3));
+        assert_eq!(parse_member_count("3:1000", 1001), None);
+        assert_eq!(parse_member_count("x:1000", 0), None);
+        assert_eq!(parse_member_count("3", 0), None);
+        assert_eq!(parse_member_count("", 0), None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let waits: Vec<Duration> = (0..5).map(|_| b.next_wait()).collect();
+        let steps = [100u64, 200, 400, 400, 400];
+        for (wait, step) in waits.iter().zip(steps) {
+            let step = Duration::from_millis(step);
+            assert!(
+                *wait >= step / 2 && *wait <= step,
+                "{wait:?} for step {step:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(100));
+    }
+}
