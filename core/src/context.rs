@@ -65,6 +65,9 @@ pub(crate) struct ConnShared {
     pub(crate) topics: Mutex<BTreeSet<Arc<str>>>,
     pub(crate) watching: Mutex<BTreeSet<Arc<str>>>,
     pub(crate) close: Mutex<Option<Close>>,
+    /// Set when the peer is known not to read (a slow consumer): closing
+    /// then skips draining the queue into a connection that takes nothing.
+    pub(crate) abandon_queue: CancellationToken,
     pub(crate) closing: CancellationToken,
     pub(crate) hub: Arc<HubInner>,
 }
@@ -160,6 +163,7 @@ impl Conn {
         match self.shared.outbound.push(frame) {
             PushOutcome::Queued | PushOutcome::DroppedOldest | PushOutcome::DroppedNewest => Ok(()),
             PushOutcome::Overflow => {
+                self.shared.abandon_queue.cancel();
                 self.close(Close::new(
                     CloseKind::Policy,
                     "slow consumer: outbound queue full",

@@ -303,3 +303,39 @@ async fn a_large_fan_out_yields_to_other_tasks() {
     counter.abort();
     assert!(during >= 9, "the publish yielded {during} times");
 }
+
+#[tokio::test]
+async fn a_slow_subscriber_meets_its_queue_policy_and_delays_no_one_else() {
+    let mut config = Config::default();
+    config.outbound_queue = 16;
+    let hub = TestHub::with_config(router(), config);
+    let mut slow = hub.connect("json").await;
+    join(&mut slow, "room").await;
+    let mut fast: Vec<TestClient> = Vec::new();
+    for codec in ["json", "msgpack"] {
+        let mut c = hub.connect(codec).await;
+        join(&mut c, "room").await;
+        fast.push(c);
+    }
+    let mut publisher = hub.connect("json").await;
+    // The slow subscriber never reads: its in-memory pipe (1024 frames)
+    // and then its queue (16) fill, and it is closed as a slow consumer.
+    // The others read as they go and get every message, in order.
+    let total = 1500;
+    for i in 0..total {
+        publisher
+            .send(&Post {
+                topic: "room".into(),
+                text: i.to_string(),
+                others_only: false,
+            })
+            .await;
+        for c in &mut fast {
+            assert_eq!(c.expect::<Posted>().await.0.text, i.to_string());
+        }
+    }
+    let close = slow.closed().await.expect("the slow subscriber is closed");
+    assert_eq!(close.kind, signalbox::connection::CloseKind::Policy);
+    assert!(close.reason.contains("slow consumer"));
+    publisher.expect_silence(Duration::from_millis(20)).await;
+}

@@ -25,12 +25,17 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// The `type` a browser sends instead of a ping frame.
 pub const HEARTBEAT_TYPE: &str = "__heartbeat";
 /// The answer to [`HEARTBEAT_TYPE`].
 pub const HEARTBEAT_ACK_TYPE: &str = "__heartbeat_ack";
+
+/// How long closing a slow consumer may wait for the transport to take the
+/// close itself (its buffers are full).
+const SLOW_CONSUMER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Sends an error answer and reports it to the error sink.
 pub(crate) fn answer_error(
@@ -76,6 +81,7 @@ pub(crate) async fn serve(hub: Arc<HubInner>, connection: Connection) {
             topics: Mutex::new(BTreeSet::new()),
             watching: Mutex::new(BTreeSet::new()),
             close: Mutex::new(None),
+            abandon_queue: CancellationToken::new(),
             closing: hub.shutdown.child_token(),
             hub: hub.clone(),
         }),
@@ -353,7 +359,13 @@ async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
             () = outbound.ready() => {
                 outbound.drain_into(&mut batch);
                 if !batch.is_empty() {
-                    if let Err(error) = sink.send_batch(&batch).await {
+                    // A write blocked on a peer that does not read is given
+                    // up once the connection is closed as a slow consumer.
+                    let sent = tokio::select! {
+                        sent = sink.send_batch(&batch) => sent,
+                        () = conn.shared.abandon_queue.cancelled() => break,
+                    };
+                    if let Err(error) = sent {
                         tracing::debug!(%error, "write failed");
                         conn.close(Close::new(error.close_kind(), error.to_string()));
                         failed = true;
@@ -375,8 +387,10 @@ async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
         }
     }
     // Closing: write what is queued (up to the drain timeout), then close.
+    // A slow consumer's queue is not drained: it is not reading.
     outbound.close();
-    if !failed {
+    let abandoned = conn.shared.abandon_queue.is_cancelled();
+    if !failed && !abandoned {
         let drain = async {
             loop {
                 batch.clear();
@@ -400,5 +414,10 @@ async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
         }
     }
     let close = conn.close_reason();
-    let _ = tokio::time::timeout(config.drain_timeout, sink.close(close)).await;
+    let close_wait = if abandoned {
+        SLOW_CONSUMER_CLOSE_WAIT.min(config.drain_timeout)
+    } else {
+        config.drain_timeout
+    };
+    let _ = tokio::time::timeout(close_wait, sink.close(close)).await;
 }
