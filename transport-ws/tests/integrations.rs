@@ -1,0 +1,167 @@
+//! TLS (wss://) and the axum integration, over real sockets.
+
+mod common;
+
+use common::*;
+use signalbox::Config;
+use signalbox_ws::Upgrader;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+fn self_signed() -> (String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    (certified.cert.pem(), certified.signing_key.serialize_pem())
+}
+
+async fn roundtrip<S>(ws: tokio_tungstenite::WebSocketStream<S>, codec: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let codec = signalbox::codec::WireCodec::from_name(codec).unwrap();
+    let meta = signalbox::Meta {
+        correlation_id: Some("r".into()),
+        ..Default::default()
+    };
+    let frame = codec.encode("ECHO", &meta, Some(&[1, 2, 3])).unwrap();
+    let mut ws = ws;
+    ws.send(Message::Binary(frame)).await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Binary(b) => {
+                let env = codec.decode(b).unwrap();
+                assert_eq!(env.ty, "ECHO");
+                assert_eq!(env.decode_payload::<Vec<u8>>().unwrap(), vec![1, 2, 3]);
+                return;
+            }
+            Message::Text(t) => {
+                let env = codec.decode(bytes::Bytes::from(t)).unwrap();
+                assert_eq!(env.ty, "ECHO");
+                assert_eq!(env.decode_payload::<Vec<u8>>().unwrap(), vec![1, 2, 3]);
+                return;
+            }
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_serves_wss_and_https() {
+    let (cert, key) = self_signed();
+    let server_tls = signalbox_ws::tls::server_config(cert.as_bytes(), key.as_bytes()).unwrap();
+    let client_tls = signalbox_ws::tls::client_config(cert.as_bytes()).unwrap();
+    let hub = hub(Config::default());
+    let (addr, _) = start_with(&hub, |b| b.tls(server_tls)).await;
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_tls);
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let mut request = format!("wss://localhost:{}/ws", addr.port())
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("msgpack"),
+    );
+    let (ws, response) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "msgpack");
+    roundtrip(ws, "msgpack").await;
+
+    // A plain-TCP client gets nowhere on a TLS port.
+    let plain = try_connect_plain(addr).await;
+    assert!(plain, "a plain upgrade on a TLS listener must fail");
+}
+
+async fn try_connect_plain(addr: SocketAddr) -> bool {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, tcp))
+        .await
+        .unwrap()
+        .is_err()
+}
+
+#[tokio::test]
+async fn tls_config_rejects_pem_without_a_certificate() {
+    let (_, key) = self_signed();
+    assert!(matches!(
+        signalbox_ws::tls::server_config(b"", key.as_bytes()),
+        Err(signalbox_ws::tls::TlsError::NoCertificate)
+    ));
+    assert!(signalbox_ws::tls::client_config(b"not pem").is_err());
+}
+
+#[tokio::test]
+async fn the_hub_mounts_on_an_axum_route_beside_other_routes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hub = hub(Config::default());
+    let seen_peer = Arc::new(AtomicUsize::new(0));
+    let seen = seen_peer.clone();
+    let upgrader = Upgrader::builder(hub.clone())
+        .authenticate(move |req| {
+            let seen = seen.clone();
+            async move {
+                if req.peer_addr.is_some() {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                match req.query_param("token").as_deref() {
+                    Some("t") => Ok(signalbox::connection::DataMap::new()),
+                    _ => Err(signalbox_ws::Rejection::unauthorized()),
+                }
+            }
+        })
+        .build();
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/live", signalbox_ws::axum::route(upgrader.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+
+    assert_eq!(
+        try_connect(addr, "/live", &["json"], &[]).await.err(),
+        Some(401)
+    );
+    assert_eq!(
+        try_connect(addr, "/live?token=t", &["x-unknown"], &[])
+            .await
+            .err(),
+        Some(400)
+    );
+    let client = try_connect(addr, "/live?token=t", &["json"], &[])
+        .await
+        .unwrap();
+    assert_eq!(client.protocol.as_deref(), Some("json"));
+    roundtrip(client.ws, "json").await;
+    assert!(
+        seen_peer.load(Ordering::SeqCst) >= 1,
+        "peer address reaches the hook"
+    );
+
+    // The application's other routes still answer.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("ok"));
+}
