@@ -37,9 +37,18 @@ pub enum QuicError {
     /// The connection failed or was closed.
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
-    /// Opening the stream failed.
-    #[error("stream: {0}")]
+    /// Writing to a stream failed.
+    #[error("write: {0}")]
     Write(#[from] quinn::WriteError),
+    /// Reading from a stream failed.
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// The peer broke the framing rules.
+    #[error("framing: {0}")]
+    Frame(#[from] crate::framing::FrameError),
+    /// A stream ended inside a frame.
+    #[error("stream ended inside a frame")]
+    Truncated,
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     Timeout,

@@ -1,22 +1,35 @@
 //! QUIC transport for signalbox: a [quinn] endpoint that hands each client
 //! to a [`signalbox::Hub`], next to (or instead of) the WebSocket transport.
 //!
-//! ```no_run
-//! use signalbox::Router;
-//! use signalbox_quic::QuicServer;
-//! use std::time::Duration;
+//! ```
+//! use signalbox::codec::{Meta, WireCodec};
+//! use signalbox::{opaque_message, Ctx, Error, Router};
+//! use signalbox_quic::{roots_from_pem, QuicClient, QuicServer};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let hub = Router::new().build();
-//! let server = QuicServer::builder("127.0.0.1:4433".parse()?)
-//!     .self_signed_names(["chat.internal"]) // besides localhost, 127.0.0.1, ::1
-//!     .idle_timeout(Duration::from_secs(30))
-//!     .start(&hub)?;
-//! server.write_cert_pem("/tmp/chat-cert.pem".as_ref())?; // for clients to trust
-//! println!("listening quic={}", server.local_addr());
+//! opaque_message!(Echo = "ECHO");
 //!
-//! tokio::signal::ctrl_c().await?;
-//! hub.shutdown().await; // every client gets close code 1 after its queued messages
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Router::new()
+//!     .rpc(|ctx: Ctx<Echo>| async move { Ok::<_, Error>(ctx.into_payload()) })
+//!     .build();
+//! // A self-signed certificate for localhost, 127.0.0.1 and ::1 (plus any
+//! // extra names); `server.write_cert_pem(path)` hands it to clients.
+//! let server = QuicServer::builder("127.0.0.1:0".parse()?).start(&hub)?;
+//!
+//! let codec = WireCodec::from_name("msgpack").unwrap(); // ALPN signalbox/msgpack
+//! let mut client = QuicClient::builder(roots_from_pem(server.cert_pem().as_bytes())?)
+//!     .codec(codec)
+//!     .connect(server.local_addr())
+//!     .await?;
+//! let meta = Meta { correlation_id: Some("r-1".into()), ..Meta::default() };
+//! client.send_frame(&codec.encode("ECHO", &meta, Some("hello"))?).await?;
+//! let reply = codec.decode(client.recv_frame().await?.unwrap())?;
+//! assert_eq!(reply.meta.correlation_id.as_deref(), Some("r-1"));
+//! assert_eq!(reply.decode_payload::<String>()?, "hello");
+//!
+//! hub.shutdown().await; // clients get close code 1 after their queued messages
+//! assert_eq!(client.closed().await, Some(1));
 //! server.closed().await;
 //! # Ok(()) }
 //! ```
@@ -67,6 +80,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
+mod client;
 mod conn;
 mod error;
 pub mod framing;
@@ -75,6 +89,7 @@ mod server;
 mod tls;
 
 pub use auth::{Handshake, Rejection};
+pub use client::{QuicClient, QuicClientBuilder, RequestStream};
 pub use error::QuicError;
 pub use server::{ClientAuth, QuicServer, QuicServerBuilder};
 pub use tls::{

@@ -1,0 +1,237 @@
+//! A client for the QUIC transport: the main stream and request streams,
+//! frames in and out. Encoding envelopes is the caller's (or
+//! [`signalbox::codec::WireCodec`]'s) job.
+
+use crate::error::QuicError;
+use crate::framing::{FrameDecoder, encode_frame};
+use crate::tls;
+use bytes::{Bytes, BytesMut};
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::RootCertStore;
+use signalbox::codec::WireCodec;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Configures a [`QuicClient`].
+#[derive(Debug, Clone)]
+pub struct QuicClientBuilder {
+    roots: RootCertStore,
+    codec: WireCodec,
+    server_name: String,
+    idle_timeout: Duration,
+    keep_alive: Option<Duration>,
+    handshake_timeout: Duration,
+    max_message_size: usize,
+}
+
+impl QuicClientBuilder {
+    /// The codec, which picks the ALPN (default `json`).
+    pub fn codec(mut self, codec: WireCodec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// The name the server's certificate must cover (default `localhost`).
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = name.into();
+        self
+    }
+
+    /// The client's idle timeout (default 30 s; the smaller of the two
+    /// sides' applies).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Keep-alive interval (default 10 s; `None` sends none).
+    pub fn keep_alive(mut self, interval: Option<Duration>) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// How long the handshake may take (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The largest frame accepted from the server (default 1 MiB).
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = max;
+        self
+    }
+
+    /// The quinn client configuration this builder describes.
+    pub fn quinn_config(&self) -> Result<quinn::ClientConfig, QuicError> {
+        let mut crypto = rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        crypto.alpn_protocols = vec![tls::alpn_for(self.codec.name()).into_bytes()];
+        let crypto =
+            QuicClientConfig::try_from(crypto).map_err(|e| QuicError::Certificate(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(self.idle_timeout)
+                    .map_err(|_| QuicError::Config("idle timeout out of range".into()))?,
+            ))
+            .keep_alive_interval(self.keep_alive);
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+
+    /// Connects to `addr` and opens the main stream. The server sees the
+    /// stream with the first message sent, and closes connections that send
+    /// nothing within its handshake timeout (default 10 s).
+    pub async fn connect(self, addr: SocketAddr) -> Result<QuicClient, QuicError> {
+        let bind: SocketAddr = if addr.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(bind)
+            .map_err(|source| QuicError::Bind { addr: bind, source })?;
+        let connecting = endpoint.connect_with(self.quinn_config()?, addr, &self.server_name)?;
+        let connection = tokio::time::timeout(self.handshake_timeout, connecting)
+            .await
+            .map_err(|_| QuicError::Timeout)??;
+        let (send, recv) = connection.open_bi().await?;
+        Ok(QuicClient {
+            endpoint,
+            connection,
+            send,
+            recv,
+            decoder: FrameDecoder::new(self.max_message_size),
+            codec: self.codec,
+            max_message_size: self.max_message_size,
+        })
+    }
+}
+
+/// A connection to a signalbox QUIC server.
+#[derive(Debug)]
+pub struct QuicClient {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+    codec: WireCodec,
+    max_message_size: usize,
+}
+
+impl QuicClient {
+    /// A client trusting the certificates in `roots` (for a server with a
+    /// self-signed certificate: that certificate, see
+    /// [`roots_from_pem`](crate::roots_from_pem)).
+    pub fn builder(roots: RootCertStore) -> QuicClientBuilder {
+        QuicClientBuilder {
+            roots,
+            codec: WireCodec::new(signalbox::codec::Format::Json, false),
+            server_name: "localhost".to_owned(),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(10)),
+            handshake_timeout: Duration::from_secs(10),
+            max_message_size: 1024 * 1024,
+        }
+    }
+
+    /// The codec the ALPN selected.
+    pub fn codec(&self) -> &WireCodec {
+        &self.codec
+    }
+
+    /// The quinn connection.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
+    /// The local endpoint.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// Sends one encoded envelope on the main stream.
+    pub async fn send_frame(&mut self, frame: &[u8]) -> Result<(), QuicError> {
+        let mut out = BytesMut::with_capacity(frame.len() + crate::framing::HEADER_LEN);
+        encode_frame(frame, &mut out)?;
+        self.send.write_chunk(out.freeze()).await?;
+        Ok(())
+    }
+
+    /// The next envelope from the main stream; `None` once the server
+    /// finished it. Cancel-safe.
+    pub async fn recv_frame(&mut self) -> Result<Option<Bytes>, QuicError> {
+        read_frame(&mut self.recv, &mut self.decoder).await
+    }
+
+    /// Sends `frame` as a request on its own stream (the request-stream
+    /// lane); its answers arrive on the returned stream.
+    pub async fn request(&self, frame: &[u8]) -> Result<RequestStream, QuicError> {
+        let (mut send, recv) = self.connection.open_bi().await?;
+        let mut out = BytesMut::with_capacity(frame.len() + crate::framing::HEADER_LEN);
+        encode_frame(frame, &mut out)?;
+        send.write_chunk(out.freeze()).await?;
+        let _ = send.finish();
+        Ok(RequestStream {
+            recv,
+            decoder: FrameDecoder::new(self.max_message_size),
+        })
+    }
+
+    /// Finishes the main stream: the server closes the connection normally
+    /// (code 0) after answering what it received.
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+
+    /// Closes the connection with an application code.
+    pub fn close(&self, code: u32, reason: &str) {
+        self.connection
+            .close(quinn::VarInt::from_u32(code), reason.as_bytes());
+    }
+
+    /// Waits until the connection is closed; the server's application close
+    /// code, if it closed with one.
+    pub async fn closed(&self) -> Option<u64> {
+        match self.connection.closed().await {
+            quinn::ConnectionError::ApplicationClosed(close) => Some(close.error_code.into_inner()),
+            _ => None,
+        }
+    }
+}
+
+/// The answers to one request sent with [`QuicClient::request`].
+#[derive(Debug)]
+pub struct RequestStream {
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl RequestStream {
+    /// The next answer (progress, then the reply); `None` once the server
+    /// finished the stream. Cancel-safe.
+    pub async fn recv_frame(&mut self) -> Result<Option<Bytes>, QuicError> {
+        read_frame(&mut self.recv, &mut self.decoder).await
+    }
+}
+
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Option<Bytes>, QuicError> {
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            return Ok(Some(frame));
+        }
+        match recv.read_chunk(64 * 1024, true).await? {
+            Some(chunk) => decoder.push(&chunk.bytes),
+            None if decoder.has_partial() => return Err(QuicError::Truncated),
+            None => return Ok(None),
+        }
+    }
+}
