@@ -13,6 +13,7 @@ use signalbox::Hub;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// The chat example: a web page at `/`, WebSocket at `/ws`.
 #[derive(Debug, Parser)]
@@ -34,8 +35,8 @@ struct Args {
 
 #[derive(Debug, thiserror::Error)]
 enum ChatError {
-    #[error("--redis is not yet supported")]
-    RedisUnsupported,
+    #[error("--redis: {0}")]
+    Redis(#[from] signalbox_redis::RedisBrokerError),
     #[error(transparent)]
     Ws(#[from] signalbox_ws::ServerError),
     #[error("--quic {0}: not an address")]
@@ -90,10 +91,20 @@ async fn shutdown_signal() -> Result<(), ChatError> {
 }
 
 async fn run(args: Args) -> Result<(), ChatError> {
-    if args.redis.is_some() {
-        return Err(ChatError::RedisUnsupported);
-    }
-    let hub = signalbox_examples::chat::hub();
+    let (hub, broker) = match &args.redis {
+        None => (signalbox_examples::chat::hub(), None),
+        Some(url) => {
+            let broker = signalbox_redis::RedisBroker::builder(url.as_str()).build()?;
+            let hub = Hub::builder(signalbox_examples::chat::router())
+                .config(signalbox_examples::chat::config())
+                .broker(broker.clone())
+                .build();
+            if !broker.wait_connected(Duration::from_secs(5)).await {
+                eprintln!("chat: Redis at {url} not reachable yet; retrying in the background");
+            }
+            (hub, Some(broker))
+        }
+    };
     let ws = start_ws(&hub, &args.ws).await?;
     let quic = start_quic(&hub, &args.quic, args.cert_out.as_deref()).await?;
     println!("listening ws={ws} quic={}", quic.local_addr());
@@ -101,6 +112,9 @@ async fn run(args: Args) -> Result<(), ChatError> {
     let signalled = shutdown_signal().await;
     eprintln!("chat: shutting down");
     hub.shutdown().await;
+    if let Some(broker) = broker {
+        broker.shutdown().await;
+    }
     // Lets the QUIC close frames go out before the process ends.
     quic.closed().await;
     signalled

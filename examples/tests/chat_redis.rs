@@ -1,0 +1,291 @@
+//! Several chat processes sharing one Redis (`--redis`), with WebSocket
+//! clients on each: a message sent to one process reaches the members on
+//! all of them, exactly once. Starts its own throwaway `redis-server`.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A throwaway `redis-server` on a free loopback port; killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("signalbox-chat-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        let child = match Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not installed: run scripts/setup \
+                 (or apt-get install -y redis-server) before these tests"
+            ),
+            Err(e) => panic!("redis-server could not be started: {e}"),
+        };
+        let server = RedisServer { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(client) = redis::Client::open(server.url()) {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+                    if pong.is_ok() {
+                        return server;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Processes subscribed to `channel`.
+    async fn subscribers(&self, channel: &str) -> i64 {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connects");
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut conn)
+            .await
+            .expect("PUBSUB NUMSUB");
+        counts.first().map_or(0, |(_, n)| *n)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A chat process; killed on drop.
+struct Chat {
+    child: Child,
+    ws: String,
+}
+
+impl Chat {
+    fn start(redis: &str) -> Chat {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
+            .args([
+                "--ws",
+                "127.0.0.1:0",
+                "--quic",
+                "127.0.0.1:0",
+                "--redis",
+                redis,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("chat starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("a first line");
+        let ws = line
+            .trim()
+            .strip_prefix("listening ws=")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected {line:?}"))
+            .to_owned();
+        Chat { child, ws }
+    }
+
+    async fn connect(&self, codec: &str) -> Client {
+        let mut req = format!("ws://{}/ws", self.ws)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut()
+            .insert("sec-websocket-protocol", codec.parse().expect("header"));
+        let tcp = TcpStream::connect(&self.ws).await.expect("tcp connects");
+        let (ws, _) = tokio_tungstenite::client_async(req, tcp)
+            .await
+            .expect("upgrades");
+        Client {
+            ws,
+            msgpack: codec.starts_with("msgpack"),
+            user_id: String::new(),
+        }
+    }
+
+    /// SIGTERM, then waits for the process.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("exits")
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    ws: WebSocketStream<TcpStream>,
+    msgpack: bool,
+    user_id: String,
+}
+
+impl Client {
+    async fn send(&mut self, envelope: Value) {
+        let frame = if self.msgpack {
+            WsMessage::Binary(rmp_serde::to_vec_named(&envelope).expect("msgpack").into())
+        } else {
+            WsMessage::Text(envelope.to_string().into())
+        };
+        self.ws.send(frame).await.expect("sent");
+    }
+
+    /// The next envelope, or `None` when nothing came within `wait`.
+    async fn recv(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let next = tokio::time::timeout(wait, self.ws.next()).await.ok()??;
+            match next.ok()? {
+                WsMessage::Text(t) => return Some(serde_json::from_str(&t).expect("json")),
+                WsMessage::Binary(b) => return Some(rmp_serde::from_slice(&b).expect("msgpack")),
+                WsMessage::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Joins `room` and learns this client's user id from its own
+    /// USER_JOINED.
+    async fn join(&mut self, room: &str) {
+        self.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}))
+            .await;
+        let joined = self
+            .recv(Duration::from_secs(5))
+            .await
+            .expect("USER_JOINED");
+        assert_eq!(joined["type"], "USER_JOINED", "{joined}");
+        self.user_id = joined["payload"]["userId"]
+            .as_str()
+            .expect("userId")
+            .to_owned();
+    }
+
+    /// Reads until `quiet` passes without a message; returns the texts of
+    /// the NEW_MESSAGEs, by sender, checking each one's clientId.
+    async fn new_messages(&mut self, quiet: Duration) -> Vec<(String, String)> {
+        let mut got = Vec::new();
+        while let Some(env) = self.recv(quiet).await {
+            if env["type"] != "NEW_MESSAGE" {
+                continue;
+            }
+            let user = env["payload"]["userId"]
+                .as_str()
+                .expect("userId")
+                .to_owned();
+            assert_eq!(env["meta"]["clientId"], user.as_str(), "{env}");
+            let text = env["payload"]["text"].as_str().expect("text").to_owned();
+            got.push((user, text));
+        }
+        got.sort();
+        got
+    }
+
+    /// Discards whatever arrives until `quiet` passes without a message.
+    async fn drain(&mut self, quiet: Duration) {
+        while self.recv(quiet).await.is_some() {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_processes_sharing_redis_deliver_each_message_to_every_member_once() {
+    let redis = RedisServer::start().await;
+    let chats: Vec<Chat> = (0..3).map(|_| Chat::start(&redis.url())).collect();
+    let mut members: Vec<(usize, Client)> = Vec::new();
+    for (i, chat) in chats.iter().enumerate() {
+        for codec in ["json", "msgpack"] {
+            let mut c = chat.connect(codec).await;
+            c.join("lobby").await;
+            members.push((i, c));
+        }
+    }
+    // Every process subscribed to the room's channel.
+    let channel = format!(
+        "signalbox:{}",
+        signalbox_examples::chat::room_topic("lobby")
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.subscribers(&channel).await < 3 {
+        assert!(Instant::now() < deadline, "not every chat subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (_, c) in &mut members {
+        c.drain(Duration::from_millis(200)).await;
+    }
+
+    let mut expected = Vec::new();
+    for (k, (i, c)) in members.iter_mut().enumerate() {
+        let text = format!("hello from chat {i} member {k}");
+        c.send(json!({"type": "SEND_MESSAGE", "payload": {"roomId": "lobby", "text": text}}))
+            .await;
+        expected.push((c.user_id.clone(), text));
+    }
+    expected.sort();
+    for (i, c) in &mut members {
+        let got = c.new_messages(Duration::from_millis(250)).await;
+        assert_eq!(got, expected, "member on chat {i}");
+    }
+
+    // One process goes away; the others carry on.
+    let mut chats = chats;
+    let gone = chats.pop().expect("three chats");
+    assert!(gone.stop().success(), "chat stops cleanly on SIGTERM");
+    let mut members: Vec<(usize, Client)> = members.into_iter().filter(|(i, _)| *i < 2).collect();
+    for (_, c) in &mut members {
+        c.drain(Duration::from_millis(200)).await; // USER_LEFT of the departed
+    }
+    members[0]
+        .1
+        .send(json!({"type": "SEND_MESSAGE", "payload": {"roomId": "lobby", "text": "still here"}}))
+        .await;
+    let want = vec![(members[0].1.user_id.clone(), "still here".to_owned())];
+    for (i, c) in &mut members {
+        assert_eq!(
+            c.new_messages(Duration::from_millis(250)).await,
+            want,
+            "member on chat {i}"
+        );
+    }
+}
