@@ -70,8 +70,8 @@ impl QuicClientBuilder {
             .with_root_certificates(self.roots.clone())
             .with_no_client_auth();
         crypto.alpn_protocols = vec![tls::alpn_for(self.codec.name()).into_bytes()];
-        let crypto =
-            QuicClientConfig::try_from(crypto).map_err(|e| QuicError::Certificate(e.to_string()))?;
+        let crypto = QuicClientConfig::try_from(crypto)
+            .map_err(|e| QuicError::Certificate(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
