@@ -1,0 +1,143 @@
+//! A chat server on an ephemeral port, in-process, and a tokio-tungstenite
+//! client for it.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use signalbox::codec::{Envelope, Meta, WireCodec};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Starts the chat (hub and WebSocket listener); its hub and address.
+pub async fn start_chat() -> (signalbox::Hub, SocketAddr) {
+    let hub = signalbox_examples::chat::hub();
+    let server = signalbox_examples::chat::ws_server(hub.clone(), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+    (hub, addr)
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<TcpStream>,
+    pub codec: WireCodec,
+}
+
+pub async fn connect(addr: SocketAddr, codec: &str) -> Client {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(codec).unwrap(),
+    );
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (ws, response) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], codec);
+    Client {
+        ws,
+        codec: WireCodec::from_name(codec).unwrap(),
+    }
+}
+
+impl Client {
+    /// Sends an envelope with a serde payload (`None`: no payload).
+    pub async fn send<T: serde::Serialize>(
+        &mut self,
+        ty: &str,
+        cid: Option<&str>,
+        payload: Option<&T>,
+    ) {
+        let meta = Meta {
+            correlation_id: cid.map(str::to_owned),
+            ..Meta::default()
+        };
+        let frame = self.codec.encode(ty, &meta, payload).unwrap();
+        self.send_frame(frame).await;
+    }
+
+    pub async fn send_json(&mut self, ty: &str, cid: Option<&str>, payload: serde_json::Value) {
+        self.send(ty, cid, Some(&payload)).await;
+    }
+
+    pub async fn send_frame(&mut self, frame: bytes::Bytes) {
+        let message = if self.codec.format().is_text() {
+            Message::Text(String::from_utf8(frame.to_vec()).unwrap().into())
+        } else {
+            Message::Binary(frame)
+        };
+        self.ws.send(message).await.unwrap();
+    }
+
+    pub async fn recv_raw(&mut self) -> bytes::Bytes {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message within the wait")
+                .expect("open")
+                .expect("no transport error");
+            match message {
+                Message::Text(t) => return bytes::Bytes::from(t),
+                Message::Binary(b) => return b,
+                Message::Close(c) => panic!("closed: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Envelope {
+        let frame = self.recv_raw().await;
+        self.codec.decode(frame).unwrap()
+    }
+
+    /// The next message of type `ty`, skipping others.
+    pub async fn expect(&mut self, ty: &str) -> Envelope {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {ty} within the wait"
+            );
+            let env = self.recv().await;
+            if env.ty == ty {
+                return env;
+            }
+        }
+    }
+
+    /// Sends ECHO as a barrier: every message sent before it was handled
+    /// once its reply arrives. Returns what came before the reply.
+    pub async fn sync(&mut self, cid: &str) -> Vec<Envelope> {
+        self.send::<()>("ECHO", Some(cid), None).await;
+        let mut before = Vec::new();
+        loop {
+            let env = self.recv().await;
+            if env.ty == "ECHO" && env.meta.correlation_id.as_deref() == Some(cid) {
+                return before;
+            }
+            before.push(env);
+        }
+    }
+
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("closed within the wait")
+            {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+}
+
+pub fn json(env: &Envelope) -> serde_json::Value {
+    env.decode_payload().unwrap()
+}
