@@ -100,7 +100,7 @@ impl Serialize for RawPayload {
                 serde_transcode::transcode(&mut de, serializer)
             }
             Format::MsgPack => {
-                let mut de = rmp_serde::Deserializer::from_read_ref(&self.bytes[..]);
+                let mut de = crate::msgpack::deserializer(&self.bytes);
                 serde_transcode::transcode(&mut de, serializer)
             }
         }

@@ -4,8 +4,8 @@ use crate::envelope::check_type;
 use crate::{Codec, DecodeError, EncodeError, Envelope, Format, Meta, PayloadError, RawPayload};
 use bytes::Bytes;
 use rmp::Marker;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// MessagePack envelopes: a map with string keys `type`, `meta`, `payload`,
 /// readable by @msgpack/msgpack, msgpackr and Python's msgpack.
@@ -45,7 +45,8 @@ impl Codec for MsgPack {
                     }
                     let start = pos;
                     pos = skip_value(buf, pos)?;
-                    let value: Option<Meta> = rmp_serde::from_slice(&buf[start..pos])
+                    let mut de = deserializer(buf.get(start..pos).unwrap_or_default());
+                    let value = Option::<Meta>::deserialize(&mut de)
                         .map_err(|e| DecodeError::InvalidMeta(e.to_string()))?;
                     meta = Some(value.unwrap_or_default());
                 }
@@ -116,7 +117,7 @@ impl Codec for MsgPack {
     }
 
     fn decode_payload<T: DeserializeOwned>(raw: &[u8]) -> Result<T, PayloadError> {
-        let mut de = rmp_serde::Deserializer::from_read_ref(raw);
+        let mut de = deserializer(raw);
         serde_path_to_error::deserialize(&mut de).map_err(PayloadError::from_path)
     }
 
@@ -177,6 +178,22 @@ impl Codec for MsgPack {
             _ => Err(shape()),
         }
     }
+}
+
+/// How deeply arrays and maps may nest in a value that is deserialized
+/// (meta, a typed payload, a transcoded payload): the same as serde_json's
+/// recursion limit. rmp-serde's own default (1024) lets a small frame of
+/// nested arrays overflow a 2 MiB task stack; values that are only skipped
+/// ([`skip_value`]) or passed through have no depth limit.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// An rmp-serde deserializer over `bytes` with the depth limit.
+pub(crate) fn deserializer(
+    bytes: &[u8],
+) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    de
 }
 
 fn write_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), EncodeError> {
@@ -307,6 +324,69 @@ mod tests {
         // array32 claiming 4 billion elements, followed by one byte.
         let buf = [0xdd, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert!(skip_value(&buf, 0).is_err());
+    }
+
+    /// `{"type":"X","meta":{"k":<depth nested arrays>}}`, or the nesting
+    /// as the payload.
+    fn deep(depth: usize, in_meta: bool) -> Bytes {
+        let mut f = vec![0x82, 0xa4];
+        f.extend_from_slice(b"type");
+        f.extend_from_slice(&[0xa1, b'X']);
+        if in_meta {
+            f.push(0xa4);
+            f.extend_from_slice(b"meta");
+            f.extend_from_slice(&[0x81, 0xa1, b'k']);
+        } else {
+            f.push(0xa7);
+            f.extend_from_slice(b"payload");
+        }
+        f.extend(std::iter::repeat_n(0x91, depth));
+        f.push(0xc0);
+        Bytes::from(f)
+    }
+
+    #[test]
+    fn deep_meta_fails_at_the_depth_limit_instead_of_overflowing_the_stack() {
+        // Run on a 2 MiB stack, as a tokio worker's; 1,000 levels (under
+        // rmp-serde's own limit) overflowed it before the limit was set.
+        let handle = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                for depth in [1_000, 100_000] {
+                    let err = MsgPack::decode_envelope(&deep(depth, true)).unwrap_err();
+                    assert!(matches!(err, DecodeError::InvalidMeta(_)), "{err:?}");
+                }
+                let ok = MsgPack::decode_envelope(&deep(MAX_DEPTH - 2, true));
+                assert!(ok.is_ok(), "{ok:?}");
+            })
+            .unwrap();
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn deep_payloads_fail_at_the_depth_limit_when_decoded_or_transcoded() {
+        let handle = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let env = MsgPack::decode_envelope(&deep(100_000, false)).unwrap();
+                let raw = env.payload.unwrap();
+                assert!(raw.decode::<serde_json::Value>().is_err());
+                let json = crate::WireCodec::new(Format::Json, false);
+                assert!(
+                    json.encode_raw("X", &Meta::default(), Some(&raw), false)
+                        .is_err()
+                );
+                // Within the limit both work.
+                let env = MsgPack::decode_envelope(&deep(MAX_DEPTH - 1, false)).unwrap();
+                let raw = env.payload.unwrap();
+                assert!(raw.decode::<serde_json::Value>().is_ok());
+                assert!(
+                    json.encode_raw("X", &Meta::default(), Some(&raw), false)
+                        .is_ok()
+                );
+            })
+            .unwrap();
+        handle.join().unwrap();
     }
 
     #[test]
