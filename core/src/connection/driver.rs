@@ -209,34 +209,32 @@ fn admit(
     bucket: Option<&mut TokenBucket>,
 ) -> Option<(Arc<RouteEntry>, Box<Envelope>)> {
     let hub = &conn.shared.hub;
-    let mut envelope = match conn.codec().decode(frame) {
+    let decoded = conn.codec().decode(frame);
+    // Every frame costs a token, whether it decodes or not: a flood of
+    // garbage is limited like any other.
+    let limited = bucket.and_then(|bucket| bucket.take(Instant::now()).err());
+    let mut envelope = match decoded {
         Ok(envelope) => envelope,
         Err(failure) => {
-            answer_error(
-                conn,
-                ERROR_TYPE,
-                None,
-                failure.correlation_id,
-                Error::from(failure.error),
-            );
+            let error = match limited {
+                Some(wait) => rate_limited(wait),
+                None => Error::from(failure.error),
+            };
+            answer_error(conn, ERROR_TYPE, None, failure.correlation_id, error);
             return None;
         }
     };
     // CONTRACT §1: a clientId from a client is never trusted.
     envelope.meta.client_id = None;
-    if let Some(bucket) = bucket {
-        if let Err(wait) = bucket.take(Instant::now()) {
-            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-            let error = Error::resource_exhausted("rate limit exceeded", Some(ms));
-            answer_error(
-                conn,
-                ERROR_TYPE,
-                Some(&envelope.ty),
-                envelope.meta.correlation_id,
-                error,
-            );
-            return None;
-        }
+    if let Some(wait) = limited {
+        answer_error(
+            conn,
+            ERROR_TYPE,
+            Some(&envelope.ty),
+            envelope.meta.correlation_id,
+            rate_limited(wait),
+        );
+        return None;
     }
     if envelope.ty == HEARTBEAT_TYPE {
         let meta = Meta {
@@ -275,6 +273,11 @@ fn admit(
             None
         }
     }
+}
+
+fn rate_limited(wait: Duration) -> Error {
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    Error::resource_exhausted("rate limit exceeded", Some(ms))
 }
 
 async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<Envelope>)>) {
