@@ -283,10 +283,12 @@ impl FrameSink for QuicSink {
     }
 
     async fn close(&mut self, close: Close) -> Result<(), TransportError> {
-        // CONNECTION_CLOSE discards stream data not yet delivered: finish
-        // the stream, give the peer a bounded moment to acknowledge it, then
-        // close with the application code.
-        if self.send.finish().is_ok() {
+        // CONNECTION_CLOSE discards stream data not yet delivered: on a
+        // graceful close, finish the stream and give the peer a bounded
+        // moment to acknowledge it, then close with the application code.
+        // Other closes (protocol, policy, internal) go out at once.
+        let graceful = matches!(close.kind, CloseKind::Normal | CloseKind::GoingAway);
+        if self.send.finish().is_ok() && graceful {
             let stopped = self.send.stopped();
             let lost = self.connection.closed();
             tokio::select! {

@@ -459,3 +459,36 @@ async fn the_certificate_covers_the_default_and_extra_names() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), pem);
     let _ = std::fs::remove_file(path);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_with_code_3() {
+    let mut config = Config::default();
+    config.outbound_queue = 8;
+    let hub = hub_with(config);
+    let server = start(&hub);
+    let mut client = Client::connect(&server, "json").await;
+    client
+        .send("JOIN", Some("j"), json!({"topic": "firehose"}))
+        .await;
+    client.expect("JOINED").await;
+    // The client reads nothing more: flow control stops the server's
+    // writes, then the outbound queue fills.
+    let text = "x".repeat(64 * 1024);
+    for n in 0..200u32 {
+        let _ = hub
+            .publish(
+                "firehose",
+                &Big {
+                    n,
+                    text: text.clone(),
+                },
+            )
+            .await;
+        if hub.connection_count() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(client.close_code().await, Some(3));
+    assert!(eventually(WAIT, || hub.connection_count() == 0).await);
+}

@@ -61,6 +61,13 @@ pub struct Tick {
 message!(Tick = "TICK");
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Big {
+    pub n: u32,
+    pub text: String,
+}
+message!(Big = "BIG");
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Steps {
     pub n: u32,
 }
