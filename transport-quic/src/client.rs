@@ -85,8 +85,7 @@ impl QuicClientBuilder {
     }
 
     /// Connects to `addr` and opens the main stream. The server sees the
-    /// stream with the first message sent, and closes connections that send
-    /// nothing within its handshake timeout (default 10 s).
+    /// stream, and serves the connection, from the first message sent.
     pub async fn connect(self, addr: SocketAddr) -> Result<QuicClient, QuicError> {
         let bind: SocketAddr = if addr.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()

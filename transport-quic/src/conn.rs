@@ -59,15 +59,23 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
 
     let opening = async {
         let data = match &settings.auth {
-            Some(hook) => match hook(handshake).await {
-                Ok(data) => data,
-                Err(rejection) => {
-                    return Err((CloseKind::Policy, rejection.reason().to_owned()));
+            Some(hook) => {
+                match tokio::time::timeout(settings.handshake_timeout, hook(handshake)).await {
+                    Ok(Ok(data)) => data,
+                    Ok(Err(rejection)) => {
+                        return Err((CloseKind::Policy, rejection.reason().to_owned()));
+                    }
+                    Err(_) => {
+                        return Err((CloseKind::Policy, "authentication timed out".to_owned()));
+                    }
                 }
-            },
+            }
             None => DataMap::new(),
         };
         // The client's first bidirectional stream carries the connection.
+        // It exists for the server once the client sends on it; until then
+        // the connection is idle, as an idle WebSocket is, and QUIC's idle
+        // timeout watches it.
         match connection.accept_bi().await {
             Ok((send, recv)) => Ok((data, send, recv)),
             Err(error) => Err((CloseKind::Normal, error.to_string())),
@@ -80,15 +88,11 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
             close(&connection, CloseKind::GoingAway, "server shutting down");
             return;
         }
-        opened = tokio::time::timeout(settings.handshake_timeout, opening) => match opened {
-            Ok(Ok(opened)) => opened,
-            Ok(Err((kind, reason))) => {
-                tracing::debug!(peer = %peer_addr, %reason, "connection refused");
+        opened = opening => match opened {
+            Ok(opened) => opened,
+            Err((kind, reason)) => {
+                tracing::debug!(peer = %peer_addr, %reason, "connection ended before its stream");
                 close(&connection, kind, &reason);
-                return;
-            }
-            Err(_) => {
-                close(&connection, CloseKind::Protocol, "no stream opened in time");
                 return;
             }
         },

@@ -124,9 +124,10 @@ impl QuicServerBuilder {
         self
     }
 
-    /// How long the TLS handshake, the authentication hook and the client's
-    /// first stream may take together, and how long a request stream may
-    /// take to deliver its request. Default 10 s.
+    /// How long the TLS handshake may take, then the authentication hook,
+    /// and how long a request stream may take to deliver its request.
+    /// Default 10 s. (A connection whose client has not sent yet is idle,
+    /// not late: QUIC's idle timeout watches it.)
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self

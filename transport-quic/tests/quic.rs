@@ -492,3 +492,19 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_with_code_3() 
     assert_eq!(client.close_code().await, Some(3));
     assert!(eventually(WAIT, || hub.connection_count() == 0).await);
 }
+
+#[tokio::test]
+async fn a_client_may_stay_quiet_before_its_first_message() {
+    let hub = hub();
+    let server = QuicServer::builder(localhost())
+        .handshake_timeout(Duration::from_millis(200))
+        .start(&hub)
+        .unwrap();
+    let mut client = Client::connect(&server, "json").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(hub.connection_count(), 0, "served only once it sends");
+    client.send("ECHO", Some("late"), json!("late")).await;
+    let reply = client.expect("ECHO").await;
+    assert_eq!(reply.meta.correlation_id.as_deref(), Some("late"));
+    assert_eq!(hub.connection_count(), 1);
+}
