@@ -1,0 +1,254 @@
+//! Measures what crossing nodes through Redis costs: delivery rate and
+//! one-way latency (p50/p99) of a message published on one hub to a
+//! subscriber on another, next to the same on a single hub.
+//!
+//! ```text
+//! cargo run --release -p signalbox-redis --example cross_node [-- REDIS_URL]
+//! ```
+//!
+//! Without a URL it starts a throwaway `redis-server` on a free loopback
+//! port (and stops it at the end). Clients are in-memory (the core's test
+//! harness), so the numbers are the router plus Redis, without a network
+//! transport.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use serde::{Deserialize, Serialize};
+use signalbox::testing::{TestClient, TestHub};
+use signalbox::{Config, Ctx, Hub, Router, message};
+use signalbox_redis::RedisBroker;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Join {
+    topic: String,
+}
+message!(Join = "JOIN");
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Joined;
+message!(Joined = "JOINED");
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Tick {
+    seq: u64,
+    sent_ns: u64,
+    text: String,
+}
+message!(Tick = "TICK");
+
+const RATE_MESSAGES: u64 = 50_000;
+const PUBLISHERS: u64 = 16;
+const LATENCY_MESSAGES: u64 = 5_000;
+const LATENCY_GAP: Duration = Duration::from_micros(200);
+
+fn router() -> Router {
+    Router::new().on(|ctx: Ctx<Join>| async move {
+        ctx.subscribe(&ctx.payload().topic)?;
+        ctx.reply(&Joined)
+    })
+}
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.outbound_queue = 1 << 20;
+    config.rate_limit = None;
+    config
+}
+
+struct Redis(Option<Child>, String);
+
+impl Redis {
+    fn start(url: Option<String>) -> Redis {
+        if let Some(url) = url {
+            return Redis(None, url);
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (run scripts/setup)");
+        std::thread::sleep(Duration::from_millis(300));
+        Redis(Some(child), format!("redis://127.0.0.1:{port}/"))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn subscriber(hub: &TestHub, topic: &str) -> TestClient {
+    let mut c = hub.connect("msgpack").await;
+    c.send(&Join {
+        topic: topic.into(),
+    })
+    .await;
+    c.expect::<Joined>().await;
+    c
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+struct Measured {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// Publishes from `from` to a subscriber on `to`: first as fast as
+/// `PUBLISHERS` tasks can, then paced, one at a time, for latency.
+async fn measure(
+    from: &Hub,
+    to: &TestHub,
+    topic: &str,
+    wait_subscribed: impl Fn() -> bool,
+) -> Measured {
+    let mut sub = subscriber(to, topic).await;
+    while !wait_subscribed() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let epoch = Arc::new(Instant::now());
+    let text = "x".repeat(64);
+
+    // Rate.
+    let started = Instant::now();
+    let per_task = RATE_MESSAGES / PUBLISHERS;
+    let mut tasks = Vec::new();
+    for t in 0..PUBLISHERS {
+        let hub = from.clone();
+        let topic = topic.to_owned();
+        let text = text.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                let tick = Tick {
+                    seq: t * per_task + i,
+                    sent_ns: 0,
+                    text: text.clone(),
+                };
+                hub.publish(&topic, &tick).await.expect("published");
+            }
+        }));
+    }
+    let total = per_task * PUBLISHERS;
+    for _ in 0..total {
+        sub.recv_raw().await.expect("a tick");
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // Latency: paced so that no queue builds up; the subscriber reads in
+    // its own task, so a publish waiting on Redis does not delay it.
+    let clock = epoch.clone();
+    let receiver = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(LATENCY_MESSAGES as usize);
+        for _ in 0..LATENCY_MESSAGES {
+            let (got, _) = sub.expect::<Tick>().await;
+            latencies.push(clock.elapsed().as_nanos() as u64 - got.sent_ns);
+        }
+        latencies
+    });
+    for seq in 0..LATENCY_MESSAGES {
+        let tick = Tick {
+            seq,
+            sent_ns: epoch.elapsed().as_nanos() as u64,
+            text: text.clone(),
+        };
+        from.publish(topic, &tick).await.expect("published");
+        tokio::time::sleep(LATENCY_GAP).await;
+    }
+    let mut latencies = receiver.await.unwrap();
+    latencies.sort_unstable();
+    Measured {
+        rate,
+        p50_us: percentile(&latencies, 0.50),
+        p99_us: percentile(&latencies, 0.99),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let redis = Redis::start(std::env::args().nth(1));
+
+    // One node, no broker.
+    let single = TestHub::from_builder(Hub::builder(router()).config(config()));
+    let local = measure(single.hub(), &single, "bench", || true).await;
+
+    // One node with the Redis broker: local delivery plus a PUBLISH.
+    let solo = RedisBroker::builder(&redis.1)
+        .node_id("solo")
+        .prefix("bench-solo:")
+        .build()
+        .unwrap();
+    let solo_hub =
+        TestHub::from_builder(Hub::builder(router()).config(config()).broker(solo.clone()));
+    assert!(
+        solo.wait_connected(Duration::from_secs(5)).await,
+        "Redis reachable"
+    );
+    let with_broker = measure(solo_hub.hub(), &solo_hub, "bench", || true).await;
+
+    // Two nodes: publish on A, the subscriber on B.
+    let a = RedisBroker::builder(&redis.1)
+        .node_id("a")
+        .prefix("bench:")
+        .build()
+        .unwrap();
+    let b = RedisBroker::builder(&redis.1)
+        .node_id("b")
+        .prefix("bench:")
+        .build()
+        .unwrap();
+    let hub_a = TestHub::from_builder(Hub::builder(router()).config(config()).broker(a.clone()));
+    let hub_b = TestHub::from_builder(Hub::builder(router()).config(config()).broker(b.clone()));
+    assert!(a.wait_connected(Duration::from_secs(5)).await);
+    assert!(b.wait_connected(Duration::from_secs(5)).await);
+    let b_probe = b.clone();
+    let cross = measure(hub_a.hub(), &hub_b, "bench", move || {
+        b_probe.is_subscribed("bench")
+    })
+    .await;
+
+    println!(
+        "payload ~80 bytes, msgpack subscriber, {PUBLISHERS} concurrent publishers for the rate"
+    );
+    println!(
+        "{:<34} {:>12} {:>10} {:>10}",
+        "", "msgs/s", "p50 µs", "p99 µs"
+    );
+    for (name, r) in [
+        ("single node (no broker)", &local),
+        ("single node + Redis broker", &with_broker),
+        ("cross-node via Redis (A -> B)", &cross),
+    ] {
+        println!(
+            "{name:<34} {:>12.0} {:>10.1} {:>10.1}",
+            r.rate, r.p50_us, r.p99_us
+        );
+    }
+    println!(
+        "added by crossing nodes: p50 +{:.1} µs, p99 +{:.1} µs",
+        cross.p50_us - local.p50_us,
+        cross.p99_us - local.p99_us
+    );
+    solo.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
