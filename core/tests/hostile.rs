@@ -23,7 +23,6 @@ use signalbox::connection::CloseKind;
 use signalbox::testing::{TestClient, TestHub};
 use signalbox::{Config, Ctx, ErrorCode, Meta, Opaque, RateLimit, Router, message};
 use std::io::Write;
-use std::time::Duration;
 
 // --- the application under attack ------------------------------------------
 
