@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use signalbox::{Broker, BrokerError, BrokerMessage, LocalDelivery};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -102,6 +102,9 @@ pub(crate) struct Shared {
     pub(crate) dirty: Mutex<Dirty>,
     pub(crate) wake_subscriber: Notify,
     pub(crate) wake_members: Notify,
+    /// Set when every membership count must be written again (a new
+    /// publishing connection: Redis may have restarted empty).
+    pub(crate) members_lost: AtomicBool,
     pub(crate) publisher: Mutex<Option<Publisher>>,
     pub(crate) publisher_lost: Notify,
     /// Channels subscribed on the current subscriber connection, as Redis
@@ -198,6 +201,7 @@ impl RedisBroker {
             dirty: Mutex::new(Dirty::default()),
             wake_subscriber: Notify::new(),
             wake_members: Notify::new(),
+            members_lost: AtomicBool::new(false),
             publisher: Mutex::new(None),
             publisher_lost: Notify::new(),
             subscribed: Mutex::new(HashSet::new()),

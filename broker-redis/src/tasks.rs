@@ -10,6 +10,7 @@ use signalbox::LocalDelivery;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Channels named in one SUBSCRIBE / UNSUBSCRIBE / pipeline.
@@ -112,6 +113,7 @@ pub(crate) async fn run_publisher(shared: Arc<Shared>) {
                 shared.status.send_modify(|s| s.publisher = true);
                 tracing::info!(url = %config.url, "redis broker: publisher connected");
                 // Membership counts may be missing after a Redis restart.
+                shared.members_lost.store(true, Ordering::Relaxed);
                 shared.wake_members.notify_one();
                 watch_publisher(&shared, generation, conn).await;
                 if shared.stop.is_cancelled() {
@@ -356,7 +358,7 @@ pub(crate) async fn run_membership(shared: Arc<Shared>) {
     loop {
         let full = tokio::select! {
             () = shared.stop.cancelled() => break,
-            () = shared.wake_members.notified() => false,
+            () = shared.wake_members.notified() => shared.members_lost.swap(false, Ordering::Relaxed),
             () = tokio::time::sleep_until(next_full) => true,
         };
         let topics: Vec<String> = if full {

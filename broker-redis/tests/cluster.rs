@@ -212,6 +212,13 @@ async fn redis_lost_publishes_fail_as_unavailable_and_recover_when_it_returns() 
     assert_eq!(texts(&mut sender, 1).await, ["from b"]);
     assert_eq!(texts(&mut near, 1).await, ["from b"]);
     assert!(b.broker.stats().reconnects >= 2);
+    // Membership counts are written again on the new Redis.
+    let hub = a.hub.hub().clone();
+    eventually("counts restored", Duration::from_secs(5), || {
+        let hub = hub.clone();
+        async move { hub.topic_size_everywhere("r").await.ok() == Some(3) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
