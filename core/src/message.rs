@@ -72,14 +72,14 @@ pub fn encode_serde<T: Serialize>(
 #[macro_export]
 macro_rules! message {
     ($ty:ty = $name:expr) => {
-        $crate::message!($ty = $name, |_m| Ok(()));
+        $crate::message!($ty = $name, |_m| ::core::result::Result::Ok(()));
     };
     ($ty:ty = $name:expr, |$m:ident| $validate:expr) => {
         impl $crate::Message for $ty {
             const TYPE: &'static str = $name;
             fn decode(
-                payload: Option<&$crate::codec::RawPayload>,
-            ) -> Result<Self, $crate::codec::PayloadError> {
+                payload: ::core::option::Option<&$crate::codec::RawPayload>,
+            ) -> ::core::result::Result<Self, $crate::codec::PayloadError> {
                 $crate::message::decode_serde(payload)
             }
             fn encode(
@@ -87,7 +87,7 @@ macro_rules! message {
                 codec: &$crate::codec::WireCodec,
                 meta: &$crate::codec::Meta,
                 compress: bool,
-            ) -> Result<$crate::bytes::Bytes, $crate::codec::EncodeError> {
+            ) -> ::core::result::Result<$crate::bytes::Bytes, $crate::codec::EncodeError> {
                 $crate::message::encode_serde(
                     <Self as $crate::Message>::TYPE,
                     self,
@@ -96,7 +96,7 @@ macro_rules! message {
                     compress,
                 )
             }
-            fn validate(&self) -> Result<(), $crate::Invalid> {
+            fn validate(&self) -> ::core::result::Result<(), $crate::Invalid> {
                 let $m = self;
                 $validate
             }
@@ -142,22 +142,22 @@ impl Opaque {
 macro_rules! opaque_message {
     ($(#[$attr:meta])* $vis:vis $name:ident = $ty:expr) => {
         $(#[$attr])*
-        #[derive(Debug, Clone, Default, PartialEq)]
+        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::default::Default, ::core::cmp::PartialEq)]
         $vis struct $name(pub $crate::Opaque);
 
         impl $crate::Message for $name {
             const TYPE: &'static str = $ty;
             fn decode(
-                payload: Option<&$crate::codec::RawPayload>,
-            ) -> Result<Self, $crate::codec::PayloadError> {
-                Ok($name($crate::Opaque(payload.cloned())))
+                payload: ::core::option::Option<&$crate::codec::RawPayload>,
+            ) -> ::core::result::Result<Self, $crate::codec::PayloadError> {
+                ::core::result::Result::Ok($name($crate::Opaque(payload.cloned())))
             }
             fn encode(
                 &self,
                 codec: &$crate::codec::WireCodec,
                 meta: &$crate::codec::Meta,
                 compress: bool,
-            ) -> Result<$crate::bytes::Bytes, $crate::codec::EncodeError> {
+            ) -> ::core::result::Result<$crate::bytes::Bytes, $crate::codec::EncodeError> {
                 self.0.encode(<Self as $crate::Message>::TYPE, codec, meta, compress)
             }
         }

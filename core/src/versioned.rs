@@ -111,8 +111,8 @@ macro_rules! versioned_message {
         impl $crate::Message for $ty {
             const TYPE: &'static str = <$ty as $crate::versioned::Versioned>::TYPE;
             fn decode(
-                payload: Option<&$crate::codec::RawPayload>,
-            ) -> Result<Self, $crate::codec::PayloadError> {
+                payload: ::core::option::Option<&$crate::codec::RawPayload>,
+            ) -> ::core::result::Result<Self, $crate::codec::PayloadError> {
                 $crate::versioned::decode::<$ty>(payload)
             }
             fn encode(
@@ -120,7 +120,7 @@ macro_rules! versioned_message {
                 codec: &$crate::codec::WireCodec,
                 meta: &$crate::codec::Meta,
                 compress: bool,
-            ) -> Result<$crate::bytes::Bytes, $crate::codec::EncodeError> {
+            ) -> ::core::result::Result<$crate::bytes::Bytes, $crate::codec::EncodeError> {
                 $crate::message::encode_serde(
                     <Self as $crate::Message>::TYPE,
                     self,
@@ -129,7 +129,7 @@ macro_rules! versioned_message {
                     compress,
                 )
             }
-            fn validate(&self) -> Result<(), $crate::Invalid> {
+            fn validate(&self) -> ::core::result::Result<(), $crate::Invalid> {
                 <$ty as $crate::versioned::Versioned>::validate(self)
             }
         }

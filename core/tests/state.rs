@@ -223,3 +223,18 @@ async fn a_v1_payload_reaches_the_v2_handler_migrated() {
         }
     }
 }
+
+/// The macros name nothing the caller's module could shadow.
+mod shadowing {
+    #[allow(dead_code)]
+    type Result = ();
+    #[allow(dead_code)]
+    type Option = ();
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[allow(dead_code)]
+    pub struct Plain {
+        pub n: u32,
+    }
+    signalbox::message!(Plain = "PLAIN");
+    signalbox::opaque_message!(pub Raw = "RAW");
+}
