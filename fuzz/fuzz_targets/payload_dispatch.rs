@@ -70,7 +70,11 @@ struct Everything {
     i: Option<serde_json::Value>,
     j: Option<(u8, char, String)>,
 }
-message!(Everything = "EVERYTHING", |m| validate::range("a", m.a.unwrap_or(0), 0..=1000));
+message!(Everything = "EVERYTHING", |m| validate::range(
+    "a",
+    m.a.unwrap_or(0),
+    0..=1000
+));
 
 #[derive(Deserialize)]
 struct UserUpdateV1 {

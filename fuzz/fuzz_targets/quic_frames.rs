@@ -51,7 +51,9 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(first) = &failure {
                         assert_eq!(first, &err, "a failed decoder stays failed");
                     }
-                    assert!(matches!(err, FrameError::TooLarge { len, max: m } if len > m as u64 && m == max));
+                    assert!(
+                        matches!(err, FrameError::TooLarge { len, max: m } if len > m as u64 && m == max)
+                    );
                     failure = Some(err);
                     break;
                 }
