@@ -50,6 +50,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod connection;
