@@ -78,11 +78,13 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 
+pub mod client;
 mod server;
 mod stream;
 pub mod tls;
 mod upgrade;
 
+pub use client::{WsConnector, connect};
 pub use server::{DEFAULT_MAX_PENDING, ServerError, WsServer, WsServerBuilder};
 pub use stream::{
     Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, WsSink, WsSource, split, websocket_config,

@@ -1,0 +1,194 @@
+//! signalbox::client::Client over WebSocket (WsConnector) against a real
+//! listener: requests, timeouts, server restarts, the offline queue, TLS.
+
+mod common;
+
+use common::*;
+use signalbox::Config;
+use signalbox::client::{Client, ClientError, ConnectionState, OfflinePolicy};
+use signalbox_ws::WsConnector;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+struct Slow;
+signalbox::message!(Slow = "SLOW_NEVER_ANSWERED");
+
+fn echo_of(value: serde_json::Value) -> Echo {
+    let frame = serde_json::to_vec(&value).unwrap();
+    let raw = signalbox::codec::RawPayload::new(signalbox::codec::Format::Json, frame.into());
+    Echo(signalbox::Opaque(Some(raw)))
+}
+
+fn quick(connector: WsConnector) -> signalbox::client::ClientBuilder<WsConnector> {
+    Client::builder(connector).backoff(Duration::from_millis(20), Duration::from_millis(100))
+}
+
+#[tokio::test]
+async fn requests_round_trip_in_every_codec() {
+    let (_hub, addr) = start(Config::default()).await;
+    for codec in signalbox::codec::WireCodec::NAMES {
+        let client = signalbox_ws::connect(&format!("ws://{addr}/ws"), codec).unwrap();
+        let payload = serde_json::json!({"codec": codec, "big": "x".repeat(3000)});
+        let reply: Echo = client
+            .request(&echo_of(payload.clone()), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.0.decode::<serde_json::Value>().unwrap(),
+            payload,
+            "{codec}"
+        );
+        // Typed payloads too.
+        client.send(&Join { room: "r".into() }).await.unwrap();
+        let user: User = client.request(&WhoAmI, WAIT).await.unwrap();
+        assert_eq!(user.name, None);
+        client.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unanswered_request_times_out_and_an_unknown_type_is_a_server_error() {
+    let (_hub, addr) = start(Config::default()).await;
+    let client = signalbox_ws::connect(&format!("ws://{addr}/ws"), "json").unwrap();
+    let err = client
+        .request::<Join, User>(&Join { room: "r".into() }, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout), "{err:?}");
+    let err = client.request::<Slow, User>(&Slow, WAIT).await.unwrap_err();
+    match err {
+        ClientError::Server(e) => {
+            assert_eq!(*e.code(), signalbox::ErrorCode::Unimplemented)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn serve_on(addr: SocketAddr) -> signalbox::Hub {
+    let hub = hub(Config::default());
+    let server = signalbox_ws::WsServer::builder(hub.clone())
+        .bind(addr)
+        .await
+        .unwrap();
+    tokio::spawn(server.serve());
+    hub
+}
+
+#[tokio::test]
+async fn the_client_reconnects_after_a_server_restart() {
+    let (first, addr) = start(Config::default()).await;
+    let client = quick(WsConnector::new(&format!("ws://{addr}/ws"), "msgpack").unwrap()).build();
+    assert!(client.wait_connected(WAIT).await);
+    let mut state = client.state();
+    first.shutdown().await;
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let second = serve_on(addr).await;
+    assert!(client.wait_connected(WAIT).await);
+    let reply: Echo = client
+        .request(&echo_of(serde_json::json!(1)), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply.0.decode::<i32>().unwrap(), 1);
+    assert_eq!(second.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn messages_sent_offline_are_delivered_after_connecting() {
+    // A port with nothing on it yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let watcher_hub;
+    let client = quick(WsConnector::new(&format!("ws://{addr}/ws"), "json").unwrap())
+        .offline_queue(8, OfflinePolicy::Reject)
+        .build();
+    let mut state = client.state();
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    client
+        .send(&Join {
+            room: "late".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .send(&Say {
+            room: "late".into(),
+            text: "queued while offline".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(client.queued_offline(), 2);
+    let mut incoming = client.incoming().unwrap();
+    watcher_hub = serve_on(addr).await;
+    assert!(client.wait_connected(WAIT).await);
+    let said = tokio::time::timeout(WAIT, incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(said.ty, "SAID");
+    assert_eq!(
+        said.decode_payload::<Said>().unwrap().text,
+        "queued while offline"
+    );
+    assert_eq!(client.queued_offline(), 0);
+    assert_eq!(watcher_hub.topic_size("late"), 1);
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_is_reported_in_the_state() {
+    let hub = hub(Config::default());
+    let (addr, _) = start_with(&hub, |b| {
+        b.authenticate(|_req| async { Err(signalbox_ws::Rejection::unauthorized()) })
+    })
+    .await;
+    let client = quick(WsConnector::new(&format!("ws://{addr}/ws"), "json").unwrap()).build();
+    let mut state = client.state();
+    let seen = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    assert!(
+        matches!(&seen, ConnectionState::Reconnecting { reason, .. } if reason.contains("401")),
+        "{seen:?}"
+    );
+    assert!(WsConnector::new("http://x/ws", "json").is_err());
+    assert!(WsConnector::new("ws://x/ws", "yaml").is_err());
+}
+
+#[tokio::test]
+async fn the_client_speaks_wss() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
+    let hub = hub(Config::default());
+    let (addr, _) = start_with(&hub, |b| {
+        b.tls(signalbox_ws::tls::server_config(cert.as_bytes(), key.as_bytes()).unwrap())
+    })
+    .await;
+    let connector = WsConnector::new(&format!("wss://localhost:{}/ws", addr.port()), "msgpack")
+        .unwrap()
+        .tls(signalbox_ws::tls::client_config(cert.as_bytes()).unwrap());
+    let client = Client::builder(connector).build();
+    let reply: Echo = client
+        .request(&echo_of(serde_json::json!("secure")), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply.0.decode::<String>().unwrap(), "secure");
+}
