@@ -63,6 +63,10 @@ impl QuicClientBuilder {
         self
     }
 
+    pub(crate) fn codec_value(&self) -> WireCodec {
+        self.codec
+    }
+
     /// The quinn client configuration this builder describes.
     pub fn quinn_config(&self) -> Result<quinn::ClientConfig, QuicError> {
         let mut crypto = rustls::ClientConfig::builder_with_provider(tls::provider())
@@ -111,6 +115,15 @@ impl QuicClientBuilder {
     }
 }
 
+/// A [`QuicClient`] taken apart (for the connector).
+pub(crate) struct Parts {
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) connection: quinn::Connection,
+    pub(crate) send: quinn::SendStream,
+    pub(crate) recv: quinn::RecvStream,
+    pub(crate) decoder: FrameDecoder,
+}
+
 /// A connection to a signalbox QUIC server.
 #[derive(Debug)]
 pub struct QuicClient {
@@ -136,6 +149,16 @@ impl QuicClient {
             keep_alive: Some(Duration::from_secs(10)),
             handshake_timeout: Duration::from_secs(10),
             max_message_size: 1024 * 1024,
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> Parts {
+        Parts {
+            endpoint: self.endpoint,
+            connection: self.connection,
+            send: self.send,
+            recv: self.recv,
+            decoder: self.decoder,
         }
     }
 
@@ -219,7 +242,7 @@ impl RequestStream {
     }
 }
 
-async fn read_frame(
+pub(crate) async fn read_frame(
     recv: &mut quinn::RecvStream,
     decoder: &mut FrameDecoder,
 ) -> Result<Option<Bytes>, QuicError> {

@@ -72,6 +72,13 @@
 //! stream; one left unanswered is finished without a reply after the
 //! request timeout. See [`QuicServerBuilder::request_streams`].
 //!
+//! # Clients
+//!
+//! [`QuicConnector`] puts [`signalbox::client::Client`] (typed requests,
+//! handlers, reconnects) on QUIC, trusting a PEM certificate and asking
+//! for its codec by ALPN. [`QuicClient`] is the bare client: frames on the
+//! main stream, and [`QuicClient::request`] for the request-stream lane.
+//!
 //! # Shutdown
 //!
 //! When the hub's shutdown begins the server refuses new connections, the
@@ -82,6 +89,7 @@
 mod auth;
 mod client;
 mod conn;
+mod connector;
 mod error;
 pub mod framing;
 mod lanes;
@@ -90,6 +98,7 @@ mod tls;
 
 pub use auth::{Handshake, Rejection};
 pub use client::{QuicClient, QuicClientBuilder, RequestStream};
+pub use connector::{QuicConnector, connect};
 pub use error::QuicError;
 pub use server::{ClientAuth, QuicServer, QuicServerBuilder};
 pub use tls::{

@@ -1,0 +1,190 @@
+//! [`QuicConnector`]: QUIC under [`signalbox::client::Client`].
+
+use crate::client::{QuicClientBuilder, read_frame};
+use crate::error::QuicError;
+use crate::framing::{FrameDecoder, HEADER_LEN, encode_header};
+use crate::tls;
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use signalbox::client::{Client, ConnectError, Connector, Link};
+use signalbox::codec::WireCodec;
+use signalbox::connection::{Close, CloseKind, FrameSink, FrameSource, Inbound, TransportError};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How long a graceful close waits for the server to acknowledge the last
+/// messages before CONNECTION_CLOSE.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Connects a [`Client`] to a signalbox QUIC server, trusting given
+/// certificates, asking for one codec by ALPN (`signalbox/<codec>`).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use signalbox::client::Client;
+/// use signalbox_quic::QuicConnector;
+///
+/// let pem = std::fs::read("/tmp/chat-cert.pem")?; // written by `chat --cert-out`
+/// let connector = QuicConnector::new("127.0.0.1:4433".parse()?, &pem, "msgpack")?;
+/// let client = Client::builder(connector).build();
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct QuicConnector {
+    addr: SocketAddr,
+    builder: QuicClientBuilder,
+}
+
+impl QuicConnector {
+    /// A connector to `addr` trusting the certificates in `trust_pem` (for a
+    /// self-signed server: its certificate), speaking the codec named
+    /// `codec`, with server name `localhost`.
+    pub fn new(addr: SocketAddr, trust_pem: &[u8], codec: &str) -> Result<Self, ConnectError> {
+        let codec = WireCodec::from_name(codec)
+            .ok_or_else(|| ConnectError::Config(format!("unknown codec {codec:?}")))?;
+        let roots =
+            tls::roots_from_pem(trust_pem).map_err(|e| ConnectError::Config(e.to_string()))?;
+        Ok(QuicConnector {
+            addr,
+            builder: crate::QuicClient::builder(roots).codec(codec),
+        })
+    }
+
+    /// A connector using a configured [`QuicClientBuilder`] (server name,
+    /// timeouts, maximum message size).
+    pub fn with_builder(addr: SocketAddr, builder: QuicClientBuilder) -> Self {
+        QuicConnector { addr, builder }
+    }
+
+    /// The name the server's certificate must cover (default `localhost`).
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.builder = self.builder.server_name(name);
+        self
+    }
+}
+
+#[async_trait]
+impl Connector for QuicConnector {
+    fn codec(&self) -> WireCodec {
+        self.builder.codec_value()
+    }
+
+    async fn connect(&self) -> Result<Link, ConnectError> {
+        let client = self
+            .builder
+            .clone()
+            .connect(self.addr)
+            .await
+            .map_err(connect_error)?;
+        let parts = client.into_parts();
+        Ok(Link {
+            source: Box::new(ClientSource {
+                _endpoint: parts.endpoint,
+                recv: parts.recv,
+                decoder: parts.decoder,
+            }),
+            sink: Box::new(ClientSink {
+                connection: parts.connection,
+                send: parts.send,
+                chunks: Vec::new(),
+            }),
+        })
+    }
+}
+
+/// A [`Client`] for the server at `addr` (certificate trusted from
+/// `trust_pem`) speaking `codec`, with the default client configuration.
+pub fn connect(addr: SocketAddr, trust_pem: &[u8], codec: &str) -> Result<Client, ConnectError> {
+    Ok(Client::builder(QuicConnector::new(addr, trust_pem, codec)?).build())
+}
+
+fn connect_error(error: QuicError) -> ConnectError {
+    match error {
+        QuicError::Timeout => ConnectError::Timeout,
+        QuicError::Bind { source, .. } | QuicError::Io { source, .. } => ConnectError::Io(source),
+        QuicError::Certificate(_) | QuicError::Tls(_) | QuicError::Config(_) => {
+            ConnectError::Config(error.to_string())
+        }
+        QuicError::Connect(quinn::ConnectError::InvalidServerName(name)) => {
+            ConnectError::Config(format!("invalid server name {name:?}"))
+        }
+        QuicError::Connection(quinn::ConnectionError::TimedOut) => ConnectError::Timeout,
+        QuicError::Connection(
+            quinn::ConnectionError::ConnectionClosed(_)
+            | quinn::ConnectionError::ApplicationClosed(_)
+            | quinn::ConnectionError::TransportError(_),
+        ) => ConnectError::Refused(error.to_string()),
+        other => ConnectError::Protocol(other.to_string()),
+    }
+}
+
+struct ClientSource {
+    // Kept so the endpoint's socket outlives the connection's reader.
+    _endpoint: quinn::Endpoint,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+#[async_trait]
+impl FrameSource for ClientSource {
+    async fn recv(&mut self) -> Result<Option<Inbound>, TransportError> {
+        // Cancel-safe: partial frames stay in the decoder.
+        match read_frame(&mut self.recv, &mut self.decoder).await {
+            Ok(Some(frame)) => Ok(Some(Inbound::Message(frame))),
+            Ok(None) => Ok(None),
+            Err(QuicError::Frame(error)) => Err(TransportError::TooBig(error.to_string())),
+            Err(QuicError::Truncated) => Err(TransportError::Protocol(
+                "stream ended inside a frame".to_owned(),
+            )),
+            Err(QuicError::Read(
+                quinn::ReadError::ConnectionLost(_) | quinn::ReadError::Reset(_),
+            )) => Ok(None),
+            Err(other) => Err(TransportError::Other(other.to_string())),
+        }
+    }
+
+    fn liveness_by_transport(&self) -> bool {
+        true
+    }
+}
+
+struct ClientSink {
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    chunks: Vec<Bytes>,
+}
+
+#[async_trait]
+impl FrameSink for ClientSink {
+    async fn send_batch(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+        let mut headers = BytesMut::with_capacity(frames.len() * HEADER_LEN);
+        self.chunks.clear();
+        for frame in frames {
+            let header =
+                encode_header(frame.len()).map_err(|e| TransportError::Other(e.to_string()))?;
+            headers.put_slice(&header);
+            self.chunks.push(headers.split().freeze());
+            self.chunks.push(frame.clone());
+        }
+        let result = self.send.write_all_chunks(&mut self.chunks).await;
+        self.chunks.clear();
+        result.map_err(|e| match e {
+            quinn::WriteError::ConnectionLost(_)
+            | quinn::WriteError::ClosedStream
+            | quinn::WriteError::Stopped(_) => TransportError::Closed,
+            other => TransportError::Other(other.to_string()),
+        })
+    }
+
+    async fn close(&mut self, close: Close) -> Result<(), TransportError> {
+        let graceful = matches!(close.kind, CloseKind::Normal | CloseKind::GoingAway);
+        if self.send.finish().is_ok() && graceful {
+            let _ = tokio::time::timeout(CLOSE_LINGER, self.send.stopped()).await;
+        }
+        self.connection.close(
+            quinn::VarInt::from_u32(close.kind.quic_code()),
+            close.reason.as_bytes(),
+        );
+        Ok(())
+    }
+}
