@@ -1,0 +1,117 @@
+//! The signalbox server the load generator measures: the chat example's
+//! router and hub ([`signalbox_examples::chat`]) with a bench configuration
+//! (no per-connection rate limit unless asked for), the bench-only
+//! `BENCH_SUBSCRIBE` route ([`signalbox_benches::proto`]), WebSocket at
+//! `/ws` and QUIC.
+//!
+//! ```text
+//! bench_server [--ws 127.0.0.1:0] [--quic 127.0.0.1:0] [--cert-out PATH]
+//!              [--rate-limit off|N] [--outbound-queue N] [--redis URL]
+//! ```
+//!
+//! Prints `listening ws=ADDR quic=ADDR` once ready; exits on SIGINT or
+//! SIGTERM after a graceful shutdown of at most two seconds.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use signalbox::{Hub, RateLimit};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench_server", version, about)]
+struct Args {
+    /// WebSocket address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    ws: String,
+    /// QUIC (UDP) address; `off` for none.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    quic: String,
+    /// Where to write the QUIC certificate (PEM).
+    #[arg(long, value_name = "PATH")]
+    cert_out: Option<PathBuf>,
+    /// Per-connection rate limit in messages per second (burst: twice
+    /// that), or `off`.
+    #[arg(long, value_name = "N|off", default_value = "off")]
+    rate_limit: String,
+    /// Outbound queue bound per connection (messages).
+    #[arg(long, value_name = "N")]
+    outbound_queue: Option<usize>,
+    /// Share rooms with other bench servers through Redis.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+}
+
+async fn run(args: Args) -> Result<()> {
+    signalbox_benches::raise_fd_limit();
+    let mut config = signalbox_examples::chat::config();
+    config.rate_limit = match args.rate_limit.as_str() {
+        "off" => None,
+        n => {
+            let per_second: u32 = n.parse().context("--rate-limit: a number or off")?;
+            Some(RateLimit {
+                per_second,
+                burst: per_second.saturating_mul(2),
+            })
+        }
+    };
+    if let Some(n) = args.outbound_queue {
+        config.outbound_queue = n;
+    }
+    let mut builder = Hub::builder(signalbox_benches::proto::bench_router()).config(config);
+    let broker = match &args.redis {
+        Some(url) => {
+            let broker = signalbox_redis::RedisBroker::builder(url.clone())
+                .prefix("bench:")
+                .build()?;
+            if !broker.wait_connected(Duration::from_secs(5)).await {
+                anyhow::bail!("Redis at {url} is not reachable");
+            }
+            builder = builder.broker(broker.clone());
+            Some(broker)
+        }
+        None => None,
+    };
+    let hub = builder.build();
+    let ws = signalbox_examples::chat::ws_server(hub.clone(), &args.ws).await?;
+    let mut line = format!("listening ws={}", ws.local_addr());
+    tokio::spawn(ws.serve());
+    let _quic = if args.quic != "off" {
+        let bind = tokio::net::lookup_host(&args.quic)
+            .await?
+            .next()
+            .context("--quic: not an address")?;
+        let server = signalbox_quic::QuicServer::builder(bind).start(&hub)?;
+        if let Some(path) = &args.cert_out {
+            server.write_cert_pem(path)?;
+        }
+        line.push_str(&format!(" quic={}", server.local_addr()));
+        Some(server)
+    } else {
+        None
+    };
+    println!("{line}");
+    std::io::stdout().flush()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), hub.shutdown()).await;
+    if let Some(broker) = broker {
+        let _ = tokio::time::timeout(Duration::from_secs(1), broker.shutdown()).await;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Client connections of the load generator: WebSocket through
+//! tokio-tungstenite, QUIC through quinn (one bidirectional stream, each
+//! message a 4-byte big-endian length and the envelope, CONTRACT §5).
+//!
+//! A [`Conn`] splits into a sending half ([`Tx`]) and a receiving half
+//! ([`Rx`]) so that a workload can read and write from different tasks.
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls_pki_types::pem::PemObject;
+use signalbox_codec::WireCodec;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The largest message a client accepts (the server's default maximum).
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// How long a connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where the clients connect.
+#[derive(Clone)]
+pub enum Target {
+    /// WebSocket at `ws://addr{path}`.
+    Ws {
+        /// TCP address.
+        addr: SocketAddr,
+        /// Upgrade path, e.g. `/ws`.
+        path: String,
+    },
+    /// QUIC at `addr`, trusting the certificates of a PEM file.
+    Quic(Arc<QuicTarget>),
+}
+
+/// A QUIC server and the client endpoints used to reach it.
+pub struct QuicTarget {
+    addr: SocketAddr,
+    roots: Arc<rustls::RootCertStore>,
+    endpoints: Vec<quinn::Endpoint>,
+    next: AtomicUsize,
+}
+
+impl Target {
+    /// A WebSocket target.
+    pub fn ws(addr: SocketAddr, path: impl Into<String>) -> Target {
+        Target::Ws {
+            addr,
+            path: path.into(),
+        }
+    }
+
+    /// A QUIC target trusting the certificates in `cert_pem`; connections
+    /// are spread over `endpoints` client sockets (each one a quinn driver).
+    pub fn quic(addr: SocketAddr, cert_pem: &[u8], endpoints: usize) -> Result<Target> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem) {
+            roots
+                .add(cert.context("certificate PEM")?)
+                .context("trust anchor")?;
+        }
+        if roots.is_empty() {
+            bail!("no certificate in the PEM file");
+        }
+        let bind: SocketAddr = if addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()?;
+        let endpoints = (0..endpoints.max(1))
+            .map(|_| quinn::Endpoint::client(bind).context("QUIC client endpoint"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Target::Quic(Arc::new(QuicTarget {
+            addr,
+            roots: Arc::new(roots),
+            endpoints,
+            next: AtomicUsize::new(0),
+        })))
+    }
+
+    /// `ws` or `quic`.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Target::Ws { .. } => "ws",
+            Target::Quic(_) => "quic",
+        }
+    }
+
+    /// Opens one connection speaking `codec`.
+    pub async fn connect(&self, codec: WireCodec) -> Result<Conn> {
+        tokio::time::timeout(CONNECT_TIMEOUT, self.connect_inner(codec))
+            .await
+            .map_err(|_| anyhow!("connecting took more than {CONNECT_TIMEOUT:?}"))?
+    }
+
+    async fn connect_inner(&self, codec: WireCodec) -> Result<Conn> {
+        match self {
+            Target::Ws { addr, path } => {
+                let stream = TcpStream::connect(addr).await.context("TCP connect")?;
+                stream.set_nodelay(true)?;
+                let mut request = format!("ws://{addr}{path}").into_client_request()?;
+                // No offer means JSON (CONTRACT §4); servers that know no
+                // subprotocols (the baselines) then need not answer one.
+                if codec.name() != "json" {
+                    request.headers_mut().insert(
+                        "sec-websocket-protocol",
+                        HeaderValue::from_static(codec.name()),
+                    );
+                }
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_MESSAGE))
+                    .max_frame_size(Some(MAX_MESSAGE));
+                let (ws, _) =
+                    tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                        .await
+                        .context("WebSocket handshake")?;
+                let (sink, stream) = ws.split();
+                Ok(Conn {
+                    tx: Tx::Ws {
+                        sink,
+                        text: codec.format().is_text(),
+                    },
+                    rx: Rx::Ws(stream),
+                    codec,
+                })
+            }
+            Target::Quic(quic) => {
+                let i = quic.next.fetch_add(1, Ordering::Relaxed) % quic.endpoints.len();
+                let endpoint = &quic.endpoints[i];
+                let connection = endpoint
+                    .connect_with(quic.client_config(&codec)?, quic.addr, "localhost")?
+                    .await
+                    .context("QUIC handshake")?;
+                let (send, recv) = connection.open_bi().await.context("open stream")?;
+                Ok(Conn {
+                    tx: Tx::Quic {
+                        send,
+                        connection: connection.clone(),
+                    },
+                    rx: Rx::Quic {
+                        recv,
+                        buf: BytesMut::with_capacity(4096),
+                        _connection: connection,
+                    },
+                    codec,
+                })
+            }
+        }
+    }
+}
+
+impl QuicTarget {
+    fn client_config(&self, codec: &WireCodec) -> Result<quinn::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        crypto.alpn_protocols = vec![format!("signalbox/{}", codec.name()).into_bytes()];
+        let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(crypto)?));
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(Some(Duration::from_secs(60).try_into()?));
+        transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+}
+
+/// One client connection.
+pub struct Conn {
+    /// The sending half.
+    pub tx: Tx,
+    /// The receiving half.
+    pub rx: Rx,
+    /// The codec the connection speaks.
+    pub codec: WireCodec,
+}
+
+/// The sending half of a connection.
+pub enum Tx {
+    /// WebSocket: JSON goes in text frames, MessagePack in binary ones.
+    Ws {
+        /// The frame sink.
+        sink: SplitSink<WebSocketStream<TcpStream>, Message>,
+        /// Whether envelopes travel in text frames.
+        text: bool,
+    },
+    /// QUIC: the main stream.
+    Quic {
+        /// The stream's sending side.
+        send: quinn::SendStream,
+        /// The connection (closed with code 0 on [`Tx::close`]).
+        connection: quinn::Connection,
+    },
+}
+
+impl Tx {
+    /// Queues one envelope without flushing (WebSocket) or writes it
+    /// (QUIC, where writes go to quinn's buffer).
+    pub async fn feed(&mut self, frame: Bytes) -> Result<()> {
+        match self {
+            Tx::Ws { sink, text } => {
+                let message = if *text {
+                    Message::Text(frame.try_into().context("JSON frame is not UTF-8")?)
+                } else {
+                    Message::Binary(frame)
+                };
+                sink.feed(message).await?;
+            }
+            Tx::Quic { send, .. } => {
+                let len = u32::try_from(frame.len())?.to_be_bytes();
+                send.write_all(&len).await?;
+                send.write_all(&frame).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes what [`Tx::feed`] queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        if let Tx::Ws { sink, .. } = self {
+            sink.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one envelope now.
+    pub async fn send(&mut self, frame: Bytes) -> Result<()> {
+        self.feed(frame).await?;
+        self.flush().await
+    }
+
+    /// Closes the connection (WebSocket 1000, QUIC 0), not waiting for the
+    /// peer beyond a short while.
+    pub async fn close(self) {
+        match self {
+            Tx::Ws { mut sink, .. } => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+            }
+            Tx::Quic {
+                mut send,
+                connection,
+            } => {
+                let _ = send.finish();
+                connection.close(0u32.into(), b"done");
+            }
+        }
+    }
+}
+
+/// The receiving half of a connection.
+pub enum Rx {
+    /// WebSocket frames.
+    Ws(SplitStream<WebSocketStream<TcpStream>>),
+    /// QUIC: the main stream, with the bytes of an incomplete frame.
+    Quic {
+        /// The stream's receiving side.
+        recv: quinn::RecvStream,
+        /// Bytes received and not yet returned.
+        buf: BytesMut,
+        /// Keeps the connection open while it is read.
+        _connection: quinn::Connection,
+    },
+}
+
+impl Rx {
+    /// The next envelope's bytes; `None` once the server closed.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Rx::Ws(stream) => loop {
+                match stream.next().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(Message::Text(text))) => return Ok(Some(Bytes::from(text))),
+                    Some(Ok(Message::Binary(bytes))) => return Ok(Some(bytes)),
+                    Some(Ok(Message::Close(_))) => return Ok(None),
+                    Some(Ok(_)) => continue,
+                }
+            },
+            Rx::Quic { recv, buf, .. } => loop {
+                if buf.len() >= 4 {
+                    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                    if len > MAX_MESSAGE {
+                        bail!("frame of {len} bytes is over the maximum");
+                    }
+                    if buf.len() >= 4 + len {
+                        buf.advance(4);
+                        return Ok(Some(buf.split_to(len).freeze()));
+                    }
+                }
+                match recv.read_chunk(usize::MAX, true).await? {
+                    Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+                    None if buf.is_empty() => return Ok(None),
+                    None => bail!("stream ended inside a frame"),
+                }
+            },
+        }
+    }
+
+    /// [`Rx::recv`] with a deadline: an error if nothing came in `wait`,
+    /// or if the server closed.
+    pub async fn recv_within(&mut self, wait: Duration) -> Result<Bytes> {
+        match tokio::time::timeout(wait, self.recv()).await {
+            Err(_) => bail!("nothing received for {wait:?}"),
+            Ok(Ok(None)) => bail!("the server closed the connection"),
+            Ok(Ok(Some(frame))) => Ok(frame),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+}
+
+/// Codec names the load generator understands.
+pub fn codec(name: &str) -> Result<WireCodec> {
+    WireCodec::from_name(name).ok_or_else(|| anyhow!("unknown codec {name:?}"))
+}

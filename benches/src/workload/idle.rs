@@ -1,0 +1,118 @@
+//! `idle`: opens M connections that each make one `ECHO` round trip (so the
+//! server has fully set them up) and then stay silent; reads the server's
+//! resident memory (`VmRSS` of `/proc/PID/status`) before and after, and
+//! reports the difference per connection.
+
+use super::{STALL, TargetArgs, connect_many};
+use crate::proto;
+use crate::stats::Report;
+use anyhow::{Context, Result, bail};
+use std::time::Duration;
+
+/// Parameters of `idle`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The server's process id (its memory is read from /proc).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: u32,
+    /// Codec of every connection.
+    #[arg(long, default_value = "json")]
+    pub codec: String,
+    /// Idle connections.
+    #[arg(long, short = 'm', default_value_t = 10_000)]
+    pub conns: usize,
+    /// Seconds to wait, connections open, before reading the memory.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub settle: f64,
+}
+
+/// The resident set size of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    parse_vm_rss(&status).with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// The `VmRSS` line of a `/proc/PID/status` text, in bytes.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let value: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") | None => Some(value * 1024),
+        Some(_) => None,
+    }
+}
+
+/// Runs `idle`.
+pub async fn run(args: &IdleArgs) -> Result<Report> {
+    crate::raise_fd_limit();
+    let target = args.target.target()?;
+    let codec = crate::client::codec(&args.codec)?;
+    let before = rss_bytes(args.server_pid)?;
+    eprintln!(
+        "[idle] server RSS before: {:.1} MiB; opening {} connections",
+        before as f64 / 1048576.0,
+        args.conns
+    );
+    let started = std::time::Instant::now();
+    let mut conns = connect_many(&target, &[codec], args.conns, 128).await?;
+    for (i, conn) in conns.iter_mut().enumerate() {
+        conn.tx
+            .send(proto::echo(&conn.codec, i as u64, "x")?)
+            .await?;
+    }
+    for conn in &mut conns {
+        let envelope = proto::decode(&conn.codec, conn.rx.recv_within(STALL).await?)?;
+        if proto::is_error(&envelope.ty) {
+            bail!("ECHO: {}", proto::describe_error(&envelope));
+        }
+    }
+    eprintln!(
+        "[idle] {} connections open and answered in {:.1}s",
+        conns.len(),
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs_f64(args.settle.max(0.0))).await;
+    let after = rss_bytes(args.server_pid)?;
+    let m = conns.len().max(1);
+    let per = after.saturating_sub(before) as f64 / m as f64;
+    eprintln!(
+        "[idle] server RSS after: {:.1} MiB",
+        after as f64 / 1048576.0
+    );
+    drop(conns);
+    Ok(Report {
+        workload: "idle".into(),
+        transport: target.transport().into(),
+        codec: args.codec.clone(),
+        params: format!("conns={m}"),
+        ops: m as u64,
+        seconds: args.settle,
+        value: per,
+        unit: "bytes/conn".into(),
+        ..Report::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_in_bytes() {
+        let status = "Name:\tchat\nVmPeak:\t  200 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(12345 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_resident_set() {
+        let rss = rss_bytes(std::process::id()).unwrap();
+        assert!(rss > 100 * 1024, "{rss}");
+    }
+}
