@@ -20,7 +20,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "harness", about = "Runs the signalbox benchmarks and writes the table")]
+#[command(
+    name = "harness",
+    about = "Runs the signalbox benchmarks and writes the table"
+)]
 struct Args {
     /// Runs per case and server (the table shows medians).
     #[arg(long, default_value_t = 3)]
@@ -89,7 +92,10 @@ enum Metric {
 enum Goal {
     None,
     /// signalbox ≥ `raw`× raw and ≥ `bun`× Bun.
-    Echo { raw: f64, bun: f64 },
+    Echo {
+        raw: f64,
+        bun: f64,
+    },
     /// signalbox ≥ Bun.
     AtLeastBun,
     /// signalbox ≤ this many bytes per connection.
@@ -144,7 +150,10 @@ fn cases(args: &Args) -> Vec<Case> {
         metrics: vec![Rate, P99],
         goal: Goal::None,
     });
-    for (name, size) in [("echo quic json 20 B", "20"), ("echo quic json 1 KiB", "1024")] {
+    for (name, size) in [
+        ("echo quic json 20 B", "20"),
+        ("echo quic json 1 KiB", "1024"),
+    ] {
         cases.push(Case {
             name: name.into(),
             transport: Transport::Quic,
@@ -219,7 +228,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
             out.push(',');
         }
         out.push(c);
@@ -396,7 +405,8 @@ fn measure(args: &Args, case: &Case, running: &Running) -> Result<Value> {
     cmd.args(&case.args);
     match case.transport {
         Transport::Ws => {
-            cmd.arg("--ws").arg(running.ws.as_deref().context("no ws address")?);
+            cmd.arg("--ws")
+                .arg(running.ws.as_deref().context("no ws address")?);
         }
         Transport::Quic => {
             cmd.arg("--quic")
@@ -478,7 +488,13 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into())
 }
 
-fn verdict(goal: Goal, metric: Metric, sb: Option<f64>, raw: Option<f64>, bun: Option<f64>) -> String {
+fn verdict(
+    goal: Goal,
+    metric: Metric,
+    sb: Option<f64>,
+    raw: Option<f64>,
+    bun: Option<f64>,
+) -> String {
     let mark = |ok: bool| if ok { "met" } else { "**not met**" };
     match (goal, metric) {
         (Goal::Echo { raw: r, bun: b }, Metric::Rate) => {
@@ -613,7 +629,11 @@ fn main() -> Result<()> {
                     "n/a".into()
                 },
                 if case.servers.contains(&Server::Bun) {
-                    if bun_ok { fmt_value(*metric, bun) } else { "not run".into() }
+                    if bun_ok {
+                        fmt_value(*metric, bun)
+                    } else {
+                        "not run".into()
+                    }
                 } else {
                     "n/a".into()
                 },
@@ -666,11 +686,7 @@ const END: &str = "<!-- results:end -->";
 fn write_readme(path: &Path, section: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!(
-            "{}{START}\n{section}{}",
-            &old[..a],
-            &old[b..]
-        ),
+        (Some(a), Some(b)) if a < b => format!("{}{START}\n{section}{}", &old[..a], &old[b..]),
         _ => format!("# signalbox benchmarks\n\n{START}\n{section}{END}\n\n{old}"),
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))

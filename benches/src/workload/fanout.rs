@@ -210,9 +210,7 @@ async fn subscriber(mut rx: Rx, codec: &WireCodec, shard: usize, shared: &Shared
             .and_then(|t| t.parse::<u64>().ok())
             .map(|micros| shared.base + Duration::from_micros(micros));
         if shared.window.contains(now) {
-            if let Some(sent) = sent
-                && let Ok(mut h) = shared.hists[shard].lock()
-            {
+            if let (Some(sent), Ok(mut h)) = (sent, shared.hists[shard].lock()) {
                 stats::record(&mut h, now.saturating_duration_since(sent));
             }
             shared.measured.fetch_add(1, Ordering::Relaxed);
