@@ -211,7 +211,7 @@ fn cases(args: &Args) -> Vec<Case> {
         args: s(&["idle", "-m", &m]),
         servers: vec![Signalbox, Raw, Bun],
         metrics: vec![Bytes],
-        goal: Goal::AtMostBytes(10_000.0),
+        goal: Goal::AtMostBytes(10_240.0),
     });
     cases.push(Case {
         name: "cross-node chat ws json 32 clients (2 nodes, Redis)".into(),
@@ -512,7 +512,12 @@ fn verdict(
             None => String::new(),
         },
         (Goal::AtMostBytes(max), Metric::Bytes) => match sb {
-            Some(v) => format!("≤ {} B: {}", thousands(max as usize), mark(v <= max)),
+            Some(v) => format!(
+                "≤ {} KiB ({} B): {}",
+                max / 1024.0,
+                thousands(max as usize),
+                mark(v <= max)
+            ),
             None => String::new(),
         },
         _ => String::new(),
