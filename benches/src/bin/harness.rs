@@ -696,3 +696,60 @@ fn write_readme(path: &Path, section: &str) -> Result<()> {
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_runs() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn the_table_replaces_only_what_is_between_the_markers() {
+        let dir = std::env::temp_dir().join(format!("harness-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("README.md");
+        std::fs::write(&path, format!("intro\n{START}\nold\n{END}\nnotes\n")).unwrap();
+        write_readme(&path, "new\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("intro\n{START}\nnew\n{END}\nnotes\n")
+        );
+        std::fs::remove_file(&path).unwrap();
+        write_readme(&path, "first\n").unwrap();
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert!(fresh.contains(&format!("{START}\nfirst\n{END}")), "{fresh}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn verdicts_name_what_is_missed() {
+        let echo = Goal::Echo { raw: 0.8, bun: 2.0 };
+        let v = verdict(echo, Metric::Rate, Some(90.0), Some(100.0), Some(50.0));
+        assert_eq!(v, "≥0.8× raw: met; ≥2× Bun: **not met**");
+        let v = verdict(
+            Goal::AtMostBytes(10_240.0),
+            Metric::Bytes,
+            Some(10_241.0),
+            None,
+            None,
+        );
+        assert!(v.ends_with("**not met**"), "{v}");
+        assert_eq!(
+            verdict(Goal::AtLeastBun, Metric::P99, Some(1.0), None, Some(2.0)),
+            ""
+        );
+    }
+}
