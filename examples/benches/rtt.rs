@@ -171,8 +171,16 @@ async fn main() -> BenchResult<()> {
     quic_main(&quic, 500, WINDOW).await?;
 
     println!("RPC echo (ECHO, msgpack, one connection, loopback)");
-    report("websocket sequential", SEQUENTIAL, ws(ws_addr, SEQUENTIAL, 1).await?);
-    report("quic sequential", SEQUENTIAL, quic_main(&quic, SEQUENTIAL, 1).await?);
+    report(
+        "websocket sequential",
+        SEQUENTIAL,
+        ws(ws_addr, SEQUENTIAL, 1).await?,
+    );
+    report(
+        "quic sequential",
+        SEQUENTIAL,
+        quic_main(&quic, SEQUENTIAL, 1).await?,
+    );
     report(
         "quic request streams sequential",
         SEQUENTIAL,
