@@ -329,7 +329,7 @@ async fn handshakes_never_finished_are_dropped_at_the_timeout() {
                 1 => {
                     let line = b"GET /ws HTTP/1.1\r\nX-Slow: ";
                     let _ = tcp.write_all(line).await;
-                    for _ in 0..200 {
+                    for _ in 0..400 {
                         if tcp.write_all(b"a").await.is_err() {
                             break;
                         }
@@ -343,7 +343,7 @@ async fn handshakes_never_finished_are_dropped_at_the_timeout() {
                     let _ = tcp.write_all(&vec![b'a'; 32 * 1024]).await;
                 }
             }
-            eof_within(&mut tcp, Duration::from_secs(10)).await
+            eof_within(&mut tcp, Duration::from_secs(15)).await
         }));
     }
     // A real client connects and is served while they hang.
@@ -360,8 +360,10 @@ async fn handshakes_never_finished_are_dropped_at_the_timeout() {
         assert!(t.await.unwrap(), "a hanging handshake was not dropped");
     }
     let took = started.elapsed();
-    // Dropped at the timeout from accept, not from their last byte.
-    assert!(took < Duration::from_secs(4), "{took:?}");
+    // Dropped at the timeout from accept (0.5 s), not from their last byte
+    // (a dribbler that were let be would write for 10 s); the margin is for
+    // a loaded machine.
+    assert!(took < Duration::from_secs(8), "{took:?}");
     let grown = rss.finish("300 unfinished handshakes");
     assert!(grown < 64, "+{grown} MiB");
     by.hears(&hub, "after the handshakes").await;
