@@ -25,6 +25,10 @@ use signalbox::{BrokerMessage, Meta};
 
 const VERSION: u8 = 1;
 const FIELDS: u32 = 8;
+/// How deeply arrays and maps may nest in meta or a payload read from
+/// Redis: the codec's own limit (and serde_json's). rmp-serde's default
+/// (1024) lets a small frame overflow a task's stack.
+const MAX_DEPTH: usize = 128;
 
 /// Why a frame from Redis was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +204,7 @@ fn check_value(format: Format, bytes: &[u8]) -> Result<(), FrameError> {
         Format::MsgPack => {
             let mut rest = bytes;
             let mut de = rmp_serde::Deserializer::new(&mut rest);
+            de.set_max_depth(MAX_DEPTH);
             IgnoredAny::deserialize(&mut de)
                 .map_err(|_| FrameError::Malformed("payload is not MessagePack"))?;
             drop(de);
@@ -240,7 +245,10 @@ pub fn decode(topic: &str, frame: &[u8]) -> Result<Frame, FrameError> {
     let meta = if r.peek_nil() {
         Meta::default()
     } else {
-        rmp_serde::from_slice::<Meta>(r.bin()?).map_err(|e| FrameError::Meta(e.to_string()))?
+        use serde::Deserialize;
+        let mut de = rmp_serde::Deserializer::new(r.bin()?);
+        de.set_max_depth(MAX_DEPTH);
+        Meta::deserialize(&mut de).map_err(|e| FrameError::Meta(e.to_string()))?
     };
     let format = r.uint()?;
     let payload = if r.peek_nil() {
@@ -376,6 +384,46 @@ mod tests {
         ));
         let frame = encode("node-a", &msg).expect("encodes");
         assert!(decode("room:1", &frame).is_err());
+    }
+
+    /// `depth` nested one-element arrays around a nil.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut v = vec![0x91; depth];
+        v.push(0xc0);
+        v
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_instead_of_overflowing_the_stack() {
+        for depth in [1_000, 100_000] {
+            let mut msg = sample();
+            msg.payload = Some(RawPayload::new(Format::MsgPack, Bytes::from(nested(depth))));
+            let frame = encode("node-a", &msg).expect("encodes");
+            assert!(decode("room:1", &frame).is_err(), "payload depth {depth}");
+
+            // A frame whose meta is the map {"k": <nested>}.
+            let mut meta = vec![0x81, 0xa1, b'k'];
+            meta.extend(nested(depth));
+            let mut forged = Vec::new();
+            rmp::encode::write_array_len(&mut forged, FIELDS).expect("writes");
+            rmp::encode::write_uint(&mut forged, u64::from(VERSION)).expect("writes");
+            write_str(&mut forged, "node-a");
+            write_str(&mut forged, "T");
+            write_bin(&mut forged, &meta);
+            rmp::encode::write_uint(&mut forged, 0).expect("writes");
+            write_nil(&mut forged);
+            write_nil(&mut forged);
+            rmp::encode::write_bool(&mut forged, false).expect("writes");
+            assert!(
+                matches!(decode("room:1", &forged), Err(FrameError::Meta(_))),
+                "meta depth {depth}"
+            );
+        }
+        // Nesting within the limit still passes.
+        let mut msg = sample();
+        msg.payload = Some(RawPayload::new(Format::MsgPack, Bytes::from(nested(100))));
+        let frame = encode("node-a", &msg).expect("encodes");
+        assert_eq!(decode("room:1", &frame).expect("decodes").message, msg);
     }
 
     #[test]
