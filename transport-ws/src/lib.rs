@@ -85,7 +85,10 @@ pub mod tls;
 mod upgrade;
 
 pub use client::{WsConnector, connect};
-pub use server::{DEFAULT_MAX_PENDING, ServerError, WsServer, WsServerBuilder};
+pub use server::{
+    DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_PENDING, MIN_MAX_HEADER_SIZE, ServerError, WsServer,
+    WsServerBuilder,
+};
 pub use stream::{
     Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, WsSink, WsSource, split, websocket_config,
 };

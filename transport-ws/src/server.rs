@@ -25,6 +25,14 @@ use tokio_rustls::TlsAcceptor;
 /// The default [`WsServerBuilder::max_pending`].
 pub const DEFAULT_MAX_PENDING: usize = 1024;
 
+/// The default [`WsServerBuilder::max_header_size`]: 16 KiB, room for any
+/// real browser's upgrade request with its cookies. hyper's own default
+/// (about 400 KiB) lets each unfinished request hold that much.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
+
+/// The least [`WsServerBuilder::max_header_size`] hyper accepts.
+pub const MIN_MAX_HEADER_SIZE: usize = 8 * 1024;
+
 /// A failure to start or run the listener.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -50,6 +58,7 @@ pub struct WsServerBuilder {
     statics: HashMap<String, StaticFile>,
     tls: Option<Arc<rustls::ServerConfig>>,
     max_pending: usize,
+    max_header_size: usize,
 }
 
 impl std::fmt::Debug for WsServerBuilder {
@@ -60,6 +69,7 @@ impl std::fmt::Debug for WsServerBuilder {
             .field("statics", &self.statics.keys().collect::<Vec<_>>())
             .field("tls", &self.tls.is_some())
             .field("max_pending", &self.max_pending)
+            .field("max_header_size", &self.max_header_size)
             .finish()
     }
 }
@@ -123,6 +133,16 @@ impl WsServerBuilder {
         self
     }
 
+    /// The largest HTTP request head (request line and headers) read
+    /// before the upgrade; a longer one is answered 431 and the connection
+    /// closed (hyper checks the size between reads, so a head is refused by
+    /// twice this at the latest). Default [`DEFAULT_MAX_HEADER_SIZE`]; values below
+    /// [`MIN_MAX_HEADER_SIZE`] are raised to it.
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.max_header_size = bytes.max(MIN_MAX_HEADER_SIZE);
+        self
+    }
+
     /// How long a TCP connection may take, from accept, to complete its TLS
     /// handshake and WebSocket upgrade; a connection still without one is
     /// dropped (a plain HTTP connection too, after serving what it asked
@@ -169,6 +189,7 @@ impl WsServerBuilder {
                 upgrader: self.upgrader.build(),
                 path: self.path,
                 statics: self.statics,
+                max_header_size: self.max_header_size,
             }),
             tls: self.tls.map(TlsAcceptor::from),
             pending: Arc::new(Semaphore::new(self.max_pending)),
@@ -180,6 +201,7 @@ struct Shared {
     upgrader: Upgrader,
     path: String,
     statics: HashMap<String, StaticFile>,
+    max_header_size: usize,
 }
 
 /// A bound WebSocket listener for one hub; [`WsServer::serve`] runs it.
@@ -210,6 +232,7 @@ impl WsServer {
             statics: HashMap::new(),
             tls: None,
             max_pending: DEFAULT_MAX_PENDING,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
         }
     }
 
@@ -286,6 +309,7 @@ async fn http<S>(shared: Arc<Shared>, io: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let max_header_size = shared.max_header_size;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(shared.handle(req, peer).await.map(Full::new)) }
@@ -293,6 +317,7 @@ where
     // Resolves once the connection is upgraded (the upgrader's task takes
     // it from there) or closed.
     let result = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(max_header_size)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
         .await;
