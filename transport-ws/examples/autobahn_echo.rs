@@ -1,28 +1,34 @@
-//! A raw WebSocket echo server for the Autobahn conformance cases
+//! A WebSocket echo server for the Autobahn conformance cases
 //! (`scripts/autobahn`): every text or binary message goes back as it came.
 //!
-//! signalbox routes envelopes, and its seam ([`signalbox_ws::split`])
-//! carries message bytes without their frame kind, so an echo of
-//! arbitrary frames cannot go through a hub. This program runs the same
-//! WebSocket engine with the same configuration a `WsServer` connection
-//! gets ([`signalbox_ws::websocket_config`]: buffers, frame and message
-//! limits) and closes on errors with the codes a `WsServer` connection
-//! uses (1002 protocol, 1007 invalid UTF-8, 1009 too big). Only the
-//! maximum message size is raised (64 MiB, for the 16 MiB messages of
-//! cases 9.*); signalbox's own limits are tested in `tests/hostile.rs`.
+//! It is built on signalbox-ws's own connection halves: the stream is
+//! configured by [`signalbox_ws::websocket_config`] (buffers, frame and
+//! message limits), split by [`signalbox_ws::split`], read by
+//! [`WsSource::recv_message`] (what the hub's [`FrameSource::recv`](signalbox::connection::FrameSource::recv) reads,
+//! with the same error mapping) and written by [`WsSink::send_messages`]
+//! (what [`FrameSink::send_batch`] writes). A violation closes the
+//! connection through [`FrameSink::close`] with the close code the hub
+//! would use ([`signalbox::connection::TransportError::close_kind`]: 1002
+//! protocol, 1007 invalid UTF-8, 1009 too big).
+//!
+//! The hub itself is not in the loop: it routes envelopes, and Autobahn
+//! sends arbitrary bytes whose frame kind must come back unchanged, while
+//! the seam carries message bytes without their kind. The handshake is
+//! tungstenite's (the standalone listener's hyper upgrade is covered by the
+//! crate's tests). Only the maximum message size is raised (64 MiB, for the
+//! 16 MiB messages of cases 9.*); signalbox's own limits are tested in
+//! `tests/hostile.rs`.
 //!
 //! ```text
 //! cargo run -p signalbox-ws --example autobahn_echo -- 127.0.0.1:9001
 //! ```
 //! prints `listening ws=127.0.0.1:9001` once ready.
 
-use futures_util::{SinkExt, StreamExt};
-use signalbox::codec::CodecLimits;
-use signalbox_ws::{Buffers, websocket_config};
+use signalbox::codec::{CodecLimits, WireCodec};
+use signalbox::connection::{Close, CloseKind, FrameSink};
+use signalbox_ws::{Buffers, WsSink, WsSource, split, websocket_config};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -44,30 +50,27 @@ async fn echo(tcp: TcpStream) {
         ..CodecLimits::default()
     };
     let config = websocket_config(&limits, Buffers::default());
-    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
         return;
     };
-    while let Some(item) = ws.next().await {
-        let code = match item {
-            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                if ws.send(message).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            // tungstenite answers pings and close frames itself.
-            Ok(_) => continue,
-            Err(Error::Utf8(_)) => CloseCode::Invalid,
-            Err(Error::Capacity(_)) => CloseCode::Size,
-            Err(Error::Protocol(_) | Error::AttackAttempt) => CloseCode::Protocol,
-            Err(_) => return,
-        };
-        let frame = CloseFrame {
-            code,
-            reason: "".into(),
-        };
-        let _ = ws.send(Message::Close(Some(frame))).await;
-        let _ = ws.close(None).await;
+    let Some(codec) = WireCodec::from_name("json") else {
         return;
-    }
+    };
+    let (mut source, mut sink): (WsSource<TcpStream>, WsSink<TcpStream>) = split(ws, &codec);
+    let close = loop {
+        match source.recv_message().await {
+            Ok(Some(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                if let Err(error) = sink.send_messages([message]).await {
+                    break Close::new(error.close_kind(), error.to_string());
+                }
+            }
+            // tungstenite answers pings itself.
+            Ok(Some(_)) => {}
+            // The peer closed: tungstenite has queued the echo of its close
+            // frame, which `close` flushes.
+            Ok(None) => break Close::new(CloseKind::Normal, ""),
+            Err(error) => break Close::new(error.close_kind(), error.to_string()),
+        }
+    };
+    let _ = sink.close(close).await;
 }

@@ -72,12 +72,16 @@ pub struct WsSource<S> {
     stream: SplitStream<WebSocketStream<S>>,
 }
 
-#[async_trait]
-impl<S> FrameSource for WsSource<S>
+impl<S> WsSource<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn recv(&mut self) -> Result<Option<Inbound>, TransportError> {
+    /// The next text, binary, ping or pong message with its frame kind;
+    /// `Ok(None)` when the peer closed the connection. What
+    /// [`FrameSource::recv`] reads: the hub treats both data kinds alike,
+    /// a program that must tell them apart (an echo) reads here.
+    /// Cancel-safe.
+    pub async fn recv_message(&mut self) -> Result<Option<Message>, TransportError> {
         // `StreamExt::next` on the split stream is cancel-safe: tungstenite
         // keeps partial frames in its own buffer between polls.
         loop {
@@ -85,12 +89,9 @@ where
                 return Ok(None);
             };
             return match item {
-                Ok(Message::Text(text)) => Ok(Some(Inbound::Message(Bytes::from(text)))),
-                Ok(Message::Binary(data)) => Ok(Some(Inbound::Message(data))),
-                // tungstenite answers pings itself; both are signs of life.
-                Ok(Message::Pong(_) | Message::Ping(_)) => Ok(Some(Inbound::Alive)),
                 Ok(Message::Close(_)) => Ok(None),
                 Ok(Message::Frame(_)) => continue,
+                Ok(message) => Ok(Some(message)),
                 Err(
                     tungstenite::Error::ConnectionClosed
                     | tungstenite::Error::AlreadyClosed
@@ -101,6 +102,21 @@ where
                 Err(error) => Err(transport_error(error)),
             };
         }
+    }
+}
+
+#[async_trait]
+impl<S> FrameSource for WsSource<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn recv(&mut self) -> Result<Option<Inbound>, TransportError> {
+        Ok(self.recv_message().await?.map(|message| match message {
+            Message::Text(text) => Inbound::Message(Bytes::from(text)),
+            Message::Binary(data) => Inbound::Message(data),
+            // tungstenite answers pings itself; both are signs of life.
+            _ => Inbound::Alive,
+        }))
     }
 }
 
@@ -115,6 +131,19 @@ impl<S> WsSink<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// Writes `messages` (text or binary, as given, rather than as the
+    /// codec decides) and flushes once: [`FrameSink::send_batch`] with the
+    /// frame kinds chosen by the caller.
+    pub async fn send_messages(
+        &mut self,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Result<(), TransportError> {
+        for message in messages {
+            self.sink.feed(message).await.map_err(transport_error)?;
+        }
+        self.sink.flush().await.map_err(transport_error)
+    }
+
     fn message(&self, frame: &Bytes) -> Result<Message, TransportError> {
         if self.text {
             let text = Utf8Bytes::try_from(frame.clone())
