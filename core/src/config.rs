@@ -90,7 +90,12 @@ pub struct TopicLimits {
     /// Topics one connection may hold. Default 1,000.
     pub max_per_connection: usize,
     /// Subscribers served per fan-out step before yielding to other tasks.
-    /// Default 256.
+    /// Default 1,024: a step queues the message for that many connections,
+    /// about 0.56 ms on average on a 2-core machine under load. Smaller
+    /// steps let other rooms in sooner but cost throughput, as each yield
+    /// lets the writers woken so far run (and write one message each)
+    /// before the rest of the fan-out: 10,000 WebSocket subscribers got
+    /// about 130k deliveries/s with steps of 256 and 230–265k with 1,024.
     pub fanout_chunk: usize,
 }
 
@@ -100,7 +105,7 @@ impl Default for TopicLimits {
             max_name_len: 256,
             extra_chars: "-_.:/@#".to_owned(),
             max_per_connection: 1_000,
-            fanout_chunk: 256,
+            fanout_chunk: 1024,
         }
     }
 }

@@ -38,6 +38,9 @@ struct Args {
     /// Outbound queue bound per connection (messages).
     #[arg(long, value_name = "N")]
     outbound_queue: Option<usize>,
+    /// Subscribers a fan-out queues for between yields to the runtime.
+    #[arg(long, value_name = "N")]
+    fanout_chunk: Option<usize>,
     /// Share rooms with other bench servers through Redis.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
@@ -58,6 +61,9 @@ async fn run(args: Args) -> Result<()> {
     };
     if let Some(n) = args.outbound_queue {
         config.outbound_queue = n;
+    }
+    if let Some(n) = args.fanout_chunk {
+        config.topics.fanout_chunk = n;
     }
     let mut builder = Hub::builder(signalbox_benches::proto::bench_router()).config(config);
     let broker = match &args.redis {
