@@ -242,7 +242,7 @@ struct Inner {
 /// and hands the WebSocket to [`Hub::serve`].
 ///
 /// Works with any hyper 1 server that serves connections with upgrades
-/// enabled; [`crate::WsServer`] and [`crate::axum`] use it.
+/// enabled; [`crate::WsServer`] and the `axum` module (feature `axum`) use it.
 #[derive(Clone)]
 pub struct Upgrader {
     inner: Arc<Inner>,
