@@ -27,6 +27,14 @@ pub struct Config {
     /// What a full outbound queue does. Default: close the connection as a
     /// slow consumer (WS 1008).
     pub overflow: OverflowPolicy,
+    /// How long the connection's own request processing may wait for its
+    /// outbound queue to drain below half its bound. Replies to a peer's
+    /// own requests do not overflow the queue: while it is half full the
+    /// connection takes no further request (the inbound queue fills and
+    /// reading stops, backpressure onto the peer), and a queue that does
+    /// not drain within this time means the peer does not read: the
+    /// connection is closed as a slow consumer. Default 5 s.
+    pub outbound_stall_timeout: Duration,
     /// Handlers of concurrent routes (requests, by default) running at once
     /// on one connection. Default 16.
     pub max_concurrent: usize,
@@ -55,6 +63,7 @@ impl Default for Config {
             codec: CodecLimits::default(),
             inbound_queue: 64,
             outbound_queue: 1024,
+            outbound_stall_timeout: Duration::from_secs(5),
             overflow: OverflowPolicy::Close,
             max_concurrent: 16,
             rpc_deadline: Duration::from_secs(30),

@@ -163,15 +163,18 @@ impl Conn {
         match self.shared.outbound.push(frame) {
             PushOutcome::Queued | PushOutcome::DroppedOldest | PushOutcome::DroppedNewest => Ok(()),
             PushOutcome::Overflow => {
-                self.shared.abandon_queue.cancel();
-                self.close(Close::new(
-                    CloseKind::Policy,
-                    "slow consumer: outbound queue full",
-                ));
+                self.close_slow_consumer("slow consumer: outbound queue full");
                 Err(Error::unavailable("connection closed: outbound queue full"))
             }
             PushOutcome::Closed => Err(Error::unavailable("connection closed")),
         }
+    }
+
+    /// Closes the connection as one whose peer does not read: what is
+    /// queued is not drained into it.
+    pub(crate) fn close_slow_consumer(&self, reason: &'static str) {
+        self.shared.abandon_queue.cancel();
+        self.close(Close::new(CloseKind::Policy, reason));
     }
 
     /// Messages the outbound queue dropped under a drop policy.

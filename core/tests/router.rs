@@ -408,6 +408,58 @@ async fn a_full_outbound_queue_closes_a_slow_consumer_by_default() {
     assert!(close.reason.contains("slow consumer"));
 }
 
+fn one_done_per_step() -> Router {
+    Router::new().on(|ctx: Ctx<Step>| async move {
+        for n in 0..ctx.payload().n {
+            ctx.send(&Done { n })?;
+        }
+        Ok(())
+    })
+}
+
+#[tokio::test]
+async fn replies_to_a_peer_that_reads_late_wait_for_room_instead_of_overflowing() {
+    let mut config = Config::default();
+    config.outbound_queue = 8;
+    let hub = TestHub::with_config(one_done_per_step(), config);
+    let mut c = hub.connect("json").await;
+    // 1,100 requests, none read until all are sent: the in-memory pipe
+    // takes 1,024 replies, the queue half of its 8; then the connection
+    // takes no further request until the client reads.
+    let total = 1_100;
+    for _ in 0..total {
+        c.send(&Step { n: 1, ms: 0 }).await;
+    }
+    for _ in 0..total {
+        let (done, _) = c.expect::<Done>().await;
+        assert_eq!(done.n, 0);
+    }
+    c.expect_silence(Duration::from_millis(50)).await;
+    assert_eq!(hub.hub().connection_count(), 1);
+}
+
+#[tokio::test]
+async fn a_peer_whose_replies_back_up_past_the_stall_timeout_is_a_slow_consumer() {
+    let mut config = Config::default();
+    config.outbound_queue = 8;
+    config.outbound_stall_timeout = Duration::from_millis(200);
+    let hub = TestHub::with_config(one_done_per_step(), config);
+    let mut c = hub.connect("json").await;
+    for _ in 0..1_100 {
+        c.send(&Step { n: 1, ms: 0 }).await;
+    }
+    // Never read: the queue stays half full past the timeout (it never
+    // overflows: replies to the peer's own requests wait for room).
+    let close = c.closed().await.expect("closed");
+    assert_eq!(close.kind, CloseKind::Policy);
+    assert!(
+        close
+            .reason
+            .contains("slow consumer: outbound queue not drained"),
+        "{close:?}"
+    );
+}
+
 #[tokio::test]
 async fn drop_policies_count_what_they_drop() {
     for policy in [OverflowPolicy::DropOldest, OverflowPolicy::DropNewest] {

@@ -321,6 +321,9 @@ async fn a_flood_that_never_reads_is_closed_with_code_3_and_memory_bounded() {
     config.outbound_queue = 128;
     config.codec.max_message_size = 64 * 1024;
     config.rate_limit = None;
+    // Its replies back up: once the queue stays half full this long the
+    // peer is taken not to read.
+    config.outbound_stall_timeout = Duration::from_secs(1);
     let hub = hub_with(config);
     let server = QuicServer::builder(localhost()).start(&hub).unwrap();
     let mut by = Client::connect(&server, "msgpack").await;

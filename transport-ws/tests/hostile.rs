@@ -496,6 +496,9 @@ async fn a_flood_that_never_reads_is_closed_with_memory_bounded() {
     config.outbound_queue = 128;
     config.codec.max_message_size = 64 * 1024;
     config.rate_limit = None;
+    // Its replies back up: once the queue stays half full this long the
+    // peer is taken not to read.
+    config.outbound_stall_timeout = Duration::from_secs(1);
     let closes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = closes.clone();
     let hub = signalbox::Hub::builder(router().on_close(move |_conn, close| {

@@ -20,7 +20,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use signalbox_codec::{Envelope, Meta};
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -294,6 +296,25 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
             next = rx.recv() => next,
         };
         let Some((route, envelope)) = next else { break };
+        // Replies to this peer's own requests wait for room rather than
+        // overflow its queue: no further request is taken while the queue
+        // is half full. A queue that does not drain means a peer that
+        // does not read.
+        let outbound = &conn.shared.outbound;
+        let half = (outbound.capacity() / 2).max(1);
+        if outbound.len() >= half {
+            let room =
+                tokio::time::timeout(config.outbound_stall_timeout, outbound.room_below(half));
+            let roomy = tokio::select! {
+                biased;
+                _ = conn.shared.closing.cancelled() => break,
+                room = room => room.is_ok(),
+            };
+            if !roomy {
+                conn.close_slow_consumer("slow consumer: outbound queue not drained");
+                break;
+            }
+        }
         let req = Request {
             conn: conn.clone(),
             envelope: *envelope,
@@ -306,13 +327,23 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
                 permit = limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             };
             let deadline = config.rpc_deadline;
-            running.spawn(
+            let mut work = Box::pin(
                 async move {
                     dispatch(route, req, deadline).await;
                     drop(permit);
                 }
                 .instrument(span),
             );
+            // Run it here as far as it goes without waiting: a handler that
+            // answers at once costs no task, and its reply joins the batch
+            // the writer takes next. One that waits goes on in its own
+            // task (the poll there registers its own waker).
+            if std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx)))
+                .await
+                .is_pending()
+            {
+                running.spawn(work);
+            }
         } else {
             let work = dispatch(route, req, config.rpc_deadline).instrument(span);
             tokio::pin!(work);

@@ -52,6 +52,7 @@ pub struct OutboundQueue {
     capacity: usize,
     policy: OverflowPolicy,
     ready: Notify,
+    drained: Notify,
 }
 
 impl OutboundQueue {
@@ -66,6 +67,7 @@ impl OutboundQueue {
             capacity: capacity.max(1),
             policy,
             ready: Notify::new(),
+            drained: Notify::new(),
         }
     }
 
@@ -105,9 +107,31 @@ impl OutboundQueue {
     /// Moves every queued frame into `batch`. Returns `false` once the queue
     /// is closed and empty.
     pub fn drain_into(&self, batch: &mut Vec<Bytes>) -> bool {
-        let mut state = self.state.lock();
-        batch.extend(state.frames.drain(..));
-        !(state.closed && batch.is_empty())
+        let open = {
+            let mut state = self.state.lock();
+            batch.extend(state.frames.drain(..));
+            !(state.closed && batch.is_empty())
+        };
+        self.drained.notify_waiters();
+        open
+    }
+
+    /// Waits until fewer than `below` frames are queued, or the queue is
+    /// closed.
+    pub async fn room_below(&self, below: usize) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a drain in between is seen.
+            drained.as_mut().enable();
+            {
+                let state = self.state.lock();
+                if state.closed || state.frames.len() < below {
+                    return;
+                }
+            }
+            drained.await;
+        }
     }
 
     /// Waits until something is pushed or the queue closes.
@@ -119,6 +143,7 @@ impl OutboundQueue {
     pub fn close(&self) {
         self.state.lock().closed = true;
         self.ready.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// Whether the queue stopped accepting frames.
@@ -172,6 +197,32 @@ mod tests {
         assert_eq!(drain(&q), vec![1, 2]);
         let mut batch = Vec::new();
         assert!(!q.drain_into(&mut batch));
+    }
+
+    #[tokio::test]
+    async fn room_below_waits_for_a_drain_or_a_close() {
+        let q = std::sync::Arc::new(OutboundQueue::new(8, OverflowPolicy::Close));
+        for n in 0..4 {
+            q.push(frame(n));
+        }
+        let short = std::time::Duration::from_millis(50);
+        // Below the bound already: no wait.
+        assert!(tokio::time::timeout(short, q.room_below(5)).await.is_ok());
+        // At it: waits until the writer drains.
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.room_below(4).await }
+        });
+        tokio::time::sleep(short).await;
+        assert!(!waiter.is_finished());
+        drain(&q);
+        assert!(tokio::time::timeout(short, waiter).await.is_ok());
+        // A closed queue never makes anyone wait.
+        for n in 0..4 {
+            q.push(frame(n));
+        }
+        q.close();
+        assert!(tokio::time::timeout(short, q.room_below(1)).await.is_ok());
     }
 
     #[test]
