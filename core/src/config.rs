@@ -27,13 +27,12 @@ pub struct Config {
     /// What a full outbound queue does. Default: close the connection as a
     /// slow consumer (WS 1008).
     pub overflow: OverflowPolicy,
-    /// How long the connection's own request processing may wait for its
-    /// outbound queue to drain below half its bound. Replies to a peer's
-    /// own requests do not overflow the queue: while it is half full the
-    /// connection takes no further request (the inbound queue fills and
-    /// reading stops, backpressure onto the peer), and a queue that does
-    /// not drain within this time means the peer does not read: the
-    /// connection is closed as a slow consumer. Default 5 s.
+    /// How long answers to a peer's own messages may wait for its outbound
+    /// queue to drain below half its bound. Replies and refusals do not
+    /// overflow the queue: while it is half full the connection takes no
+    /// further message (it is not read: backpressure onto the peer), and a
+    /// queue that does not drain within this time means the peer does not
+    /// read: the connection is closed as a slow consumer. Default 5 s.
     pub outbound_stall_timeout: Duration,
     /// Handlers of concurrent routes (requests, by default) running at once
     /// on one connection. Default 16.

@@ -172,10 +172,8 @@ async fn read_loop(
                 idle_deadline = Instant::now() + idle_limit;
                 continue;
             }
-            Ok(Some(Inbound::Message(frame))) => {
-                idle_deadline = Instant::now() + idle_limit;
-                frame
-            }
+            // The idle timer restarts below, after any wait for room.
+            Ok(Some(Inbound::Message(frame))) => frame,
             Ok(None) => {
                 conn.close(Close::new(CloseKind::Normal, ""));
                 break;
@@ -186,6 +184,12 @@ async fn read_loop(
                 break;
             }
         };
+        // Answers to this frame (an error, a rate-limit refusal) and to
+        // what it starts wait for room; waiting is not idleness.
+        if !room_for_answers(conn).await {
+            break;
+        }
+        idle_deadline = Instant::now() + idle_limit;
         let Some((route, envelope)) = admit(conn, frame, bucket.as_mut()) else {
             continue;
         };
@@ -200,6 +204,33 @@ async fn read_loop(
     }
     if !conn.is_closed() {
         conn.close(Close::new(CloseKind::Normal, ""));
+    }
+}
+
+/// Waits while the connection's outbound queue is half full. The reader
+/// and the processor answer the peer's own messages; holding them here
+/// makes those answers push back on the peer (it is not read meanwhile)
+/// instead of overflowing the queue, so the bound keeps meaning "the peer
+/// does not read". Returns `false` when the connection is closing, or has
+/// just been closed as a slow consumer because the queue did not drain
+/// within `outbound_stall_timeout`.
+async fn room_for_answers(conn: &Conn) -> bool {
+    let outbound = &conn.shared.outbound;
+    let half = (outbound.capacity() / 2).max(1);
+    if outbound.len() < half {
+        return true;
+    }
+    let stall = conn.shared.hub.config.outbound_stall_timeout;
+    let room = tokio::time::timeout(stall, outbound.room_below(half));
+    tokio::select! {
+        biased;
+        _ = conn.shared.closing.cancelled() => false,
+        room = room => {
+            if room.is_err() {
+                conn.close_slow_consumer("slow consumer: outbound queue not drained");
+            }
+            room.is_ok()
+        }
     }
 }
 
@@ -296,24 +327,8 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
             next = rx.recv() => next,
         };
         let Some((route, envelope)) = next else { break };
-        // Replies to this peer's own requests wait for room rather than
-        // overflow its queue: no further request is taken while the queue
-        // is half full. A queue that does not drain means a peer that
-        // does not read.
-        let outbound = &conn.shared.outbound;
-        let half = (outbound.capacity() / 2).max(1);
-        if outbound.len() >= half {
-            let room =
-                tokio::time::timeout(config.outbound_stall_timeout, outbound.room_below(half));
-            let roomy = tokio::select! {
-                biased;
-                _ = conn.shared.closing.cancelled() => break,
-                room = room => room.is_ok(),
-            };
-            if !roomy {
-                conn.close_slow_consumer("slow consumer: outbound queue not drained");
-                break;
-            }
+        if !room_for_answers(&conn).await {
+            break;
         }
         let req = Request {
             conn: conn.clone(),
