@@ -27,12 +27,14 @@ pub struct Config {
     /// What a full outbound queue does. Default: close the connection as a
     /// slow consumer (WS 1008).
     pub overflow: OverflowPolicy,
-    /// How long answers to a peer's own messages may wait for its outbound
-    /// queue to drain below half its bound. Replies and refusals do not
-    /// overflow the queue: while it is half full the connection takes no
-    /// further message (it is not read: backpressure onto the peer), and a
-    /// queue that does not drain within this time means the peer does not
-    /// read: the connection is closed as a slow consumer. Default 5 s.
+    /// How long a connection's intake may wait for its outbound queue to
+    /// drain below half its bound. While the queue is half full the
+    /// connection takes no further message (it is not read: backpressure
+    /// onto the peer), so answers to a peer's own messages push back rather
+    /// than overflow (a handler that alone sends more than the room left
+    /// still meets the overflow policy). A queue that does not drain within
+    /// this time means the peer does not read: the connection is closed as
+    /// a slow consumer. Default 5 s.
     pub outbound_stall_timeout: Duration,
     /// Handlers of concurrent routes (requests, by default) running at once
     /// on one connection. Default 16.
