@@ -284,6 +284,7 @@ pub fn decode(topic: &str, frame: &[u8]) -> Result<Frame, FrameError> {
             payload,
             exclude,
             compress,
+            position: None,
         },
     })
 }
@@ -317,6 +318,7 @@ mod tests {
             ))),
             exclude: Some("n1-7".into()),
             compress: true,
+            position: None,
         }
     }
 
@@ -338,6 +340,7 @@ mod tests {
             payload: None,
             exclude: None,
             compress: false,
+            position: None,
         };
         let frame = encode("n", &msg).expect("encodes");
         assert_eq!(decode("t", &frame).expect("decodes").message, msg);

@@ -28,7 +28,7 @@
 
 use crate::connection::{Close, CloseKind, ConnectionInfo, DataMap, OutboundQueue, PushOutcome};
 use crate::error::Error;
-use crate::hub::{HubInner, PublishOptions};
+use crate::hub::{HubInner, PublishOptions, SubscribeOptions};
 use crate::message::Message;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -239,8 +239,21 @@ impl Conn {
 
     /// Subscribes to `topic`. Subscribing twice is a no-op; returns whether
     /// the connection was not subscribed before.
+    ///
+    /// On a topic with history, the connection is first sent
+    /// `$sb:subscribed` with the topic's position (docs/PROTOCOL.md §8).
     pub fn subscribe(&self, topic: &str) -> Result<bool, Error> {
-        self.shared.hub.subscribe(self, topic)
+        self.shared
+            .hub
+            .subscribe(self, topic, SubscribeOptions::default())
+    }
+
+    /// Subscribes to `topic` with options: where to start in its history,
+    /// what its presence lists for this connection. Subscribing again only
+    /// updates the presence; returns whether the connection was not
+    /// subscribed before.
+    pub fn subscribe_with(&self, topic: &str, options: SubscribeOptions) -> Result<bool, Error> {
+        self.shared.hub.subscribe(self, topic, options)
     }
 
     /// Unsubscribes from `topic`; returns whether it was subscribed.

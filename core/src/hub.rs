@@ -9,7 +9,15 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::router::{Hooks, RouteEntry, Router};
 use crate::state::StateStore;
-use crate::topic::{Broker, BrokerMessage, LocalBroker, LocalDelivery, Registry, fan_out};
+use crate::topic::history::{
+    self, Entry, Gate, HistoryLimits, MemoryHistory, Position, Replay, Start, TopicPattern,
+};
+use crate::topic::presence::{self, PresenceEntry};
+use crate::topic::{
+    Broker, BrokerMessage, EncodeCache, LocalBroker, LocalDelivery, Member, Registry, TopicRules,
+    fan_out,
+};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use signalbox_codec::{Format, Meta, WireCodec};
 use std::collections::HashMap;
@@ -57,6 +65,58 @@ impl PublishOptions {
     }
 }
 
+/// Options of a subscribe.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscribeOptions {
+    /// Where the subscriber starts on a topic with history (default: with
+    /// the next publication). Ignored on topics without history.
+    pub start: Start,
+    /// What the topic's presence lists for this subscriber (a user name,
+    /// say). Ignored on topics without presence. Subscribing again with
+    /// presence replaces it.
+    pub presence: Option<serde_json::Value>,
+}
+
+impl SubscribeOptions {
+    /// Start with the `n` latest publications kept in history.
+    pub fn last(mut self, n: usize) -> Self {
+        self.start = Start::Last(n);
+        self
+    }
+
+    /// Start right after `position`: what was published since is replayed,
+    /// or the subscriber is told it could not be.
+    pub fn after(mut self, position: Position) -> Self {
+        self.start = Start::After(position);
+        self
+    }
+
+    /// Be listed in the topic's presence with `info`.
+    pub fn presence(mut self, info: serde_json::Value) -> Self {
+        self.presence = Some(info);
+        self
+    }
+}
+
+/// The `type` of the message that tells a subscriber of a topic with
+/// history where it starts (docs/PROTOCOL.md §8).
+pub const SUBSCRIBED_TYPE: &str = "$sb:subscribed";
+
+/// The payload of [`SUBSCRIBED_TYPE`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Subscribed {
+    /// The topic.
+    pub topic: String,
+    /// Its epoch ("" when its history could not be read).
+    pub epoch: String,
+    /// The offset after which live publications follow.
+    pub offset: u64,
+    /// On a resume only: whether everything since the asked position was
+    /// replayed before this message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+}
+
 pub(crate) struct HubInner {
     pub(crate) routes: HashMap<Box<str>, Arc<RouteEntry>>,
     pub(crate) hooks: Hooks,
@@ -69,6 +129,9 @@ pub(crate) struct HubInner {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) conns: Mutex<HashMap<Arc<str>, Conn>>,
+    pub(crate) rules: TopicRules,
+    pub(crate) history: MemoryHistory,
+    publishes: AtomicU64,
     node: String,
     next_id: AtomicU64,
 }
@@ -96,6 +159,7 @@ impl std::fmt::Debug for Hub {
 pub struct HubBuilder {
     router: Router,
     config: Config,
+    rules: TopicRules,
     broker: Arc<dyn Broker>,
     clock: Arc<dyn Clock>,
 }
@@ -127,6 +191,25 @@ impl HubBuilder {
         self
     }
 
+    /// Keeps history for the topics `pattern` covers (first matching rule
+    /// wins): each publication gets a [`Position`], subscribers receive it,
+    /// and a reconnecting client can resume where it left off
+    /// (docs/PROTOCOL.md §8). With a broker that
+    /// [keeps history](Broker::keeps_history) (Redis) the history and its
+    /// positions are shared by every node; otherwise each node keeps its
+    /// own in memory.
+    pub fn history(mut self, pattern: TopicPattern, limits: HistoryLimits) -> Self {
+        self.rules.history.push((pattern, limits));
+        self
+    }
+
+    /// Keeps presence for the topics `pattern` covers: who subscribes,
+    /// with what the application says about each ([`Hub::presence`]).
+    pub fn presence(mut self, pattern: TopicPattern) -> Self {
+        self.rules.presence.push(pattern);
+        self
+    }
+
     /// Builds the hub.
     pub fn build(self) -> Hub {
         let (routes, hooks, state) = self.router.into_parts();
@@ -148,6 +231,9 @@ impl HubBuilder {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             conns: Mutex::new(HashMap::new()),
+            rules: self.rules,
+            history: MemoryHistory::new(),
+            publishes: AtomicU64::new(0),
             node,
             next_id: AtomicU64::new(1),
         });
@@ -164,6 +250,7 @@ impl Hub {
         HubBuilder {
             router,
             config: Config::default(),
+            rules: TopicRules::default(),
             broker: Arc::new(LocalBroker),
             clock: Arc::new(SystemClock),
         }
@@ -249,6 +336,11 @@ impl Hub {
         let exclude = from
             .filter(|_| options.exclude_sender)
             .map(|c| c.id().to_owned());
+        if let Some(limits) = inner.rules.history(topic) {
+            return self
+                .publish_positioned(topic, msg, meta, exclude, options, limits)
+                .await;
+        }
         let members = inner.topics.members(topic);
         let delivered = fan_out(
             members,
@@ -258,25 +350,7 @@ impl Hub {
         )
         .await;
         if inner.broker.crosses_nodes() {
-            let canonical = WireCodec::new(Format::MsgPack, false).with_limits(inner.config.codec);
-            let frame = msg
-                .encode(&canonical, &Meta::default(), false)
-                .map_err(|e| {
-                    tracing::error!(error = %e, "publish could not be encoded for the broker");
-                    Error::internal("internal error")
-                })?;
-            let payload = canonical.decode(frame).map_err(|e| {
-                tracing::error!(error = %e, "publish could not be re-read for the broker");
-                Error::internal("internal error")
-            })?;
-            let remote = BrokerMessage {
-                topic: topic.to_owned(),
-                ty: M::TYPE.to_owned(),
-                meta,
-                payload: payload.payload,
-                exclude,
-                compress: options.compress,
-            };
+            let remote = inner.broker_message(topic, msg, meta, exclude, options.compress)?;
             inner
                 .broker
                 .publish(remote)
@@ -284,6 +358,111 @@ impl Hub {
                 .map_err(|e| Error::unavailable(e.to_string()))?;
         }
         Ok(delivered)
+    }
+
+    /// Publishes on a topic with history: the publication gets the next
+    /// position and is kept. In memory, offset, keeping and queueing happen
+    /// under the topic's lock, so every subscriber gets the topic's
+    /// publications in offset order; a broker that keeps history assigns
+    /// the position and delivers to every node, this one included.
+    async fn publish_positioned<M: Message>(
+        &self,
+        topic: &str,
+        msg: &M,
+        meta: Meta,
+        exclude: Option<String>,
+        options: PublishOptions,
+        limits: HistoryLimits,
+    ) -> Result<usize, Error> {
+        let inner = &self.inner;
+        if inner.broker.keeps_history() {
+            let remote = inner.broker_message(topic, msg, meta, exclude, options.compress)?;
+            inner
+                .broker
+                .publish_to_history(remote, limits)
+                .await
+                .map_err(|e| Error::unavailable(e.to_string()))?;
+            return Ok(inner.topics.size(topic));
+        }
+        let delivered = {
+            let history = inner.history.topic(topic);
+            let mut history = history.lock();
+            let now = tokio::time::Instant::now();
+            history.trim(&limits, now);
+            let position = history.next_position();
+            let mut meta = meta.clone();
+            history::stamp(&mut meta, topic, &position);
+            let members = inner.topics.entries(topic);
+            let mut cache = EncodeCache::default();
+            let encode = |codec: &WireCodec| msg.encode(codec, &meta, options.compress);
+            let delivered = cache.deliver_positioned(
+                &members,
+                exclude.as_deref(),
+                position.offset,
+                limits.max_pending_bytes,
+                &encode,
+            );
+            // Kept for replay in the codecs it was encoded for; at least one.
+            let canonical = self.codec(WireCodec::new(Format::Json, false));
+            cache.frame_for(&canonical, &encode);
+            history.push(Entry {
+                offset: position.offset,
+                at: now,
+                frames: cache.into_frames().into(),
+                compress: options.compress,
+            });
+            delivered
+        };
+        if inner.publishes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            inner.sweep_history();
+        }
+        if inner.broker.crosses_nodes() {
+            // Other nodes get it without a position: their history is
+            // their own (see HubBuilder::history).
+            let remote = inner.broker_message(topic, msg, meta, exclude, options.compress)?;
+            inner
+                .broker
+                .publish(remote)
+                .await
+                .map_err(|e| Error::unavailable(e.to_string()))?;
+        }
+        Ok(delivered)
+    }
+
+    /// Everyone subscribed to `topic` with presence, on every node the
+    /// broker reaches, by client id.
+    pub async fn presence(&self, topic: &str) -> Result<Vec<PresenceEntry>, Error> {
+        let mut entries = presence::local(&self.inner.topics, topic);
+        if self.inner.broker.crosses_nodes() {
+            let remote = self
+                .inner
+                .broker
+                .remote_presence(topic)
+                .await
+                .map_err(|e| Error::unavailable(e.to_string()))?;
+            entries.extend(remote);
+            entries.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+            entries.dedup_by(|a, b| a.client_id == b.client_id);
+        }
+        Ok(entries)
+    }
+
+    /// The position of `topic`'s latest publication, if it keeps history
+    /// (offset 0: nothing published yet in this epoch).
+    pub async fn position(&self, topic: &str) -> Result<Option<Position>, Error> {
+        if self.inner.rules.history(topic).is_none() {
+            return Ok(None);
+        }
+        if self.inner.broker.keeps_history() {
+            let read = self
+                .inner
+                .broker
+                .read_history(topic, Some(u64::MAX))
+                .await
+                .map_err(|e| Error::unavailable(e.to_string()))?;
+            return Ok(Some(Position::new(read.epoch, read.top)));
+        }
+        Ok(Some(self.inner.history.topic(topic).lock().position()))
     }
 
     /// The keyed state store.
@@ -319,7 +498,53 @@ impl Hub {
     }
 }
 
+/// Positioned publishes between two sweeps of the in-memory history.
+const SWEEP_EVERY: u64 = 4096;
+
 impl HubInner {
+    /// The cross-node form of a publish: the payload as MessagePack.
+    fn broker_message<M: Message>(
+        &self,
+        topic: &str,
+        msg: &M,
+        meta: Meta,
+        exclude: Option<String>,
+        compress: bool,
+    ) -> Result<BrokerMessage, Error> {
+        let canonical = WireCodec::new(Format::MsgPack, false).with_limits(self.config.codec);
+        let frame = msg
+            .encode(&canonical, &Meta::default(), false)
+            .map_err(|e| {
+                tracing::error!(error = %e, "publish could not be encoded for the broker");
+                Error::internal("internal error")
+            })?;
+        let payload = canonical.decode(frame).map_err(|e| {
+            tracing::error!(error = %e, "publish could not be re-read for the broker");
+            Error::internal("internal error")
+        })?;
+        Ok(BrokerMessage {
+            topic: topic.to_owned(),
+            ty: M::TYPE.to_owned(),
+            meta,
+            payload: payload.payload,
+            exclude,
+            compress,
+            position: None,
+        })
+    }
+
+    /// Forgets in-memory histories that expired entirely and nobody holds.
+    fn sweep_history(&self) {
+        let forgotten = self.history.sweep(
+            |t| self.rules.history(t),
+            |t| self.topics.size(t) > 0,
+            tokio::time::Instant::now(),
+        );
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "expired topic histories forgotten");
+        }
+    }
+
     pub(crate) fn next_conn_id(&self) -> Arc<str> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         Arc::from(format!("{}-{n:x}", self.node))
@@ -338,15 +563,30 @@ impl HubInner {
         }
     }
 
-    pub(crate) fn subscribe(&self, conn: &Conn, topic: &str) -> Result<bool, Error> {
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        conn: &Conn,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<bool, Error> {
         self.authorize(conn, topic, TopicAction::Subscribe)?;
         if conn.is_closed() {
             return Err(Error::unavailable("connection closed"));
         }
         let topic: Arc<str> = Arc::from(topic);
+        let presence = self
+            .rules
+            .presence(&topic)
+            .then(|| Arc::new(options.presence.clone().unwrap_or_default()));
         {
             let mut held = conn.shared.topics.lock();
             if held.contains(&topic) {
+                drop(held);
+                if let (Some(info), Some(_)) = (presence, &options.presence) {
+                    if self.topics.set_presence(&topic, conn.id(), info) {
+                        self.broker.presence_changed(&topic);
+                    }
+                }
                 return Ok(false);
             }
             if held.len() >= self.config.topics.max_per_connection {
@@ -360,9 +600,36 @@ impl HubInner {
             }
             held.insert(topic.clone());
         }
-        let (added, first) = self.topics.insert(&topic, conn);
+        let has_presence = presence.is_some();
+        let mut member = Member {
+            conn: conn.clone(),
+            gate: None,
+            presence,
+        };
+        let (added, first) = match self.rules.history(&topic) {
+            None => self.topics.insert_member(&topic, member),
+            Some(limits) if !self.broker.keeps_history() => {
+                self.subscribe_in_memory(member, &topic, &options.start, &limits)
+            }
+            Some(_) => {
+                let gate = Arc::new(parking_lot::Mutex::new(Gate::pending()));
+                member.gate = Some(gate.clone());
+                let inserted = self.topics.insert_member(&topic, member);
+                let hub = self.clone();
+                let conn = conn.clone();
+                let topic = topic.clone();
+                let start = options.start.clone();
+                self.tracker.spawn(async move {
+                    hub.replay_from_broker(conn, topic, gate, start).await;
+                });
+                inserted
+            }
+        };
         if first {
             self.broker.interest(&topic, true);
+        }
+        if has_presence {
+            self.broker.presence_changed(&topic);
         }
         // Closing takes the held set after marking the connection closed; a
         // subscribe that raced with it undoes itself here.
@@ -373,6 +640,111 @@ impl HubInner {
         Ok(added)
     }
 
+    /// Subscribes to a topic whose history is in memory: under the topic's
+    /// lock, queues the replay and the `$sb:subscribed` notice, then joins
+    /// as a live member — no publication can fall between the two.
+    fn subscribe_in_memory(
+        &self,
+        mut member: Member,
+        topic: &Arc<str>,
+        start: &Start,
+        limits: &HistoryLimits,
+    ) -> (bool, bool) {
+        let conn = member.conn.clone();
+        let history = self.history.topic(topic);
+        let mut history = history.lock();
+        history.trim(limits, tokio::time::Instant::now());
+        let (replay, recovered) = match history.plan(start) {
+            Replay::Recovered(entries) => (entries, true),
+            Replay::NotRecovered => (Vec::new(), false),
+        };
+        for entry in &replay {
+            if let Some(frame) = entry_frame(entry, conn.codec()) {
+                let _ = conn.push(frame);
+            }
+        }
+        let position = history.position();
+        send_subscribed(&conn, topic, &position, resumed(start, recovered));
+        member.gate = Some(Arc::new(parking_lot::Mutex::new(Gate::Live {
+            next: position.offset + 1,
+        })));
+        self.topics.insert_member(topic, member)
+    }
+
+    /// Finishes a subscribe to a topic whose history the broker keeps:
+    /// reads the replay, queues it, then lets through the live
+    /// publications the gate held meanwhile (those the replay did not
+    /// give).
+    async fn replay_from_broker(
+        &self,
+        conn: Conn,
+        topic: Arc<str>,
+        gate: Arc<parking_lot::Mutex<Gate>>,
+        start: Start,
+    ) {
+        let after = match &start {
+            Start::Now => Some(u64::MAX),
+            Start::Last(_) => None,
+            Start::After(p) => Some(p.offset),
+        };
+        let read = self.broker.read_history(&topic, after).await;
+        let read = match read {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(%error, topic = &*topic, "topic history could not be read");
+                let mut gate = gate.lock();
+                let (held, _) = gate.go_live(0);
+                send_subscribed(&conn, &topic, &Position::new("", 0), Some(false));
+                for frame in held {
+                    let _ = conn.push(frame);
+                }
+                return;
+            }
+        };
+        let planned = history::plan(
+            &read.epoch,
+            read.top,
+            &read.entries,
+            |m| m.position.as_ref().map_or(0, |p| p.offset),
+            &start,
+        );
+        let (replay, recovered) = match planned {
+            Replay::Recovered(entries) => (entries, true),
+            Replay::NotRecovered => (Vec::new(), false),
+        };
+        let frames: Vec<Bytes> = replay
+            .iter()
+            .filter_map(|m| {
+                let position = m.position.as_ref()?;
+                let mut meta = m.meta.clone();
+                history::stamp(&mut meta, &topic, position);
+                conn.codec()
+                    .encode_raw(&m.ty, &meta, m.payload.as_ref(), m.compress)
+                    .ok()
+            })
+            .collect();
+        let mut gate = gate.lock();
+        for frame in frames {
+            let _ = conn.push(frame);
+        }
+        let (held, overflow) = gate.go_live(read.top);
+        let (position, recovered) = match overflow {
+            // Live publications came faster than the replay was read: the
+            // subscriber starts after the last one it missed.
+            Some(last) => (Position::new(read.epoch, last), false),
+            None => (Position::new(read.epoch, read.top), recovered),
+        };
+        let notice = if overflow.is_some() {
+            Some(false)
+        } else {
+            resumed(&start, recovered)
+        };
+        send_subscribed(&conn, &topic, &position, notice);
+        for frame in held {
+            let _ = conn.push(frame);
+        }
+    }
+
     pub(crate) fn unsubscribe(&self, conn: &Conn, topic: &str) -> bool {
         if !conn.shared.topics.lock().remove(topic) {
             return false;
@@ -381,6 +753,47 @@ impl HubInner {
         if last {
             self.broker.interest(topic, false);
         }
+        if removed && self.rules.presence(topic) {
+            self.broker.presence_changed(topic);
+        }
         removed
     }
+}
+
+/// On a resume (a start after a position), whether it was recovered.
+fn resumed(start: &Start, recovered: bool) -> Option<bool> {
+    matches!(start, Start::After(_)).then_some(recovered)
+}
+
+/// Queues `$sb:subscribed` for `conn`.
+fn send_subscribed(conn: &Conn, topic: &str, position: &Position, recovered: Option<bool>) {
+    let notice = Subscribed {
+        topic: topic.to_owned(),
+        epoch: position.epoch.clone(),
+        offset: position.offset,
+        recovered,
+    };
+    let _ = conn.send_serde(SUBSCRIBED_TYPE, Meta::default(), Some(&notice), false);
+}
+
+/// A kept publication encoded for `codec`: the frame kept for it, or
+/// another codec's frame transcoded.
+fn entry_frame(entry: &Entry, codec: &WireCodec) -> Option<Bytes> {
+    if let Some((_, frame)) = entry.frames.iter().find(|(c, _)| c == codec) {
+        return Some(frame.clone());
+    }
+    let (kept, frame) = entry.frames.first()?;
+    let envelope = kept
+        .decode(frame.clone())
+        .map_err(|e| tracing::warn!(error = %e.error, "kept publication could not be re-read"))
+        .ok()?;
+    codec
+        .encode_raw(
+            &envelope.ty,
+            &envelope.meta,
+            envelope.payload.as_ref(),
+            entry.compress,
+        )
+        .map_err(|e| tracing::warn!(error = %e, "kept publication could not be re-encoded"))
+        .ok()
 }

@@ -69,12 +69,16 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, RateLimit, TopicLimits};
 pub use context::{Conn, Ctx, ERROR_TYPE, PROGRESS_TYPE, RPC_ERROR_TYPE};
 pub use error::Error;
-pub use hub::{Hub, HubBuilder, PublishOptions, TopicAction};
+pub use hub::{
+    Hub, HubBuilder, PublishOptions, SUBSCRIBED_TYPE, SubscribeOptions, Subscribed, TopicAction,
+};
 pub use message::{Invalid, Message, Opaque, validate};
 pub use middleware::{Middleware, Next, Request};
 pub use router::{ConflictPolicy, ErrorEvent, HandlerResult, MergeError, Route, Router};
 pub use state::StateStore;
-pub use topic::{Broker, BrokerError, BrokerMessage, LocalBroker, LocalDelivery};
+pub use topic::history::{HistoryLimits, Position, Start, TopicPattern};
+pub use topic::presence::PresenceEntry;
+pub use topic::{Broker, BrokerError, BrokerMessage, HistoryRead, LocalBroker, LocalDelivery};
 
 /// The codec crate, re-exported: envelopes, codecs, error codes.
 pub use signalbox_codec as codec;

@@ -35,6 +35,12 @@ pub const HEARTBEAT_TYPE: &str = "__heartbeat";
 /// The answer to [`HEARTBEAT_TYPE`].
 pub const HEARTBEAT_ACK_TYPE: &str = "__heartbeat_ack";
 
+/// The `type` of a client's request to resume its topics after a
+/// reconnect (docs/PROTOCOL.md §8).
+pub const RESUME_TYPE: &str = "$sb:resume";
+/// The answer to [`RESUME_TYPE`].
+pub const RESUMED_TYPE: &str = "$sb:resumed";
+
 /// How long closing a slow consumer may wait for the transport to take the
 /// close itself (its buffers are full).
 const SLOW_CONSUMER_CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -130,9 +136,12 @@ async fn run(
         .into_iter()
         .collect();
     for topic in held {
-        let (_, last) = hub.topics.remove(&topic, conn.id());
+        let (removed, last) = hub.topics.remove(&topic, conn.id());
         if last {
             hub.broker.interest(&topic, false);
+        }
+        if removed && hub.rules.presence(&topic) {
+            hub.broker.presence_changed(&topic);
         }
     }
     let watched: Vec<Arc<str>> = std::mem::take(&mut *conn.shared.watching.lock())
@@ -277,6 +286,10 @@ fn admit(
         let _ = conn.send_serde::<()>(HEARTBEAT_ACK_TYPE, meta, None, false);
         return None;
     }
+    if envelope.ty == RESUME_TYPE {
+        resume(conn, &envelope);
+        return None;
+    }
     if envelope.ty.starts_with('$') || envelope.ty.starts_with("__") {
         let error = Error::invalid_argument(format!("type {:?} is reserved", envelope.ty));
         answer_error(
@@ -306,6 +319,95 @@ fn admit(
             None
         }
     }
+}
+
+/// One topic a resuming client asks for.
+#[derive(serde::Deserialize)]
+struct ResumeTopic {
+    topic: String,
+    epoch: String,
+    offset: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct ResumeRequest {
+    topics: Vec<ResumeTopic>,
+}
+
+/// What became of one topic of a resume.
+#[derive(serde::Serialize)]
+struct ResumeOutcome {
+    topic: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<signalbox_codec::ErrorPayload>,
+}
+
+#[derive(serde::Serialize)]
+struct ResumeReply {
+    topics: Vec<ResumeOutcome>,
+}
+
+/// `$sb:resume`: subscribes again to each topic the client held, starting
+/// right after the position it last saw (docs/PROTOCOL.md §8). Each topic
+/// is authorized like any subscribe; the reply lists each one, with an
+/// error where it was refused. What is replayed, and whether everything
+/// was, arrives per topic: the replayed publications, then
+/// `$sb:subscribed` with `recovered`.
+fn resume(conn: &Conn, envelope: &Envelope) {
+    let correlation_id = envelope.meta.correlation_id.clone();
+    let request = match envelope
+        .payload
+        .as_ref()
+        .map(|p| p.decode::<ResumeRequest>())
+    {
+        Some(Ok(request)) => request,
+        Some(Err(error)) => {
+            let error = Error::invalid_argument(format!("{RESUME_TYPE}: {error}"));
+            answer_error(conn, ERROR_TYPE, Some(RESUME_TYPE), correlation_id, error);
+            return;
+        }
+        None => {
+            let error =
+                Error::invalid_argument(format!("{RESUME_TYPE}: payload.topics is required"));
+            answer_error(conn, ERROR_TYPE, Some(RESUME_TYPE), correlation_id, error);
+            return;
+        }
+    };
+    let max = conn.shared.hub.config.topics.max_per_connection;
+    if request.topics.len() > max {
+        let error = Error::invalid_argument(format!(
+            "{RESUME_TYPE}: at most {max} topics per connection"
+        ));
+        answer_error(conn, ERROR_TYPE, Some(RESUME_TYPE), correlation_id, error);
+        return;
+    }
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let options =
+                crate::SubscribeOptions::default().after(crate::Position::new(t.epoch, t.offset));
+            let error = conn.subscribe_with(&t.topic, options).err().map(|e| {
+                if let Some(sink) = &conn.shared.hub.hooks.on_error {
+                    sink(&ErrorEvent {
+                        conn,
+                        message_type: Some(RESUME_TYPE),
+                        error: &e,
+                    });
+                }
+                e.payload().clone()
+            });
+            ResumeOutcome {
+                topic: t.topic,
+                error,
+            }
+        })
+        .collect();
+    let meta = Meta {
+        correlation_id,
+        ..Meta::default()
+    };
+    let _ = conn.send_serde(RESUMED_TYPE, meta, Some(&ResumeReply { topics }), false);
 }
 
 fn rate_limited(wait: Duration) -> Error {

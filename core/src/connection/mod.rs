@@ -12,7 +12,7 @@ mod outbound;
 mod rate;
 
 pub use data::DataMap;
-pub use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE};
+pub use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE, RESUME_TYPE, RESUMED_TYPE};
 pub(crate) use driver::{answer_error, serve};
 pub use outbound::{OutboundQueue, OverflowPolicy, PushOutcome};
 pub(crate) use rate::TokenBucket;

@@ -1,0 +1,39 @@
+//! Presence: who subscribes to a topic, with what the application said
+//! about each subscriber (a user name, say).
+//!
+//! Opt-in per topic ([`HubBuilder::presence`](crate::HubBuilder::presence)).
+//! A subscriber's entry lives as long as its subscription; with a broker
+//! that crosses nodes, the entries of every node are listed
+//! ([`Hub::presence`](crate::Hub::presence)).
+
+use super::Registry;
+use serde::{Deserialize, Serialize};
+
+/// One subscriber of a topic with presence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// The subscriber's connection id (its `clientId`).
+    #[serde(rename = "clientId")]
+    pub client_id: String,
+    /// What the application said about it when it subscribed
+    /// ([`SubscribeOptions::presence`](crate::SubscribeOptions::presence));
+    /// `null` when nothing.
+    #[serde(default)]
+    pub info: serde_json::Value,
+}
+
+/// The entries of this node's subscribers of `topic`, by client id.
+pub(crate) fn local(registry: &Registry, topic: &str) -> Vec<PresenceEntry> {
+    let mut entries: Vec<PresenceEntry> = registry
+        .entries(topic)
+        .into_iter()
+        .filter_map(|m| {
+            m.presence.map(|info| PresenceEntry {
+                client_id: m.conn.id().to_owned(),
+                info: (*info).clone(),
+            })
+        })
+        .collect();
+    entries.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    entries
+}
