@@ -102,6 +102,10 @@ impl SubscribeOptions {
 /// history where it starts (docs/PROTOCOL.md §8).
 pub const SUBSCRIBED_TYPE: &str = "$sb:subscribed";
 
+/// The `type` of the message that tells a subscriber of a topic with
+/// history that it no longer holds it (so a resuming client stops asking).
+pub const UNSUBSCRIBED_TYPE: &str = "$sb:unsubscribed";
+
 /// The payload of [`SUBSCRIBED_TYPE`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subscribed {
@@ -755,6 +759,10 @@ impl HubInner {
         }
         if removed && self.rules.presence(topic) {
             self.broker.presence_changed(topic);
+        }
+        if removed && self.rules.history(topic).is_some() {
+            let notice = serde_json::json!({ "topic": topic });
+            let _ = conn.send_serde(UNSUBSCRIBED_TYPE, Meta::default(), Some(&notice), false);
         }
         removed
     }

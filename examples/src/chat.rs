@@ -10,11 +10,21 @@
 //! | `LEAVE_ROOM` | → | `{"roomId"}` |
 //! | `USER_LEFT` | ← to the room | `{"roomId", "userId"}` |
 //! | `ECHO` | → request, ← reply | any payload, returned byte for byte |
+//! | `ROOM_MEMBERS` | ← to a joiner | `{"roomId", "members": [{"userId", "username"?}]}` |
+//!
+//! Rooms keep history and presence (docs/PROTOCOL.md §8): a joiner first
+//! gets the room's latest [`RECENT`] messages, then the member list; a
+//! client that reconnects resumes its rooms with nothing lost within the
+//! history window ([`HISTORY`]).
 
 use serde::{Deserialize, Serialize};
 use signalbox::connection::Close;
-use signalbox::{Config, Conn, Ctx, Error, Hub, PublishOptions, Router, message, validate};
+use signalbox::{
+    Config, Conn, Ctx, Error, HistoryLimits, Hub, HubBuilder, PublishOptions, Router,
+    SubscribeOptions, TopicPattern, message, validate,
+};
 use signalbox_ws::{ServerError, WsServer};
+use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The chat web page, served at `/`.
@@ -111,6 +121,40 @@ pub struct UserLeft {
 }
 message!(UserLeft = "USER_LEFT");
 
+/// One member of a room, as [`RoomMembers`] lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's connection id.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// The member's display name, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+/// `ROOM_MEMBERS`: who is in a room (on every node), sent to a joiner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomMembers {
+    /// The room.
+    #[serde(rename = "roomId")]
+    pub room_id: String,
+    /// Its members, the joiner included.
+    pub members: Vec<Member>,
+}
+message!(RoomMembers = "ROOM_MEMBERS");
+
+/// Messages a joiner gets from the room's history.
+pub const RECENT: usize = 50;
+
+/// How much history each room keeps: what a reconnecting client can
+/// recover. 10,000 messages or 5 minutes, whichever is less.
+pub const HISTORY: HistoryLimits = HistoryLimits::DEFAULT.with_len(10_000);
+
+/// The rooms this connection announced itself in (one `USER_JOINED` per
+/// room and connection, also when a resume restored the subscription).
+#[derive(Default)]
+struct Announced(BTreeSet<String>);
+
 signalbox::opaque_message!(
     /// `ECHO`: a request answered with exactly its payload (or none).
     pub Echo = "ECHO"
@@ -160,15 +204,36 @@ fn now_ms() -> u64 {
 async fn join(ctx: Ctx<JoinRoom>) -> Result<(), Error> {
     let JoinRoom { room_id, username } = ctx.payload();
     let topic = room_topic(room_id);
-    // Subscribe first, so that the joiner gets its own USER_JOINED.
-    if ctx.subscribe(&topic)? {
-        let joined = UserJoined {
-            room_id: room_id.clone(),
-            user_id: ctx.client_id().to_owned(),
-            username: username.clone(),
-        };
-        ctx.publish(&topic, &joined).await?;
+    // Subscribe first, so that the joiner gets its own USER_JOINED, after
+    // the room's recent messages.
+    let info = serde_json::json!({ "username": username });
+    ctx.subscribe_with(
+        &topic,
+        SubscribeOptions::default().last(RECENT).presence(info),
+    )?;
+    if !ctx.update_data(|a: &mut Announced| a.0.insert(topic.clone())) {
+        return Ok(());
     }
+    let joined = UserJoined {
+        room_id: room_id.clone(),
+        user_id: ctx.client_id().to_owned(),
+        username: username.clone(),
+    };
+    ctx.publish(&topic, &joined).await?;
+    let members = ctx
+        .hub()
+        .presence(&topic)
+        .await?
+        .into_iter()
+        .map(|entry| Member {
+            user_id: entry.client_id,
+            username: entry.info["username"].as_str().map(str::to_owned),
+        })
+        .collect();
+    ctx.send(&RoomMembers {
+        room_id: room_id.clone(),
+        members,
+    })?;
     Ok(())
 }
 
@@ -193,6 +258,7 @@ async fn send(ctx: Ctx<SendMessage>) -> Result<(), Error> {
 async fn leave(ctx: Ctx<LeaveRoom>) -> Result<(), Error> {
     let room_id = &ctx.payload().room_id;
     let topic = room_topic(room_id);
+    ctx.update_data(|a: &mut Announced| a.0.remove(&topic));
     if ctx.unsubscribe(&topic) {
         let left = UserLeft {
             room_id: room_id.clone(),
@@ -249,7 +315,16 @@ pub fn hub() -> Hub {
 
 /// The chat hub with `config` (tests shorten timings).
 pub fn hub_with(config: Config) -> Hub {
-    Hub::builder(router()).config(config).build()
+    builder(config).build()
+}
+
+/// The chat hub's builder: the router, `config`, and history and presence
+/// for rooms. Add a broker to it to span nodes.
+pub fn builder(config: Config) -> HubBuilder {
+    Hub::builder(router())
+        .config(config)
+        .history(TopicPattern::prefix("room:"), HISTORY)
+        .presence(TopicPattern::prefix("room:"))
 }
 
 /// The WebSocket listener of the chat: the page at `/`, its script at

@@ -8,7 +8,9 @@ use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-/// Joins `room` and returns the joiner's own USER_JOINED.
+/// Joins `room` and returns the joiner's own USER_JOINED (after the room's
+/// recent messages, which end with `$sb:subscribed`), then reads the
+/// member list that follows it.
 async fn join(
     client: &mut Client,
     room: &str,
@@ -19,7 +21,11 @@ async fn join(
         payload["username"] = json!(name);
     }
     client.send_json("JOIN_ROOM", None, payload).await;
-    client.expect("USER_JOINED").await
+    client.expect("$sb:subscribed").await;
+    let own = client.expect("USER_JOINED").await;
+    let members = client.expect("ROOM_MEMBERS").await;
+    assert_eq!(json(&members)["roomId"], json!(room));
+    own
 }
 
 #[tokio::test]

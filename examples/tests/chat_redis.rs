@@ -187,16 +187,29 @@ impl Client {
         }
     }
 
+    /// The next envelope of type `ty`, skipping others.
+    async fn expect(&mut self, ty: &str) -> Value {
+        loop {
+            let next = self.recv(Duration::from_secs(5)).await.expect(ty);
+            if next["type"] == ty {
+                return next;
+            }
+        }
+    }
+
     /// Joins `room` and learns this client's user id from its own
-    /// USER_JOINED.
+    /// USER_JOINED (after the room's recent messages, which end with
+    /// `$sb:subscribed`), then reads the member list.
     async fn join(&mut self, room: &str) {
         self.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}))
             .await;
+        self.expect("$sb:subscribed").await;
         let joined = self
             .recv(Duration::from_secs(5))
             .await
             .expect("USER_JOINED");
         assert_eq!(joined["type"], "USER_JOINED", "{joined}");
+        self.expect("ROOM_MEMBERS").await;
         self.user_id = joined["payload"]["userId"]
             .as_str()
             .expect("userId")

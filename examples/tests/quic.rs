@@ -164,6 +164,9 @@ async fn a_websocket_client_and_a_quic_client_share_a_room() {
         json!({"roomId": "mixed", "username": "quic"}),
     )
     .await;
+    // The room's recent messages (the WebSocket member's arrival) come
+    // first, up to `$sb:subscribed`.
+    quic_expect(&mut quic, "$sb:subscribed").await;
     let (joined, _) = quic_expect(&mut quic, "USER_JOINED").await;
     let quic_id = joined["userId"].as_str().unwrap().to_owned();
     // The WebSocket member sees the QUIC member arrive.

@@ -36,11 +36,13 @@
 mod backoff;
 mod memory;
 mod offline;
+mod resume;
 #[cfg(test)]
 mod tests;
 
 pub use memory::InProcess;
 pub use offline::OfflinePolicy;
+pub use resume::Recovery;
 
 use crate::connection::{Close, CloseKind, FrameSink, FrameSource, Inbound};
 use crate::context::{ERROR_TYPE, PROGRESS_TYPE, RPC_ERROR_TYPE};
@@ -188,6 +190,11 @@ pub struct ClientConfig {
     /// [`Client::incoming`]. Default 256; past it new ones are dropped and
     /// counted ([`Client::dropped_incoming`]).
     pub incoming_queue: usize,
+    /// After a reconnect, resume the topics with history this client held
+    /// (docs/PROTOCOL.md §8): subscriptions are restored and what was
+    /// published meanwhile is replayed, or the application is told it
+    /// could not be ([`Client::recoveries`]). Default true.
+    pub resume: bool,
 }
 
 impl Default for ClientConfig {
@@ -200,6 +207,7 @@ impl Default for ClientConfig {
             offline_policy: OfflinePolicy::DropOldest,
             outgoing_queue: 256,
             incoming_queue: 256,
+            resume: true,
         }
     }
 }
@@ -238,6 +246,8 @@ struct Shared {
     next_id: AtomicU64,
     dropped_offline: AtomicU64,
     dropped_incoming: AtomicU64,
+    /// The last position seen per topic with history.
+    positions: resume::Positions,
     stop: CancellationToken,
 }
 
@@ -354,6 +364,7 @@ impl<C: Connector> ClientBuilder<C> {
             next_id: AtomicU64::new(1),
             dropped_offline: AtomicU64::new(0),
             dropped_incoming: AtomicU64::new(0),
+            positions: resume::Positions::new(),
             stop: CancellationToken::new(),
             config,
         });
@@ -398,6 +409,21 @@ impl Client {
     /// The codec the client speaks.
     pub fn codec(&self) -> WireCodec {
         self.shared().codec
+    }
+
+    /// What became of each topic with history at every resume after a
+    /// reconnect, as it happens: recovered (everything missed was
+    /// replayed, in order, before live messages) or not (the application
+    /// should refetch). A receiver that falls behind by more than 256
+    /// events is told so by `Lagged`.
+    pub fn recoveries(&self) -> tokio::sync::broadcast::Receiver<Recovery> {
+        self.shared().positions.events()
+    }
+
+    /// The last position seen on each topic with history this client
+    /// holds, by topic name.
+    pub fn positions(&self) -> Vec<(String, crate::Position)> {
+        self.shared().positions.snapshot()
     }
 
     /// The connection state, now and as it changes.
@@ -677,7 +703,18 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> String {
     shared.state.send_replace(ConnectionState::Connected);
     tracing::debug!(epoch, queued = backlog.len(), "client connected");
 
-    let mut batch: Vec<Outgoing> = backlog;
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(backlog.len() + 1);
+    // A reconnect asks for the topics it held first, so that what waited
+    // offline is handled by a server that knows them again.
+    if epoch > 1 && shared.config.resume {
+        if let Some(frame) = shared.positions.resume_frame(&shared.codec) {
+            batch.push(Outgoing {
+                frame,
+                correlation_id: None,
+            });
+        }
+    }
+    batch.extend(backlog);
     let mut frames: Vec<Bytes> = Vec::new();
     let mut unsent: Vec<Outgoing> = Vec::new();
     let reason = loop {
@@ -756,6 +793,9 @@ fn dispatch(shared: &Shared, frame: Bytes) {
             return;
         }
     };
+    if !shared.positions.observe(&envelope) {
+        return;
+    }
     if let Some(id) = envelope.meta.correlation_id.as_deref() {
         let mut pending = shared.pending.lock();
         if envelope.ty == PROGRESS_TYPE {

@@ -86,15 +86,31 @@ pub struct HistoryLimits {
 
 impl Default for HistoryLimits {
     fn default() -> Self {
-        HistoryLimits {
-            max_len: 1_000,
-            max_age: Duration::from_secs(300),
-            max_pending_bytes: 1 << 20,
-        }
+        HistoryLimits::DEFAULT
     }
 }
 
 impl HistoryLimits {
+    /// The defaults: 1,000 publications, 5 minutes, 1 MiB held per
+    /// subscriber during a replay.
+    pub const DEFAULT: HistoryLimits = HistoryLimits {
+        max_len: 1_000,
+        max_age: Duration::from_secs(300),
+        max_pending_bytes: 1 << 20,
+    };
+
+    /// These limits keeping at most `max_len` publications.
+    pub const fn with_len(mut self, max_len: usize) -> Self {
+        self.max_len = if max_len == 0 { 1 } else { max_len };
+        self
+    }
+
+    /// These limits keeping publications for `max_age`.
+    pub const fn with_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
     /// Limits keeping `max_len` publications for `max_age`.
     pub fn new(max_len: usize, max_age: Duration) -> Self {
         HistoryLimits {

@@ -95,8 +95,7 @@ async fn run(args: Args) -> Result<(), ChatError> {
         None => (signalbox_examples::chat::hub(), None),
         Some(url) => {
             let broker = signalbox_redis::RedisBroker::builder(url.as_str()).build()?;
-            let hub = Hub::builder(signalbox_examples::chat::router())
-                .config(signalbox_examples::chat::config())
+            let hub = signalbox_examples::chat::builder(signalbox_examples::chat::config())
                 .broker(broker.clone())
                 .build();
             if !broker.wait_connected(Duration::from_secs(5)).await {
