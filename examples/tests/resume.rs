@@ -1,0 +1,150 @@
+//! Resume over real sockets (docs/PROTOCOL.md §8): a chat member whose TCP
+//! connection is reset mid-stream reconnects with the Rust client and ends
+//! with every message of its room exactly once and in order.
+
+mod common;
+
+use signalbox::client::{Client, ConnectionState};
+use signalbox_examples::chat::{JoinRoom, NewMessage, room_topic};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A TCP proxy whose connections can all be cut at once with a reset (no
+/// close frame, no FIN): what a phone losing its network looks like to the
+/// server, and a dropped connection to the client.
+struct Proxy {
+    addr: SocketAddr,
+    cut: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = watch::channel(0u64);
+        let cuts = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = cuts.subscribe();
+                cut.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {
+                            // SO_LINGER 0: closing sends RST on both sides.
+                            let _ = inbound.set_linger(Some(Duration::ZERO));
+                            let _ = outbound.set_linger(Some(Duration::ZERO));
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut }
+    }
+
+    fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_reset_mid_stream_resumes_with_every_message_once_and_in_order() {
+    const TOTAL: u64 = 10_000;
+    let (hub, addr) = common::start_chat().await;
+    let proxy = Proxy::start(addr).await;
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let connector =
+        signalbox_ws::WsConnector::new(&format!("ws://{}/ws", proxy.addr), "json").unwrap();
+    let client = Client::builder(connector)
+        .backoff(Duration::from_millis(50), Duration::from_millis(200))
+        .on({
+            let seen = seen.clone();
+            move |m: NewMessage, _| {
+                let n = m.text.parse::<u64>().expect("a number");
+                seen.lock().unwrap().push(n);
+            }
+        })
+        .build();
+    let mut recoveries = client.recoveries();
+    assert!(client.wait_connected(Duration::from_secs(5)).await);
+    client
+        .send(&JoinRoom {
+            room_id: "resume".into(),
+            username: Some("r".into()),
+        })
+        .await
+        .unwrap();
+    let topic = room_topic("resume");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !client.positions().iter().any(|(t, _)| *t == topic) {
+        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let publisher = tokio::spawn({
+        let hub = hub.clone();
+        let topic = topic.clone();
+        async move {
+            for n in 1..=TOTAL {
+                let msg = NewMessage {
+                    room_id: "resume".into(),
+                    user_id: "server".into(),
+                    text: n.to_string(),
+                    timestamp: 0,
+                };
+                hub.publish(&topic, &msg).await.unwrap();
+                if n % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+    });
+    // Cut once a fifth has arrived, while the publisher goes on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 2_000 {
+        assert!(tokio::time::Instant::now() < deadline, "the stream stalled");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(!publisher.is_finished(), "the cut must fall mid-stream");
+    proxy.cut_all();
+    let mut state = client.state();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| !matches!(s, ConnectionState::Connected)),
+    )
+    .await
+    .expect("the reset was noticed")
+    .unwrap();
+    let recovery = tokio::time::timeout(Duration::from_secs(10), recoveries.recv())
+        .await
+        .expect("a recovery report")
+        .unwrap();
+    assert_eq!(recovery.topic, topic);
+    assert!(recovery.recovered, "{recovery:?}");
+    publisher.await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while (seen.lock().unwrap().len() as u64) < TOTAL {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {TOTAL} arrived",
+            seen.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = seen.lock().unwrap().clone();
+    let expected: Vec<u64> = (1..=TOTAL).collect();
+    assert!(
+        seen == expected,
+        "{} messages, first wrong at {:?}",
+        seen.len(),
+        seen.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    client.close().await;
+}
