@@ -6,6 +6,10 @@
 //!   encode, outbound queue, writer), with 1 or 100 routes registered.
 //! - `fanout/1000_subscribers`: one publish to 1,000 subscribers in three
 //!   codecs (encoded once per codec), until every subscriber has it.
+//! - `history/{off,on}/{1,32}_subscribers`: one ~100-byte chat message
+//!   published to a topic without and with in-memory history (positions,
+//!   the kept entry, the per-subscriber gate), until every subscriber has
+//!   it: the cost of history per publish.
 #![allow(missing_docs)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -126,5 +130,66 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dispatch, fanout);
+fn history(c: &mut Criterion) {
+    let mut group = c.benchmark_group("history");
+    group.measurement_time(Duration::from_secs(4));
+    for with_history in [false, true] {
+        for subscribers in [1usize, 32] {
+            let rt = runtime();
+            let (hub, mut clients) = rt.block_on(async {
+                let mut builder = signalbox::Hub::builder(ping_router()).config(config());
+                if with_history {
+                    builder = builder.history(
+                        signalbox::TopicPattern::prefix("room:"),
+                        signalbox::HistoryLimits::default(),
+                    );
+                }
+                let hub = TestHub::from_builder(builder);
+                let mut clients: Vec<TestClient> = Vec::new();
+                for _ in 0..subscribers {
+                    clients.push(hub.connect("json").await);
+                }
+                tokio::task::yield_now().await;
+                for conn in hub.hub().connections() {
+                    conn.subscribe("room:lobby").expect("subscribe");
+                }
+                if with_history {
+                    for c in &mut clients {
+                        c.recv_raw().await.expect("$sb:subscribed");
+                    }
+                }
+                (hub, clients)
+            });
+            let msg = Pong {
+                n: 1,
+                text: "a chat message of about a hundred bytes, as the chat burst sends".into(),
+            };
+            group.throughput(Throughput::Elements(subscribers as u64));
+            let name = format!(
+                "{}/{subscribers}_subscribers",
+                if with_history { "on" } else { "off" }
+            );
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            hub.hub()
+                                .publish("room:lobby", &msg)
+                                .await
+                                .expect("publish");
+                            for c in &mut clients {
+                                c.recv_raw().await.expect("delivered");
+                            }
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dispatch, fanout, history);
 criterion_main!(benches);

@@ -394,8 +394,9 @@ impl Hub {
             let now = tokio::time::Instant::now();
             history.trim(&limits, now);
             let position = history.next_position();
-            let mut meta = meta.clone();
-            history::stamp(&mut meta, topic, &position);
+            let mut stamped = meta.clone();
+            history::stamp(&mut stamped, topic, &position);
+            let meta = stamped;
             let members = inner.topics.entries(topic);
             let mut cache = EncodeCache::default();
             let encode = |codec: &WireCodec| msg.encode(codec, &meta, options.compress);
@@ -644,11 +645,15 @@ impl HubInner {
         Ok(added)
     }
 
-    /// Subscribes to a topic whose history is in memory: under the topic's
-    /// lock, queues the replay and the `$sb:subscribed` notice, then joins
-    /// as a live member — no publication can fall between the two.
+    /// Subscribes to a topic whose history is in memory. Under the topic's
+    /// lock it takes the replay and joins as a member, so no publication
+    /// can fall between the two. A replay that fits in half the
+    /// connection's outbound queue is queued right there, with the
+    /// `$sb:subscribed` notice, and the member needs no gate. A longer one
+    /// is sent by a task at the pace the peer reads, while the member's
+    /// gate holds the live publications that come meanwhile.
     fn subscribe_in_memory(
-        &self,
+        self: &Arc<Self>,
         mut member: Member,
         topic: &Arc<str>,
         start: &Start,
@@ -662,23 +667,36 @@ impl HubInner {
             Replay::Recovered(entries) => (entries, true),
             Replay::NotRecovered => (Vec::new(), false),
         };
-        for entry in &replay {
-            if let Some(frame) = entry_frame(entry, conn.codec()) {
-                let _ = conn.push(frame);
-            }
-        }
         let position = history.position();
-        send_subscribed(&conn, topic, &position, resumed(start, recovered));
-        member.gate = Some(Arc::new(parking_lot::Mutex::new(Gate::Live {
-            next: position.offset + 1,
-        })));
-        self.topics.insert_member(topic, member)
+        let notice = resumed(start, recovered);
+        let outbound = &conn.shared.outbound;
+        if outbound.len() + replay.len() < outbound.capacity() / 2 {
+            for entry in &replay {
+                if let Some(frame) = entry_frame(entry, conn.codec()) {
+                    let _ = conn.push(frame);
+                }
+            }
+            send_subscribed(&conn, topic, &position, notice);
+            member.gate = None;
+            return self.topics.insert_member(topic, member);
+        }
+        let gate = Arc::new(parking_lot::Mutex::new(Gate::pending()));
+        member.gate = Some(gate.clone());
+        let inserted = self.topics.insert_member(topic, member);
+        drop(history);
+        let hub = self.clone();
+        let topic = topic.clone();
+        self.tracker.spawn(async move {
+            let codec = *conn.codec();
+            let frames = replay.iter().filter_map(|e| entry_frame(e, &codec));
+            hub.finish_replay(&conn, &topic, &gate, frames, position, notice)
+                .await;
+        });
+        inserted
     }
 
     /// Finishes a subscribe to a topic whose history the broker keeps:
-    /// reads the replay, queues it, then lets through the live
-    /// publications the gate held meanwhile (those the replay did not
-    /// give).
+    /// reads the replay, then sends it like a long one from memory.
     async fn replay_from_broker(
         &self,
         conn: Conn,
@@ -691,17 +709,14 @@ impl HubInner {
             Start::Last(_) => None,
             Start::After(p) => Some(p.offset),
         };
-        let read = self.broker.read_history(&topic, after).await;
-        let read = match read {
+        let read = match self.broker.read_history(&topic, after).await {
             Ok(read) => read,
             Err(error) => {
                 tracing::warn!(%error, topic = &*topic, "topic history could not be read");
-                let mut gate = gate.lock();
-                let (held, _) = gate.go_live(0);
-                send_subscribed(&conn, &topic, &Position::new("", 0), Some(false));
-                for frame in held {
-                    let _ = conn.push(frame);
-                }
+                let frames = std::iter::empty();
+                let position = Position::new("", 0);
+                self.finish_replay(&conn, &topic, &gate, frames, position, Some(false))
+                    .await;
                 return;
             }
         };
@@ -716,34 +731,55 @@ impl HubInner {
             Replay::Recovered(entries) => (entries, true),
             Replay::NotRecovered => (Vec::new(), false),
         };
-        let frames: Vec<Bytes> = replay
-            .iter()
-            .filter_map(|m| {
-                let position = m.position.as_ref()?;
-                let mut meta = m.meta.clone();
-                history::stamp(&mut meta, &topic, position);
-                conn.codec()
-                    .encode_raw(&m.ty, &meta, m.payload.as_ref(), m.compress)
-                    .ok()
-            })
-            .collect();
-        let mut gate = gate.lock();
+        let codec = *conn.codec();
+        let frames = replay.iter().filter_map(|m| {
+            let position = m.position.as_ref()?;
+            let mut meta = m.meta.clone();
+            history::stamp(&mut meta, &topic, position);
+            codec
+                .encode_raw(&m.ty, &meta, m.payload.as_ref(), m.compress)
+                .ok()
+        });
+        let position = Position::new(read.epoch.clone(), read.top);
+        self.finish_replay(
+            &conn,
+            &topic,
+            &gate,
+            frames,
+            position,
+            resumed(&start, recovered),
+        )
+        .await;
+    }
+
+    /// Sends a replay at the pace the peer reads it (waiting while the
+    /// outbound queue is half full, as answers do), then the
+    /// `$sb:subscribed` notice, then the live publications the gate held
+    /// meanwhile — those the replay did not give.
+    async fn finish_replay(
+        &self,
+        conn: &Conn,
+        topic: &str,
+        gate: &parking_lot::Mutex<Gate>,
+        frames: impl Iterator<Item = Bytes>,
+        position: Position,
+        notice: Option<bool>,
+    ) {
         for frame in frames {
+            if !crate::connection::room_for_answers(conn).await {
+                return;
+            }
             let _ = conn.push(frame);
         }
-        let (held, overflow) = gate.go_live(read.top);
-        let (position, recovered) = match overflow {
-            // Live publications came faster than the replay was read: the
+        let mut gate = gate.lock();
+        let (held, overflow) = gate.go_live(position.offset);
+        let (position, notice) = match overflow {
+            // Live publications came faster than the replay went out: the
             // subscriber starts after the last one it missed.
-            Some(last) => (Position::new(read.epoch, last), false),
-            None => (Position::new(read.epoch, read.top), recovered),
+            Some(last) => (Position::new(position.epoch, last), Some(false)),
+            None => (position, notice),
         };
-        let notice = if overflow.is_some() {
-            Some(false)
-        } else {
-            resumed(&start, recovered)
-        };
-        send_subscribed(&conn, &topic, &position, notice);
+        send_subscribed(conn, topic, &position, notice);
         for frame in held {
             let _ = conn.push(frame);
         }

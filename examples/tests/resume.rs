@@ -38,8 +38,8 @@ impl Proxy {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut.changed() => {
                             // SO_LINGER 0: closing sends RST on both sides.
-                            let _ = inbound.set_linger(Some(Duration::ZERO));
-                            let _ = outbound.set_linger(Some(Duration::ZERO));
+                            let _ = inbound.set_zero_linger();
+                            let _ = outbound.set_zero_linger();
                         }
                     }
                 });

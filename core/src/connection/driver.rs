@@ -223,7 +223,7 @@ async fn read_loop(
 /// does not read". Returns `false` when the connection is closing, or has
 /// just been closed as a slow consumer because the queue did not drain
 /// within `outbound_stall_timeout`.
-async fn room_for_answers(conn: &Conn) -> bool {
+pub(crate) async fn room_for_answers(conn: &Conn) -> bool {
     let outbound = &conn.shared.outbound;
     let half = (outbound.capacity() / 2).max(1);
     if outbound.len() < half {

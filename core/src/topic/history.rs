@@ -288,13 +288,16 @@ impl TopicHistory {
 
 const SHARDS: usize = 16;
 
+/// One shard of [`MemoryHistory`]: topic → its history.
+type HistoryShard = Mutex<HashMap<Arc<str>, Arc<Mutex<TopicHistory>>>>;
+
 /// Every topic's history on this node, sharded by topic name. Each topic
 /// has its own lock: publishing to a topic (assigning the offset, keeping
 /// the entry and queueing it for every subscriber) and subscribing to it
 /// happen under that lock, which is what orders a topic's publications the
 /// same way for every subscriber and makes the replay/live seam exact.
 pub(crate) struct MemoryHistory {
-    shards: Vec<Mutex<HashMap<Arc<str>, Arc<Mutex<TopicHistory>>>>>,
+    shards: Vec<HistoryShard>,
 }
 
 impl MemoryHistory {
@@ -304,7 +307,7 @@ impl MemoryHistory {
         }
     }
 
-    fn shard(&self, topic: &str) -> &Mutex<HashMap<Arc<str>, Arc<Mutex<TopicHistory>>>> {
+    fn shard(&self, topic: &str) -> &HistoryShard {
         let mut h = DefaultHasher::new();
         topic.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
@@ -312,8 +315,11 @@ impl MemoryHistory {
 
     /// The topic's history, created (with a fresh epoch) if it has none.
     pub(crate) fn topic(&self, topic: &str) -> Arc<Mutex<TopicHistory>> {
-        self.shard(topic)
-            .lock()
+        let mut shard = self.shard(topic).lock();
+        if let Some(history) = shard.get(topic) {
+            return history.clone();
+        }
+        shard
             .entry(Arc::from(topic))
             .or_insert_with(|| Arc::new(Mutex::new(TopicHistory::new())))
             .clone()
