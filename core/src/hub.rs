@@ -12,7 +12,7 @@ use crate::state::StateStore;
 use crate::topic::history::{
     self, Entry, Gate, HistoryLimits, MemoryHistory, Position, Replay, Start, TopicPattern,
 };
-use crate::topic::presence::{self, PresenceEntry};
+use crate::topic::presence::{self, PresenceEntry, PresenceJoined, PresenceLeft};
 use crate::topic::{
     Broker, BrokerMessage, EncodeCache, LocalBroker, LocalDelivery, Member, Registry, TopicRules,
     fan_out,
@@ -210,7 +210,16 @@ impl HubBuilder {
     /// Keeps presence for the topics `pattern` covers: who subscribes,
     /// with what the application says about each ([`Hub::presence`]).
     pub fn presence(mut self, pattern: TopicPattern) -> Self {
-        self.rules.presence.push(pattern);
+        self.rules.presence.push((pattern, false));
+        self
+    }
+
+    /// Keeps presence for the topics `pattern` covers, and tells their
+    /// subscribers who comes and goes: `$sb:join` and `$sb:leave`
+    /// ([`PresenceJoined`], [`PresenceLeft`]) are published to the topic,
+    /// on every node, outside its history (docs/PROTOCOL.md §8.2).
+    pub fn presence_events(mut self, pattern: TopicPattern) -> Self {
+        self.rules.presence.push((pattern, true));
         self
     }
 
@@ -345,6 +354,20 @@ impl Hub {
                 .publish_positioned(topic, msg, meta, exclude, options, limits)
                 .await;
         }
+        self.publish_plain(topic, msg, meta, exclude, options).await
+    }
+
+    /// Publishes without history: queued for this node's subscribers as
+    /// they stand, handed to the broker for the others.
+    async fn publish_plain<M: Message>(
+        &self,
+        topic: &str,
+        msg: &M,
+        meta: Meta,
+        exclude: Option<String>,
+        options: PublishOptions,
+    ) -> Result<usize, Error> {
+        let inner = &self.inner;
         let members = inner.topics.members(topic);
         let delivered = fan_out(
             members,
@@ -538,6 +561,45 @@ impl HubInner {
         })
     }
 
+    /// A subscriber of `topic` is gone (unsubscribed, or its connection
+    /// closed): tells the broker, and the topic's subscribers if it has
+    /// presence events.
+    pub(crate) fn presence_left(self: &Arc<Self>, conn: &Conn, topic: &str) {
+        if !self.rules.presence(topic) {
+            return;
+        }
+        self.broker.presence_changed(topic);
+        if self.rules.presence_events(topic) {
+            let left = PresenceLeft {
+                topic: topic.to_owned(),
+                client_id: conn.id().to_owned(),
+            };
+            self.announce(topic, left);
+        }
+    }
+
+    /// Publishes a presence event to `topic`, outside its history, from a
+    /// task of the hub's (subscribing and closing do not wait for it).
+    fn announce<M: Message>(self: &Arc<Self>, topic: &str, event: M) {
+        let hub = Hub {
+            inner: self.clone(),
+        };
+        let topic = topic.to_owned();
+        self.tracker.spawn(async move {
+            let meta = Meta {
+                timestamp: Some(hub.inner.clock.now_ms()),
+                ..Meta::default()
+            };
+            let options = PublishOptions {
+                compress: false,
+                ..PublishOptions::default()
+            };
+            if let Err(error) = hub.publish_plain(&topic, &event, meta, None, options).await {
+                tracing::debug!(%error, topic, "presence event not published");
+            }
+        });
+    }
+
     /// Forgets in-memory histories that expired entirely and nobody holds.
     fn sweep_history(&self) {
         let forgotten = self.history.sweep(
@@ -635,6 +697,15 @@ impl HubInner {
         }
         if has_presence {
             self.broker.presence_changed(&topic);
+            if self.rules.presence_events(&topic) {
+                let info = options.presence.clone().unwrap_or_default();
+                let joined = PresenceJoined {
+                    topic: topic.to_string(),
+                    client_id: conn.id().to_owned(),
+                    info,
+                };
+                self.announce(&topic, joined);
+            }
         }
         // Closing takes the held set after marking the connection closed; a
         // subscribe that raced with it undoes itself here.
@@ -785,7 +856,7 @@ impl HubInner {
         }
     }
 
-    pub(crate) fn unsubscribe(&self, conn: &Conn, topic: &str) -> bool {
+    pub(crate) fn unsubscribe(self: &Arc<Self>, conn: &Conn, topic: &str) -> bool {
         if !conn.shared.topics.lock().remove(topic) {
             return false;
         }
@@ -793,8 +864,8 @@ impl HubInner {
         if last {
             self.broker.interest(topic, false);
         }
-        if removed && self.rules.presence(topic) {
-            self.broker.presence_changed(topic);
+        if removed {
+            self.presence_left(conn, topic);
         }
         if removed && self.rules.history(topic).is_some() {
             let notice = serde_json::json!({ "topic": topic });

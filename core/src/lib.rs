@@ -78,7 +78,7 @@ pub use middleware::{Middleware, Next, Request};
 pub use router::{ConflictPolicy, ErrorEvent, HandlerResult, MergeError, Route, Router};
 pub use state::StateStore;
 pub use topic::history::{HistoryLimits, Position, Start, TopicPattern};
-pub use topic::presence::PresenceEntry;
+pub use topic::presence::{PresenceEntry, PresenceJoined, PresenceLeft};
 pub use topic::{Broker, BrokerError, BrokerMessage, HistoryRead, LocalBroker, LocalDelivery};
 
 /// The codec crate, re-exported: envelopes, codecs, error codes.

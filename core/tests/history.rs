@@ -393,3 +393,40 @@ async fn presence_lists_subscribers_with_their_info() {
     assert!(left, "bob's entry outlived its connection");
     assert!(hub.hub().presence("other").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn presence_events_tell_subscribers_who_comes_and_goes() {
+    let hub = TestHub::from_builder(
+        Hub::builder(router()).presence_events(TopicPattern::prefix("lobby")),
+    );
+    let mut a = hub.connect("json").await;
+    let mut b = hub.connect("msgpack").await;
+    a.send(&Join {
+        topic: "lobby".into(),
+        last: 0,
+        name: Some("ann".into()),
+    })
+    .await;
+    let (own, _) = a.expect::<signalbox::PresenceJoined>().await;
+    assert_eq!(own.info, json!({ "name": "ann" }));
+    b.send(&Join {
+        topic: "lobby".into(),
+        last: 0,
+        name: None,
+    })
+    .await;
+    let (joined, _) = a.expect::<signalbox::PresenceJoined>().await;
+    let (own, _) = b.expect::<signalbox::PresenceJoined>().await;
+    assert_eq!(joined, own);
+    assert_eq!(joined.info, serde_json::Value::Null);
+    b.hang_up();
+    let (left, _) = a.expect::<signalbox::PresenceLeft>().await;
+    assert_eq!(left.client_id, joined.client_id);
+    assert_eq!(left.topic, "lobby");
+    // Without events, presence is only listed.
+    let quiet = hub_with(HistoryLimits::default());
+    let mut c = quiet.connect("json").await;
+    c.send(&join("room:q")).await;
+    subscribed(&mut c).await;
+    c.expect_silence(Duration::from_millis(50)).await;
+}

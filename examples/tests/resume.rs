@@ -4,54 +4,11 @@
 
 mod common;
 
+use common::Proxy;
 use signalbox::client::{Client, ConnectionState};
 use signalbox_examples::chat::{JoinRoom, NewMessage, room_topic};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// A TCP proxy whose connections can all be cut at once with a reset (no
-/// close frame, no FIN): what a phone losing its network looks like to the
-/// server, and a dropped connection to the client.
-struct Proxy {
-    addr: SocketAddr,
-    cut: watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (cut, _) = watch::channel(0u64);
-        let cuts = cut.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut cut = cuts.subscribe();
-                cut.borrow_and_update();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {
-                            // SO_LINGER 0: closing sends RST on both sides.
-                            let _ = inbound.set_zero_linger();
-                            let _ = outbound.set_zero_linger();
-                        }
-                    }
-                });
-            }
-        });
-        Proxy { addr, cut }
-    }
-
-    fn cut_all(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_reset_mid_stream_resumes_with_every_message_once_and_in_order() {

@@ -140,8 +140,8 @@ async fn run(
         if last {
             hub.broker.interest(&topic, false);
         }
-        if removed && hub.rules.presence(&topic) {
-            hub.broker.presence_changed(&topic);
+        if removed {
+            hub.presence_left(&conn, &topic);
         }
     }
     let watched: Vec<Arc<str>> = std::mem::take(&mut *conn.shared.watching.lock())

@@ -24,7 +24,8 @@ const SHARDS: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TopicRules {
     pub(crate) history: Vec<(history::TopicPattern, HistoryLimits)>,
-    pub(crate) presence: Vec<history::TopicPattern>,
+    /// Patterns with presence, and whether join/leave events are sent.
+    pub(crate) presence: Vec<(history::TopicPattern, bool)>,
 }
 
 impl TopicRules {
@@ -38,7 +39,15 @@ impl TopicRules {
 
     /// Whether `topic` has presence.
     pub(crate) fn presence(&self, topic: &str) -> bool {
-        self.presence.iter().any(|p| p.matches(topic))
+        self.presence.iter().any(|(p, _)| p.matches(topic))
+    }
+
+    /// Whether `topic`'s subscribers are told who comes and goes.
+    pub(crate) fn presence_events(&self, topic: &str) -> bool {
+        self.presence
+            .iter()
+            .find(|(p, _)| p.matches(topic))
+            .is_some_and(|(_, events)| *events)
     }
 }
 

@@ -37,3 +37,29 @@ pub(crate) fn local(registry: &Registry, topic: &str) -> Vec<PresenceEntry> {
     entries.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     entries
 }
+
+/// `$sb:join`: a subscriber came to a topic with presence events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceJoined {
+    /// The topic.
+    pub topic: String,
+    /// The newcomer's connection id.
+    #[serde(rename = "clientId")]
+    pub client_id: String,
+    /// What its presence lists (`null` when nothing).
+    #[serde(default)]
+    pub info: serde_json::Value,
+}
+crate::message!(PresenceJoined = "$sb:join");
+
+/// `$sb:leave`: a subscriber left a topic with presence events
+/// (unsubscribed, or its connection closed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceLeft {
+    /// The topic.
+    pub topic: String,
+    /// The leaver's connection id.
+    #[serde(rename = "clientId")]
+    pub client_id: String,
+}
+crate::message!(PresenceLeft = "$sb:leave");

@@ -141,3 +141,157 @@ impl Client {
 pub fn json(env: &Envelope) -> serde_json::Value {
     env.decode_payload().unwrap()
 }
+
+/// A TCP proxy whose connections can all be cut at once with a reset (no
+/// close frame, no FIN): what a phone losing its network looks like to the
+/// server, and a dropped connection to the client. New connections go to
+/// the current upstream, which can be switched (a client that reconnects
+/// to another node).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+    upstream: std::sync::Arc<std::sync::Mutex<SocketAddr>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let upstream = std::sync::Arc::new(std::sync::Mutex::new(upstream));
+        let cuts = cut.clone();
+        let target = upstream.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = cuts.subscribe();
+                cut.borrow_and_update();
+                let to = *target.lock().unwrap();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {
+                            // SO_LINGER 0: closing sends RST on both sides.
+                            let _ = inbound.set_zero_linger();
+                            let _ = outbound.set_zero_linger();
+                        }
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            cut,
+            upstream,
+        }
+    }
+
+    /// Resets every connection open now.
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Sends new connections to `upstream`.
+    pub fn switch_to(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
+    }
+}
+
+/// A throwaway `redis-server` on a free loopback port; killed on drop.
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("signalbox-chat-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        let child = RedisServer::spawn(port, &dir);
+        let server = RedisServer { child, port, dir };
+        server.wait_ready().await;
+        server
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
+        match std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not installed: run scripts/setup \
+                 (or apt-get install -y redis-server) before these tests"
+            ),
+            Err(e) => panic!("redis-server could not be started: {e}"),
+        }
+    }
+
+    /// Kills the server and starts a new one, empty, on the same port.
+    pub async fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = RedisServer::spawn(self.port, &self.dir);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let server = self;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(client) = redis::Client::open(server.url()) {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+                    if pong.is_ok() {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Processes subscribed to `channel`.
+    pub async fn subscribers(&self, channel: &str) -> i64 {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connects");
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut conn)
+            .await
+            .expect("PUBSUB NUMSUB");
+        counts.first().map_or(0, |(_, n)| *n)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
