@@ -83,6 +83,7 @@
 
 mod broker;
 mod config;
+mod history;
 mod tasks;
 pub mod wire;
 

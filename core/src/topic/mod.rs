@@ -397,6 +397,13 @@ impl LocalDelivery {
             .unwrap_or_default()
     }
 
+    /// The history limits of `topic` by this hub's rules, if it keeps
+    /// history (a broker that keeps history reads them to trim and expire
+    /// what it reads and to keep a held topic's position alive).
+    pub fn history_limits(&self, topic: &str) -> Option<HistoryLimits> {
+        self.hub.upgrade().and_then(|h| h.rules.history(topic))
+    }
+
     /// Topics with presence held on this node now.
     pub fn presence_topics(&self) -> Vec<String> {
         self.hub
