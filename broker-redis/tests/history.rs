@@ -658,3 +658,48 @@ async fn presence_spans_nodes_and_a_dead_node_leaves_it_within_the_expiry() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_topic_keeps_its_position_while_held_and_loses_it_when_not() {
+    let redis = RedisServer::start().await;
+    let short = HistoryLimits::new(100, Duration::from_secs(1));
+    let a = Node::start(&redis.url(), "a", "quiet:", short).await;
+    let b = Node::start(&redis.url(), "b", "quiet:", short).await;
+    let mut holder = a.hub.connect("json").await;
+    let start = join(&mut holder, "room:q", None).await;
+    for n in 1..=3 {
+        b.publish("room:q", n).await;
+    }
+    collect(&mut holder, 3, &start.epoch).await;
+    // Quiet for longer than max_age: the publications expired, the
+    // position did not (A holds the topic and keeps it alive).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        b.position("room:q").await,
+        Position::new(start.epoch.clone(), 3)
+    );
+    let mut c = b.hub.connect("json").await;
+    resume(&mut c, "room:q", &Position::new(start.epoch.clone(), 3)).await;
+    assert_eq!(
+        resumed(&mut c).await.1.recovered,
+        Some(true),
+        "missed nothing"
+    );
+    let mut d = b.hub.connect("json").await;
+    resume(&mut d, "room:q", &Position::new(start.epoch.clone(), 2)).await;
+    assert_eq!(resumed(&mut d).await.1.recovered, Some(false), "expired");
+    // Nobody holds it any more: after max_age its position is gone too,
+    // and the topic starts a new epoch.
+    for client in [&mut holder, &mut c, &mut d] {
+        client
+            .send(&Leave {
+                topic: "room:q".into(),
+            })
+            .await;
+        client.expect::<Left>().await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let now = a.position("room:q").await;
+    assert_ne!(now.epoch, start.epoch);
+    assert_eq!(now.offset, 0);
+}
