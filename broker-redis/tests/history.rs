@@ -559,6 +559,35 @@ async fn history_is_trimmed_by_count_in_redis() {
     assert!(ttl > 0 && ttl <= 300_000, "the history expires: {ttl}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_trimmed_by_age_in_redis() {
+    let redis = RedisServer::start().await;
+    let two_seconds = HistoryLimits::new(100, Duration::from_secs(2));
+    let a = Node::start(&redis.url(), "a", "age:", two_seconds).await;
+    let b = Node::start(&redis.url(), "b", "age:", two_seconds).await;
+    for n in 1..=3 {
+        a.publish("room:g", n).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for n in 4..=5 {
+        a.publish("room:g", n).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // 1..=3 are past max_age now, 4 and 5 are not.
+    let epoch = b.position("room:g").await.epoch;
+    let mut c = b.hub.connect("json").await;
+    resume(&mut c, "room:g", &Position::new(epoch.clone(), 3)).await;
+    let (replay, notice) = resumed(&mut c).await;
+    assert_eq!(
+        (replay, notice.recovered),
+        (vec![(4, 4), (5, 5)], Some(true))
+    );
+    let mut d = b.hub.connect("json").await;
+    resume(&mut d, "room:g", &Position::new(epoch, 2)).await;
+    let (replay, notice) = resumed(&mut d).await;
+    assert_eq!((replay, notice.recovered), (vec![], Some(false)));
+}
+
 fn names(list: &[signalbox::PresenceEntry]) -> Vec<String> {
     let mut names: Vec<String> = list
         .iter()
