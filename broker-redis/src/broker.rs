@@ -10,7 +10,7 @@ use signalbox::{
     Broker, BrokerError, BrokerMessage, HistoryLimits, HistoryRead, LocalDelivery, Position,
     PresenceEntry,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -62,6 +62,10 @@ pub struct Stats {
     pub delivered: u64,
     /// This node's own plain messages echoed back by Redis and skipped.
     pub own_skipped: u64,
+    /// Positioned publications this node missed on its subscriber
+    /// connection (it was down) and read back from the topic's history
+    /// before the next one was delivered.
+    pub caught_up: u64,
     /// Messages, kept publications and presence values from Redis that
     /// were not well-formed (dropped).
     pub malformed: u64,
@@ -76,6 +80,7 @@ pub(crate) struct Counters {
     pub(crate) received: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) own_skipped: AtomicU64,
+    pub(crate) caught_up: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) reconnects: AtomicU64,
 }
@@ -121,6 +126,12 @@ pub(crate) struct Shared {
     /// Bumped whenever `subscribed` changes (a read of a topic's history
     /// waits on it for the topic's subscription).
     pub(crate) subscriptions: watch::Sender<u64>,
+    /// The position of the latest publication this node delivered, per
+    /// topic with history it is subscribed to: a later one arriving past
+    /// it shows what the node missed (its subscriber connection was down),
+    /// which is then read back from the topic's history. Forgotten when
+    /// the node subscribes to the topic anew.
+    pub(crate) delivered_to: Mutex<HashMap<String, Position>>,
     pub(crate) status: watch::Sender<Status>,
     pub(crate) counters: Counters,
     pub(crate) stop: CancellationToken,
@@ -128,6 +139,46 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Reads the position of `topic` and its kept publications after
+    /// `after` (see [`Broker::read_history`]), without waiting for
+    /// anything.
+    pub(crate) async fn read_kept(
+        &self,
+        topic: &str,
+        after: Option<u64>,
+    ) -> Result<HistoryRead, BrokerError> {
+        let Some((generation, mut conn)) = self.publisher() else {
+            return Err(BrokerError::Unavailable("not connected to Redis".into()));
+        };
+        let config = &self.config;
+        let limits = self
+            .delivery
+            .get()
+            .and_then(|d| d.history_limits(topic))
+            .unwrap_or_default();
+        let keys = [config.position_key(topic), config.history_key(topic)];
+        let args = [
+            history::new_epoch().into_bytes(),
+            history::read_mode(after).into_bytes(),
+            history::age_ms(&limits).to_string().into_bytes(),
+        ];
+        let read = tokio::time::timeout(
+            config.publish_timeout,
+            READ_SCRIPT.run::<history::ReadReply>(&mut conn, &keys, &args),
+        )
+        .await;
+        let (epoch, top, raw) = settle(self, generation, read)?;
+        let entries = history::entries(topic, &epoch, raw, config.max_message_size, |why| {
+            bump(&self.counters.malformed, 1);
+            tracing::warn!(topic, ?why, "redis broker: kept publication left out");
+        });
+        Ok(HistoryRead {
+            epoch,
+            top,
+            entries,
+        })
+    }
+
     /// Changes the confirmed subscriptions and wakes whoever waits on them.
     pub(crate) fn subscribed_change(&self, change: impl FnOnce(&mut HashSet<String>)) {
         change(&mut self.subscribed.lock());
@@ -252,6 +303,7 @@ impl RedisBroker {
             publisher_lost: Notify::new(),
             subscribed: Mutex::new(HashSet::new()),
             subscriptions: watch::Sender::new(0),
+            delivered_to: Mutex::new(HashMap::new()),
             status: watch::Sender::new(Status::default()),
             counters: Counters::default(),
             stop: stop.clone(),
@@ -314,6 +366,7 @@ impl RedisBroker {
             received: get(&c.received),
             delivered: get(&c.delivered),
             own_skipped: get(&c.own_skipped),
+            caught_up: get(&c.caught_up),
             malformed: get(&c.malformed),
             reconnects: get(&c.reconnects),
         }
@@ -480,36 +533,7 @@ impl Broker for RedisBroker {
             return Err(BrokerError::Unavailable("broker stopped".into()));
         }
         self.wait_subscribed(topic).await?;
-        let Some((generation, mut conn)) = shared.publisher() else {
-            return Err(BrokerError::Unavailable("not connected to Redis".into()));
-        };
-        let config = &shared.config;
-        let limits = shared
-            .delivery
-            .get()
-            .and_then(|d| d.history_limits(topic))
-            .unwrap_or_default();
-        let keys = [config.position_key(topic), config.history_key(topic)];
-        let args = [
-            history::new_epoch().into_bytes(),
-            history::read_mode(after).into_bytes(),
-            history::age_ms(&limits).to_string().into_bytes(),
-        ];
-        let read = tokio::time::timeout(
-            config.publish_timeout,
-            READ_SCRIPT.run::<history::ReadReply>(&mut conn, &keys, &args),
-        )
-        .await;
-        let (epoch, top, raw) = settle(shared, generation, read)?;
-        let entries = history::entries(topic, &epoch, raw, config.max_message_size, |why| {
-            bump(&shared.counters.malformed, 1);
-            tracing::warn!(topic, ?why, "redis broker: kept publication left out");
-        });
-        Ok(HistoryRead {
-            epoch,
-            top,
-            entries,
-        })
+        shared.read_kept(topic, after).await
     }
 
     fn presence_changed(&self, topic: &str) {

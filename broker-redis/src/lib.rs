@@ -93,10 +93,14 @@
 //!   told "not recovered". While a node holds the topic it extends the
 //!   hash's life at every membership refresh, so a quiet topic that is
 //!   held keeps its epoch (as the hub's in-memory history does).
-//! - **Not covered.** A node whose subscriber connection is down misses
-//!   the positioned publications made meanwhile: its live subscribers see
-//!   a jump in offsets, after which a client resumes from its last
-//!   position to have the missed ones replayed.
+//! - **A node that missed some.** A node whose subscriber connection was
+//!   down missed the positioned publications made meanwhile. It remembers
+//!   the position it last delivered of each topic it stays subscribed to;
+//!   when the next publication arrives past it, the reader reads the
+//!   missed ones back from the topic's history and delivers them first, in
+//!   order ([`Stats::caught_up`]). What history no longer holds (trimmed,
+//!   or Redis unreachable for the read) stays missed: subscribers see a
+//!   jump in offsets, and a client resumes from its last position.
 //!
 //! # Presence ([`signalbox::Hub::presence`])
 //!

@@ -7,7 +7,7 @@ use crate::history::{self, LuaScript};
 use crate::wire;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
-use signalbox::{LocalDelivery, PresenceEntry};
+use signalbox::{BrokerMessage, LocalDelivery, PresenceEntry};
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -224,6 +224,13 @@ async fn subscriber_session(
         // marked dirty again.
         shared.dirty.lock().subscriber.clear();
         let held = delivery.topics();
+        {
+            // What this node delivered of the topics it still holds is
+            // kept: their next publication shows what was missed while the
+            // connection was down.
+            let still: std::collections::HashSet<&String> = held.iter().collect();
+            shared.delivered_to.lock().retain(|t, _| still.contains(t));
+        }
         subscribe(shared, &mut sink, held).await?;
         shared.status.send_modify(|s| s.subscriber = true);
         tracing::info!(url = %shared.config.url, "redis broker: subscriber connected");
@@ -242,6 +249,13 @@ async fn subscriber_session(
                             } else if !wanted && has {
                                 remove.push(topic);
                             }
+                        }
+                    }
+                    {
+                        // A new subscription: nothing was missed on it.
+                        let mut delivered_to = shared.delivered_to.lock();
+                        for topic in &add {
+                            delivered_to.remove(topic);
                         }
                     }
                     subscribe(shared, &mut sink, std::mem::take(&mut add)).await?;
@@ -298,8 +312,10 @@ async fn unsubscribe(
             tokio::time::timeout(shared.config.publish_timeout, sink.unsubscribe(&channels)).await;
         match done {
             Ok(Ok(())) => shared.subscribed_change(|subscribed| {
+                let mut delivered_to = shared.delivered_to.lock();
                 for topic in batch {
                     subscribed.remove(topic);
+                    delivered_to.remove(topic);
                 }
             }),
             Ok(Err(e)) => return Err(format!("unsubscribe: {e}")),
@@ -341,7 +357,8 @@ async fn on_message(shared: &Shared, delivery: &LocalDelivery, msg: &redis::Msg)
         }
         Ok(frame) => {
             bump(&counters.received, 1);
-            let n = delivery.deliver(&frame.message).await;
+            let n = catch_up(shared, delivery, &frame.message).await
+                + delivery.deliver(&frame.message).await;
             bump(&counters.delivered, n as u64);
         }
         Err(error) => {
@@ -349,6 +366,58 @@ async fn on_message(shared: &Shared, delivery: &LocalDelivery, msg: &redis::Msg)
             tracing::warn!(topic, %error, "redis broker: malformed message dropped");
         }
     }
+}
+
+/// Before a positioned publication is delivered: if this node delivered
+/// an earlier one of the same epoch and some came in between that it did
+/// not receive (its subscriber connection was down), reads them back from
+/// the topic's history and delivers them first, in order. Returns how many
+/// local deliveries that made. The reader waits for this read (one round
+/// trip, at most the publish timeout); what cannot be read back (trimmed,
+/// Redis unreachable) stays missed, and clients see the jump in offsets.
+async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage) -> usize {
+    let Some(position) = &msg.position else {
+        return 0;
+    };
+    let previous = {
+        // Only for a topic still subscribed (in the same lock order as the
+        // unsubscribe that forgets it), so the map holds no more topics
+        // than the node subscribes to.
+        let subscribed = shared.subscribed.lock();
+        if !subscribed.contains(&msg.topic) {
+            return 0;
+        }
+        shared
+            .delivered_to
+            .lock()
+            .insert(msg.topic.clone(), position.clone())
+    };
+    let Some(last) = previous
+        .filter(|p| p.epoch == position.epoch && position.offset > p.offset.saturating_add(1))
+        .map(|p| p.offset)
+    else {
+        return 0;
+    };
+    if delivery.topic_size(&msg.topic) == 0 {
+        return 0;
+    }
+    let read = match shared.read_kept(&msg.topic, Some(last)).await {
+        Ok(read) if read.epoch == position.epoch => read,
+        Ok(_) => return 0,
+        Err(error) => {
+            tracing::warn!(topic = %msg.topic, %error, "redis broker: missed publications not read back");
+            return 0;
+        }
+    };
+    let mut delivered = 0;
+    for missed in &read.entries {
+        let offset = missed.position.as_ref().map_or(0, |p| p.offset);
+        if offset > last && offset < position.offset {
+            bump(&shared.counters.caught_up, 1);
+            delivered += delivery.deliver(missed).await;
+        }
+    }
+    delivered
 }
 
 /// Keeps this node's membership counts and presence entries in Redis: at

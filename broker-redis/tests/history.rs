@@ -339,29 +339,7 @@ async fn a_first_subscriber_starts_only_once_its_node_is_subscribed() {
     let mut other = c.hub.connect("json").await;
     join(&mut other, "room:other", None).await;
     c.subscribed("room:other").await;
-    let client = redis::Client::open(redis.url()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
-    let clients: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut conn)
-        .await
-        .expect("client list");
-    let subscribers: Vec<&str> = clients
-        .lines()
-        .filter(|l| l.contains(" sub=1 "))
-        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next())
-        .collect();
-    assert_eq!(subscribers.len(), 1, "{clients}");
-    let _: () = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(subscribers[0])
-        .query_async(&mut conn)
-        .await
-        .expect("killed");
+    kill_the_subscriber(&redis).await;
     let broker = c.broker.clone();
     eventually("C's subscriber to notice", Duration::from_secs(2), || {
         let down = !broker.status().subscriber;
@@ -386,6 +364,89 @@ async fn a_first_subscriber_starts_only_once_its_node_is_subscribed() {
     .await;
     assert_contiguous(&rest, start.offset + 201, "on C, the rest");
     on_c.expect_silence(QUIET).await;
+}
+
+/// Kills the one Redis connection with a subscription (the subscriber
+/// connection of the only node holding a topic).
+async fn kill_the_subscriber(redis: &RedisServer) {
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .expect("client list");
+    let subscribers: Vec<&str> = clients
+        .lines()
+        .filter(|l| l.contains(" sub=1 "))
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next())
+        .collect();
+    assert_eq!(subscribers.len(), 1, "{clients}");
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(subscribers[0])
+        .query_async(&mut conn)
+        .await
+        .expect("killed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_missed_while_a_nodes_subscriber_was_down_are_read_back_in_order() {
+    let redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", "gap:", limits(10_000)).await;
+    // B reconnects after 100-200 ms: what A publishes meanwhile does not
+    // reach B on its channel.
+    let b = Node::start_with(
+        support::broker_builder(&redis.url(), "b", "gap:")
+            .reconnect_backoff(Duration::from_millis(200), Duration::from_millis(200))
+            .build()
+            .expect("broker builds"),
+        limits(10_000),
+    )
+    .await;
+    let mut on_b = b.hub.connect("json").await;
+    let start = join(&mut on_b, "room:g", None).await;
+    let publishing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let publisher = {
+        let hub = a.hub.hub().clone();
+        let publishing = publishing.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while publishing.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                hub.publish("room:g", &Said { n }).await.expect("published");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            n
+        })
+    };
+    let first = collect(&mut on_b, 20, &start.epoch).await;
+    kill_the_subscriber(&redis).await;
+    let broker = b.broker.clone();
+    eventually("B's subscriber to notice", Duration::from_secs(2), || {
+        let down = !broker.status().subscriber;
+        async move { down }
+    })
+    .await;
+    b.subscribed("room:g").await;
+    // Some more after B is back, then stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publishing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let total = publisher.await.expect("publisher");
+    let rest = collect(&mut on_b, (total - 20) as usize, &start.epoch).await;
+    let all: Vec<(u64, u64)> = first.into_iter().chain(rest).collect();
+    assert_contiguous(&all, 1, "on B");
+    let values: Vec<u64> = all.iter().map(|(_, v)| *v).collect();
+    assert_eq!(values, (1..=total).collect::<Vec<_>>());
+    on_b.expect_silence(QUIET).await;
+    assert!(
+        b.broker.stats().caught_up > 0,
+        "nothing was missed: the test did not test"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
