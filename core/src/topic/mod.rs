@@ -371,6 +371,22 @@ impl LocalDelivery {
         .await
     }
 
+    /// The epoch of `topic` changed while this node's subscribers were
+    /// live (the broker's history was lost: a restarted or flushed store):
+    /// each live subscriber takes the new epoch's publications from the
+    /// first one. A broker calls it before delivering the first publication
+    /// of the new epoch, in the same order as its deliveries.
+    pub fn epoch_changed(&self, topic: &str) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        for member in hub.topics.entries(topic) {
+            if let Some(gate) = &member.gate {
+                gate.lock().restart();
+            }
+        }
+    }
+
     /// Topics this node's connections hold now (to resubscribe after a
     /// broker reconnect).
     pub fn topics(&self) -> Vec<String> {
