@@ -90,17 +90,26 @@
 //! - **Epochs.** A missing position hash — Redis restarted empty, flushed,
 //!   or the topic had no publication for `max_age` while no node held it —
 //!   is created with a new epoch, so a client resuming with the old one is
-//!   told "not recovered". While a node holds the topic it extends the
-//!   hash's life at every membership refresh, so a quiet topic that is
-//!   held keeps its epoch (as the hub's in-memory history does).
+//!   told "not recovered". Live subscribers go on with the new epoch from
+//!   its first publication: a node that receives a publication of another
+//!   epoch than the last one it delivered of the topic tells the hub
+//!   ([`signalbox::LocalDelivery::epoch_changed`]) before delivering it.
+//!   While a node holds the topic it extends the hash's life at every
+//!   membership refresh, so a quiet topic that is held keeps its epoch (as
+//!   the hub's in-memory history does).
 //! - **A node that missed some.** A node whose subscriber connection was
 //!   down missed the positioned publications made meanwhile. It remembers
 //!   the position it last delivered of each topic it stays subscribed to;
 //!   when the next publication arrives past it, the reader reads the
 //!   missed ones back from the topic's history and delivers them first, in
-//!   order ([`Stats::caught_up`]). What history no longer holds (trimmed,
-//!   or Redis unreachable for the read) stays missed: subscribers see a
-//!   jump in offsets, and a client resumes from its last position.
+//!   order ([`Stats::caught_up`]); after an epoch change, the new epoch's
+//!   publications it did not receive. What history no longer holds
+//!   (trimmed, or Redis unreachable for the read) stays missed:
+//!   subscribers see a jump in offsets, and a client resumes from its last
+//!   position. A subscriber whose replay was being read while the epoch
+//!   changed may miss the new epoch's publications until their offsets
+//!   pass the old top (the hub's gate compares offsets only); it is not
+//!   handled.
 //!
 //! # Presence ([`signalbox::Hub::presence`])
 //!

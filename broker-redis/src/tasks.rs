@@ -371,7 +371,10 @@ async fn on_message(shared: &Shared, delivery: &LocalDelivery, msg: &redis::Msg)
 /// Before a positioned publication is delivered: if this node delivered
 /// an earlier one of the same epoch and some came in between that it did
 /// not receive (its subscriber connection was down), reads them back from
-/// the topic's history and delivers them first, in order. Returns how many
+/// the topic's history and delivers them first, in order. If the earlier
+/// one was of another epoch (the history was lost), the hub's live
+/// subscribers are restarted on the new epoch and those of its
+/// publications this node did not receive are read back the same way. Returns how many
 /// local deliveries that made. The reader waits for this read (one round
 /// trip, at most the publish timeout); what cannot be read back (trimmed,
 /// Redis unreachable) stays missed, and clients see the jump in offsets.
@@ -392,13 +395,19 @@ async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage
             .lock()
             .insert(msg.topic.clone(), position.clone())
     };
-    let Some(last) = previous
-        .filter(|p| p.epoch == position.epoch && position.offset > p.offset.saturating_add(1))
-        .map(|p| p.offset)
-    else {
+    let Some(previous) = previous else {
         return 0;
     };
-    if delivery.topic_size(&msg.topic) == 0 {
+    let last = if previous.epoch == position.epoch {
+        previous.offset
+    } else {
+        // The topic's history was lost (Redis restarted empty or flushed):
+        // live subscribers start again with the new epoch, from its first
+        // publication.
+        delivery.epoch_changed(&msg.topic);
+        0
+    };
+    if position.offset <= last.saturating_add(1) || delivery.topic_size(&msg.topic) == 0 {
         return 0;
     }
     let read = match shared.read_kept(&msg.topic, Some(last)).await {

@@ -517,11 +517,15 @@ async fn losing_redis_data_starts_a_new_epoch(lose: impl AsyncFnOnce(&mut RedisS
     let b = Node::start(&redis.url(), "b", "lost:", limits(100)).await;
     let mut on_a = a.hub.connect("json").await;
     let start = join(&mut on_a, "room:l", None).await;
+    // A subscriber on B that stays through the loss.
+    let mut stays = b.hub.connect("msgpack").await;
+    assert_eq!(join(&mut stays, "room:l", None).await, start);
     for n in 1..=5 {
         a.publish("room:l", n).await;
     }
     let got = collect(&mut on_a, 5, &start.epoch).await;
     assert_contiguous(&got, 1, "before");
+    assert_eq!(collect(&mut stays, 5, &start.epoch).await, got);
     on_a.hang_up();
     drop(on_a);
 
@@ -553,8 +557,19 @@ async fn losing_redis_data_starts_a_new_epoch(lose: impl AsyncFnOnce(&mut RedisS
     // Nothing replayed; live from there, once.
     on_b.expect_silence(QUIET).await;
     a.publish("room:l", 9).await;
-    assert_eq!(said(&mut on_b).await, (9, Position::new(now.epoch, 4)));
+    assert_eq!(
+        said(&mut on_b).await,
+        (9, Position::new(now.epoch.clone(), 4))
+    );
     on_b.expect_silence(QUIET).await;
+    // The subscriber that stayed gets every publication of the new epoch,
+    // in order, once (those its node missed while reconnecting read back
+    // from the new history).
+    assert_eq!(
+        collect(&mut stays, 4, &now.epoch).await,
+        vec![(1, 6), (2, 7), (3, 8), (4, 9)]
+    );
+    stays.expect_silence(QUIET).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
