@@ -1,6 +1,7 @@
 //! Measures what crossing nodes through Redis costs: delivery rate and
 //! one-way latency (p50/p99) of a message published on one hub to a
-//! subscriber on another, next to the same on a single hub.
+//! subscriber on another, next to the same on a single hub, and the same
+//! again on a topic whose history is kept in Redis.
 //!
 //! ```text
 //! cargo run --release -p signalbox-redis --example cross_node [-- REDIS_URL]
@@ -15,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 use signalbox::testing::{TestClient, TestHub};
-use signalbox::{Config, Ctx, Hub, Router, message};
+use signalbox::{Config, Ctx, HistoryLimits, Hub, Router, TopicPattern, message};
 use signalbox_redis::RedisBroker;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -43,6 +44,8 @@ const RATE_MESSAGES: u64 = 50_000;
 const PUBLISHERS: u64 = 16;
 const LATENCY_MESSAGES: u64 = 5_000;
 const LATENCY_GAP: Duration = Duration::from_micros(200);
+/// The topic that keeps history (in Redis) in the last measurement.
+const HISTORY_TOPIC: &str = "bench-history";
 
 fn router() -> Router {
     Router::new().on(|ctx: Ctx<Join>| async move {
@@ -90,13 +93,23 @@ impl Drop for Redis {
     }
 }
 
+/// Joins `topic`; on a topic with history, also reads the
+/// `$sb:subscribed` notice (which may come before or after the reply).
 async fn subscriber(hub: &TestHub, topic: &str) -> TestClient {
     let mut c = hub.connect("msgpack").await;
     c.send(&Join {
         topic: topic.into(),
     })
     .await;
-    c.expect::<Joined>().await;
+    let history = topic == HISTORY_TOPIC;
+    let (mut joined, mut notice) = (false, !history);
+    while !(joined && notice) {
+        match c.recv().await.expect("an answer").ty.as_str() {
+            "JOINED" => joined = true,
+            signalbox::SUBSCRIBED_TYPE => notice = true,
+            other => panic!("unexpected {other}"),
+        }
+    }
     c
 }
 
@@ -226,6 +239,39 @@ async fn main() {
     })
     .await;
 
+    // The same with history kept in Redis: each publish runs the publish
+    // script (offset, stream, trim, PUBLISH).
+    let ha = RedisBroker::builder(&redis.1)
+        .node_id("ha")
+        .prefix("bench:")
+        .build()
+        .unwrap();
+    let hb = RedisBroker::builder(&redis.1)
+        .node_id("hb")
+        .prefix("bench:")
+        .build()
+        .unwrap();
+    let with_history = |broker: &RedisBroker| {
+        TestHub::from_builder(
+            Hub::builder(router())
+                .config(config())
+                .broker(broker.clone())
+                .history(
+                    TopicPattern::exact(HISTORY_TOPIC),
+                    HistoryLimits::new(1_000, Duration::from_secs(300)),
+                ),
+        )
+    };
+    let hub_ha = with_history(&ha);
+    let hub_hb = with_history(&hb);
+    assert!(ha.wait_connected(Duration::from_secs(5)).await);
+    assert!(hb.wait_connected(Duration::from_secs(5)).await);
+    let hb_probe = hb.clone();
+    let history = measure(hub_ha.hub(), &hub_hb, HISTORY_TOPIC, move || {
+        hb_probe.is_subscribed(HISTORY_TOPIC)
+    })
+    .await;
+
     println!(
         "payload ~80 bytes, msgpack subscriber, {PUBLISHERS} concurrent publishers for the rate"
     );
@@ -237,6 +283,7 @@ async fn main() {
         ("single node (no broker)", &local),
         ("single node + Redis broker", &with_broker),
         ("cross-node via Redis (A -> B)", &cross),
+        ("cross-node, history in Redis", &history),
     ] {
         println!(
             "{name:<34} {:>12.0} {:>10.1} {:>10.1}",
@@ -248,7 +295,14 @@ async fn main() {
         cross.p50_us - local.p50_us,
         cross.p99_us - local.p99_us
     );
+    println!(
+        "added by keeping history: p50 +{:.1} µs, p99 +{:.1} µs",
+        history.p50_us - cross.p50_us,
+        history.p99_us - cross.p99_us
+    );
     solo.shutdown().await;
     a.shutdown().await;
     b.shutdown().await;
+    ha.shutdown().await;
+    hb.shutdown().await;
 }

@@ -1,12 +1,16 @@
 //! The broker handle and the state its background tasks share.
 
 use crate::config::{RedisBrokerBuilder, RedisConfig};
+use crate::history::{self, LuaScript};
 use crate::{tasks, wire};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
-use signalbox::{Broker, BrokerError, BrokerMessage, LocalDelivery};
-use std::collections::HashSet;
+use signalbox::{
+    Broker, BrokerError, BrokerMessage, HistoryLimits, HistoryRead, LocalDelivery, Position,
+    PresenceEntry,
+};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -45,18 +49,25 @@ impl Status {
 /// Counters since the broker started, for monitoring.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Messages handed to Redis.
+    /// Messages handed to Redis (plain and positioned).
     pub published: u64,
     /// Publishes that failed (Redis unreachable, timed out or refused);
     /// each was reported to its publisher as UNAVAILABLE.
     pub publish_failures: u64,
-    /// Messages from other nodes received.
+    /// Messages received from Redis and delivered: plain ones from other
+    /// nodes, and positioned ones (topics with history) from every node,
+    /// this one included.
     pub received: u64,
     /// Local deliveries of those (one per receiving connection).
     pub delivered: u64,
-    /// This node's own messages echoed back by Redis and skipped.
+    /// This node's own plain messages echoed back by Redis and skipped.
     pub own_skipped: u64,
-    /// Messages from Redis that were not well-formed frames (dropped).
+    /// Positioned publications this node missed on its subscriber
+    /// connection (it was down) and read back from the topic's history
+    /// before the next one was delivered.
+    pub caught_up: u64,
+    /// Messages, kept publications and presence values from Redis that
+    /// were not well-formed (dropped).
     pub malformed: u64,
     /// Connections re-established after a loss (both connections counted).
     pub reconnects: u64,
@@ -69,6 +80,7 @@ pub(crate) struct Counters {
     pub(crate) received: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) own_skipped: AtomicU64,
+    pub(crate) caught_up: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) reconnects: AtomicU64,
 }
@@ -84,6 +96,7 @@ pub(crate) fn bump(counter: &AtomicU64, by: u64) {
 pub(crate) struct Dirty {
     pub(crate) subscriber: HashSet<String>,
     pub(crate) members: HashSet<String>,
+    pub(crate) presence: HashSet<String>,
 }
 
 /// The publishing connection, tagged so that a failure reported against an
@@ -110,6 +123,15 @@ pub(crate) struct Shared {
     /// Channels subscribed on the current subscriber connection, as Redis
     /// confirmed them (topic names, without the prefix).
     pub(crate) subscribed: Mutex<HashSet<String>>,
+    /// Bumped whenever `subscribed` changes (a read of a topic's history
+    /// waits on it for the topic's subscription).
+    pub(crate) subscriptions: watch::Sender<u64>,
+    /// The position of the latest publication this node delivered, per
+    /// topic with history it is subscribed to: a later one arriving past
+    /// it shows what the node missed (its subscriber connection was down),
+    /// which is then read back from the topic's history. Forgotten when
+    /// the node subscribes to the topic anew.
+    pub(crate) delivered_to: Mutex<HashMap<String, Position>>,
     pub(crate) status: watch::Sender<Status>,
     pub(crate) counters: Counters,
     pub(crate) stop: CancellationToken,
@@ -117,6 +139,52 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Reads the position of `topic` and its kept publications after
+    /// `after` (see [`Broker::read_history`]), without waiting for
+    /// anything.
+    pub(crate) async fn read_kept(
+        &self,
+        topic: &str,
+        after: Option<u64>,
+    ) -> Result<HistoryRead, BrokerError> {
+        let Some((generation, mut conn)) = self.publisher() else {
+            return Err(BrokerError::Unavailable("not connected to Redis".into()));
+        };
+        let config = &self.config;
+        let limits = self
+            .delivery
+            .get()
+            .and_then(|d| d.history_limits(topic))
+            .unwrap_or_default();
+        let keys = [config.position_key(topic), config.history_key(topic)];
+        let args = [
+            history::new_epoch().into_bytes(),
+            history::read_mode(after).into_bytes(),
+            history::age_ms(&limits).to_string().into_bytes(),
+        ];
+        let read = tokio::time::timeout(
+            config.publish_timeout,
+            READ_SCRIPT.run::<history::ReadReply>(&mut conn, &keys, &args),
+        )
+        .await;
+        let (epoch, top, raw) = settle(self, generation, read)?;
+        let entries = history::entries(topic, &epoch, raw, config.max_message_size, |why| {
+            bump(&self.counters.malformed, 1);
+            tracing::warn!(topic, ?why, "redis broker: kept publication left out");
+        });
+        Ok(HistoryRead {
+            epoch,
+            top,
+            entries,
+        })
+    }
+
+    /// Changes the confirmed subscriptions and wakes whoever waits on them.
+    pub(crate) fn subscribed_change(&self, change: impl FnOnce(&mut HashSet<String>)) {
+        change(&mut self.subscribed.lock());
+        self.subscriptions.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// A clone of the publishing connection, if it is up.
     pub(crate) fn publisher(&self) -> Option<(u64, MultiplexedConnection)> {
         self.publisher
@@ -152,6 +220,35 @@ impl Shared {
 fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
 }
+
+/// What became of a command sent on the publishing connection of
+/// `generation` with a timeout: its answer, or the failure as the hub
+/// reports it (a dead or silent connection is dropped to be replaced).
+pub(crate) fn settle<T>(
+    shared: &Shared,
+    generation: u64,
+    sent: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+) -> Result<T, BrokerError> {
+    match sent {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) if is_connection_error(&e) => {
+            shared.publisher_failed(generation);
+            Err(BrokerError::Unavailable(format!("Redis: {e}")))
+        }
+        Ok(Err(e)) => Err(BrokerError::Unavailable(format!("Redis refused: {e}"))),
+        Err(_) => {
+            shared.publisher_failed(generation);
+            Err(BrokerError::Unavailable(
+                "Redis did not answer in time".into(),
+            ))
+        }
+    }
+}
+
+/// The publish script (see [`crate::history`]).
+static PUBLISH_SCRIPT: LuaScript = LuaScript::new(history::PUBLISH_SCRIPT);
+/// The read script (see [`crate::history`]).
+static READ_SCRIPT: LuaScript = LuaScript::new(history::READ_SCRIPT);
 
 /// Stops the background tasks when the last handle is dropped.
 struct Handle {
@@ -205,6 +302,8 @@ impl RedisBroker {
             publisher: Mutex::new(None),
             publisher_lost: Notify::new(),
             subscribed: Mutex::new(HashSet::new()),
+            subscriptions: watch::Sender::new(0),
+            delivered_to: Mutex::new(HashMap::new()),
             status: watch::Sender::new(Status::default()),
             counters: Counters::default(),
             stop: stop.clone(),
@@ -267,6 +366,7 @@ impl RedisBroker {
             received: get(&c.received),
             delivered: get(&c.delivered),
             own_skipped: get(&c.own_skipped),
+            caught_up: get(&c.caught_up),
             malformed: get(&c.malformed),
             reconnects: get(&c.reconnects),
         }
@@ -342,22 +442,12 @@ impl Broker for RedisBroker {
                 .query_async::<i64>(&mut conn),
         )
         .await;
-        match sent {
-            Ok(Ok(_receivers)) => {
+        match settle(shared, generation, sent) {
+            Ok(_receivers) => {
                 bump(&shared.counters.published, 1);
                 Ok(())
             }
-            Ok(Err(e)) if is_connection_error(&e) => {
-                shared.publisher_failed(generation);
-                fail(BrokerError::Unavailable(format!("Redis: {e}")))
-            }
-            Ok(Err(e)) => fail(BrokerError::Unavailable(format!("Redis refused: {e}"))),
-            Err(_) => {
-                shared.publisher_failed(generation);
-                fail(BrokerError::Unavailable(
-                    "Redis did not answer in time".into(),
-                ))
-            }
+            Err(e) => fail(e),
         }
     }
 
@@ -374,26 +464,141 @@ impl Broker for RedisBroker {
                 .query_async::<Vec<(String, String)>>(&mut conn),
         )
         .await;
-        let fields = match fields {
-            Ok(Ok(fields)) => fields,
-            Ok(Err(e)) => {
-                if is_connection_error(&e) {
-                    shared.publisher_failed(generation);
-                }
-                return Err(BrokerError::Unavailable(format!("Redis: {e}")));
-            }
-            Err(_) => {
-                shared.publisher_failed(generation);
-                return Err(BrokerError::Unavailable(
-                    "Redis did not answer in time".into(),
-                ));
-            }
-        };
+        let fields = settle(shared, generation, fields)?;
         let now = tasks::now_ms();
         Ok(fields
             .iter()
             .filter(|(node, _)| *node != shared.config.node_id)
             .filter_map(|(_, value)| tasks::parse_member_count(value, now))
             .sum())
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    async fn publish_to_history(
+        &self,
+        msg: BrokerMessage,
+        limits: HistoryLimits,
+    ) -> Result<Position, BrokerError> {
+        let shared = self.shared();
+        let fail = |e: BrokerError| {
+            bump(&shared.counters.publish_failures, 1);
+            Err(e)
+        };
+        if shared.stop.is_cancelled() {
+            return fail(BrokerError::Unavailable("broker stopped".into()));
+        }
+        let Some((generation, mut conn)) = shared.publisher() else {
+            return fail(BrokerError::Unavailable("not connected to Redis".into()));
+        };
+        let head = match wire::encode_positioned_head(&shared.config.node_id, &msg) {
+            Ok(head) => head,
+            Err(e) => return fail(BrokerError::Other(e.to_string())),
+        };
+        let config = &shared.config;
+        let keys = [
+            config.position_key(&msg.topic),
+            config.history_key(&msg.topic),
+        ];
+        let args = [
+            history::new_epoch().into_bytes(),
+            head,
+            limits.max_len.max(1).to_string().into_bytes(),
+            history::age_ms(&limits).to_string().into_bytes(),
+            config.channel(&msg.topic).into_bytes(),
+        ];
+        let sent = tokio::time::timeout(
+            config.publish_timeout,
+            PUBLISH_SCRIPT.run::<(String, u64)>(&mut conn, &keys, &args),
+        )
+        .await;
+        match settle(shared, generation, sent) {
+            Ok((epoch, offset)) => {
+                bump(&shared.counters.published, 1);
+                Ok(Position::new(epoch, offset))
+            }
+            Err(e) => fail(e),
+        }
+    }
+
+    async fn read_history(
+        &self,
+        topic: &str,
+        after: Option<u64>,
+    ) -> Result<HistoryRead, BrokerError> {
+        let shared = self.shared();
+        if shared.stop.is_cancelled() {
+            return Err(BrokerError::Unavailable("broker stopped".into()));
+        }
+        self.wait_subscribed(topic).await?;
+        shared.read_kept(topic, after).await
+    }
+
+    fn presence_changed(&self, topic: &str) {
+        let shared = self.shared();
+        shared.dirty.lock().presence.insert(topic.to_owned());
+        shared.wake_members.notify_one();
+    }
+
+    async fn remote_presence(&self, topic: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+        let shared = self.shared();
+        let Some((generation, mut conn)) = shared.publisher() else {
+            return Err(BrokerError::Unavailable("not connected to Redis".into()));
+        };
+        let key = shared.config.presence_key(topic);
+        let fields = tokio::time::timeout(
+            shared.config.publish_timeout,
+            redis::cmd("HGETALL")
+                .arg(key)
+                .query_async::<Vec<(String, Vec<u8>)>>(&mut conn),
+        )
+        .await;
+        let fields = settle(shared, generation, fields)?;
+        let now = tasks::now_ms();
+        let mut entries = Vec::new();
+        for (node, value) in fields {
+            if node == shared.config.node_id {
+                continue;
+            }
+            match tasks::parse_presence(&value, now, shared.config.max_presence_size) {
+                Ok(Some(list)) => entries.extend(list),
+                Ok(None) => {}
+                Err(error) => {
+                    bump(&shared.counters.malformed, 1);
+                    tracing::warn!(topic, node, error, "redis broker: presence value skipped");
+                }
+            }
+        }
+        Ok(entries)
+    }
+}
+
+impl RedisBroker {
+    /// Waits until Redis has confirmed this node's subscription to `topic`
+    /// when a connection of this node holds it (so that every publication
+    /// after a read of its history reaches this node), at most the
+    /// subscribe timeout.
+    async fn wait_subscribed(&self, topic: &str) -> Result<(), BrokerError> {
+        let shared = self.shared();
+        let Some(delivery) = shared.delivery.get() else {
+            return Ok(());
+        };
+        let mut changes = shared.subscriptions.subscribe();
+        let ready = || shared.subscribed.lock().contains(topic) || delivery.topic_size(topic) == 0;
+        let waited = tokio::time::timeout(shared.config.subscribe_timeout, async {
+            while !ready() {
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        waited.map_err(|_| {
+            BrokerError::Unavailable(format!(
+                "the subscription to {topic} was not confirmed by Redis in time"
+            ))
+        })
     }
 }

@@ -18,6 +18,8 @@ pub struct RedisConfig {
     pub(crate) health_interval: Duration,
     pub(crate) membership_refresh: Duration,
     pub(crate) max_message_size: usize,
+    pub(crate) subscribe_timeout: Duration,
+    pub(crate) max_presence_size: usize,
 }
 
 impl RedisConfig {
@@ -46,9 +48,28 @@ impl RedisConfig {
         format!("{}members:{topic}", self.prefix)
     }
 
-    /// How long a membership count stays valid without a refresh: three
-    /// refresh intervals, so one missed refresh does not drop a node.
-    pub(crate) fn membership_ttl(&self) -> Duration {
+    /// The Redis hash holding the position (epoch and top offset) of a
+    /// topic with history.
+    pub fn position_key(&self, topic: &str) -> String {
+        format!("{}position:{topic}", self.prefix)
+    }
+
+    /// The Redis stream holding the kept publications of a topic with
+    /// history.
+    pub fn history_key(&self, topic: &str) -> String {
+        format!("{}history:{topic}", self.prefix)
+    }
+
+    /// The Redis hash holding the presence entries of `topic`, one field
+    /// per node.
+    pub fn presence_key(&self, topic: &str) -> String {
+        format!("{}presence:{topic}", self.prefix)
+    }
+
+    /// How long a membership count or a node's presence entries stay
+    /// valid without a refresh: three refresh intervals, so one missed
+    /// refresh does not drop a node.
+    pub fn membership_ttl(&self) -> Duration {
         self.membership_refresh.saturating_mul(3)
     }
 }
@@ -81,12 +102,15 @@ impl RedisBrokerBuilder {
                 health_interval: Duration::from_secs(1),
                 membership_refresh: Duration::from_secs(5),
                 max_message_size: 2 * 1024 * 1024,
+                subscribe_timeout: Duration::from_secs(2),
+                max_presence_size: 8 * 1024 * 1024,
             },
         }
     }
 
     /// The prefix of every Redis channel (`{prefix}{topic}`) and key
-    /// (`{prefix}members:{topic}`). Nodes share topics only when they share
+    /// (`{prefix}members:{topic}`, `{prefix}position:{topic}`,
+    /// `{prefix}history:{topic}`, `{prefix}presence:{topic}`). Nodes share topics only when they share
     /// the prefix, so one Redis can serve several applications. Default
     /// `signalbox:`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -133,9 +157,11 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// How often this node rewrites its membership counts in Redis; a
-    /// node's counts expire after three intervals without a refresh (a node
-    /// that died). Default 5 s.
+    /// How often this node rewrites its membership counts and presence
+    /// entries in Redis (and extends the life of the positions of the
+    /// topics with history it holds); a node's counts and presence entries
+    /// expire after three intervals without a refresh (a node that died):
+    /// 15 s by default. Default 5 s.
     pub fn membership_refresh(mut self, interval: Duration) -> Self {
         self.config.membership_refresh = interval.max(Duration::from_millis(10));
         self
@@ -146,6 +172,23 @@ impl RedisBrokerBuilder {
     /// maximum message size is 1 MiB).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.config.max_message_size = bytes;
+        self
+    }
+
+    /// How long subscribing to a topic with history may wait for this
+    /// node's subscription to the topic's channel to be confirmed by Redis
+    /// before the subscriber's replay fails (it is then told "not
+    /// recovered", docs/PROTOCOL.md §8). Default 2 s.
+    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.config.subscribe_timeout = timeout;
+        self
+    }
+
+    /// The largest presence value (one node's entries for one topic, as
+    /// JSON) accepted from Redis, in bytes; larger ones are skipped and
+    /// counted as malformed. Default 8 MiB.
+    pub fn max_presence_size(mut self, bytes: usize) -> Self {
+        self.config.max_presence_size = bytes;
         self
     }
 

@@ -55,7 +55,72 @@
 //!   5 s, with jitter); the subscriber then subscribes again to every topic
 //!   held on the node. Messages published while a node's subscriber
 //!   connection was down are not replayed to it (Redis pub/sub keeps no
-//!   history).
+//!   history; on topics with history a client can resume, below).
+//!
+//! # Topic history and positions (docs/PROTOCOL.md §8)
+//!
+//! A topic the hub keeps history for ([`signalbox::HubBuilder::history`])
+//! has its history in Redis, shared by every node, so that a client can
+//! resume on any node ([`signalbox::Broker::keeps_history`] is true):
+//!
+//! - **Keys.** `{prefix}position:{topic}`, a hash with the topic's `epoch`
+//!   (random, chosen by the first writer) and `top` (the latest offset);
+//!   `{prefix}history:{topic}`, a stream of the kept publications, one
+//!   entry each (field `f`: the positioned frame, see [`wire`]).
+//! - **Publish.** One Lua script (`EVALSHA`, loaded again after a Redis
+//!   restart) increments `top`, creates the epoch if the hash is missing,
+//!   appends the frame with its position to the stream, trims it to
+//!   `max_len` entries (`XADD … MAXLEN`) and to `max_age` (`XTRIM MINID`,
+//!   entry ids are Redis time), sets both keys to expire `max_age` after
+//!   this publication, and `PUBLISH`es the frame on the topic's channel.
+//!   Redis runs one script at a time, so every node receives a topic's
+//!   publications in offset order; each node — the publishing one included
+//!   — hands them to the hub one at a time as they arrive, and the hub
+//!   delivers them to its subscribers with their position.
+//! - **Read** (a subscribe, a resume, [`signalbox::Hub::position`]). Waits
+//!   until Redis has confirmed this node's subscription to the topic when a
+//!   connection of this node holds it (at most
+//!   [`RedisBrokerBuilder::subscribe_timeout`], default 2 s, then the
+//!   subscriber is told "not recovered"), so no publication falls between
+//!   the read and live delivery; then one script returns the epoch, the
+//!   top and the kept entries after the asked offset (trimmed by age
+//!   first). Kept frames are checked like messages (size, layout, epoch);
+//!   a bad one is left out and counted in [`Stats::malformed`], which the
+//!   hub sees as a hole: "not recovered", never a wrong replay.
+//! - **Epochs.** A missing position hash — Redis restarted empty, flushed,
+//!   or the topic had no publication for `max_age` while no node held it —
+//!   is created with a new epoch, so a client resuming with the old one is
+//!   told "not recovered". Live subscribers go on with the new epoch from
+//!   its first publication: a node that receives a publication of another
+//!   epoch than the last one it delivered of the topic tells the hub
+//!   ([`signalbox::LocalDelivery::epoch_changed`]) before delivering it.
+//!   While a node holds the topic it extends the hash's life at every
+//!   membership refresh, so a quiet topic that is held keeps its epoch (as
+//!   the hub's in-memory history does).
+//! - **A node that missed some.** A node whose subscriber connection was
+//!   down missed the positioned publications made meanwhile. It remembers
+//!   the position it last delivered of each topic it stays subscribed to;
+//!   when the next publication arrives past it, the reader reads the
+//!   missed ones back from the topic's history and delivers them first, in
+//!   order ([`Stats::caught_up`]); after an epoch change, the new epoch's
+//!   publications it did not receive. What history no longer holds
+//!   (trimmed, or Redis unreachable for the read) stays missed:
+//!   subscribers see a jump in offsets, and a client resumes from its last
+//!   position. A subscriber whose replay was being read while the epoch
+//!   changed may miss the new epoch's publications until their offsets
+//!   pass the old top (the hub's gate compares offsets only); it is not
+//!   handled.
+//!
+//! # Presence ([`signalbox::Hub::presence`])
+//!
+//! Each node keeps, in the Redis hash `{prefix}presence:{topic}`, a field
+//! named by its node id holding `expires_at_ms:` and its entries as a JSON
+//! array. It is written at once when the topic's presence changes on the
+//! node, and rewritten with the membership counts every membership refresh
+//! interval; readers skip their own node's field and expired values. The
+//! entries of a node that died without shutting down are listed until
+//! they expire: three refresh intervals, 15 s by default.
+//! [`RedisBroker::shutdown`] removes them at once.
 //!
 //! # Membership counts ([`signalbox::Hub::topic_size_everywhere`])
 //!
@@ -72,17 +137,21 @@
 //!
 //! # Bounds
 //!
-//! No queue of this crate grows without bound: interest changes are kept
-//! as sets of topic names; publishes wait on Redis for at most the publish
-//! timeout; messages read from Redis are delivered as they are read (the
-//! redis client's own buffer between socket and reader stays small because
-//! the reader never waits for a client). Frames larger than
-//! [`RedisBrokerBuilder::max_message_size`] (default 2 MiB) or that do not
-//! parse are dropped and counted in [`Stats::malformed`].
+//! No queue of this crate grows without bound: interest and presence
+//! changes are kept as sets of topic names; a topic's history in Redis is
+//! bounded by its `max_len` and `max_age`; publishes wait on Redis for at
+//! most the publish timeout; messages read from Redis are delivered as
+//! they are read (the redis client's own buffer between socket and reader
+//! stays small because the reader never waits for a client). Frames larger
+//! than [`RedisBrokerBuilder::max_message_size`] (default 2 MiB) or that do
+//! not parse are dropped and counted in [`Stats::malformed`], whether they
+//! came on a channel or from a topic's history; so are presence values
+//! larger than [`RedisBrokerBuilder::max_presence_size`] (default 8 MiB).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod broker;
 mod config;
+mod history;
 mod tasks;
 pub mod wire;
 

@@ -3,10 +3,11 @@
 //! subscriptions), and the membership writer.
 
 use crate::broker::{Publisher, Shared, bump};
+use crate::history::{self, LuaScript};
 use crate::wire;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
-use signalbox::LocalDelivery;
+use signalbox::{BrokerMessage, LocalDelivery, PresenceEntry};
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -187,7 +188,7 @@ pub(crate) async fn run_subscriber(shared: Arc<Shared>) {
                     bump(&shared.counters.reconnects, 1);
                 }
                 let ended = subscriber_session(&shared, &delivery, pubsub).await;
-                shared.subscribed.lock().clear();
+                shared.subscribed_change(HashSet::clear);
                 shared.status.send_modify(|s| s.subscriber = false);
                 if shared.stop.is_cancelled() {
                     return;
@@ -223,6 +224,13 @@ async fn subscriber_session(
         // marked dirty again.
         shared.dirty.lock().subscriber.clear();
         let held = delivery.topics();
+        {
+            // What this node delivered of the topics it still holds is
+            // kept: their next publication shows what was missed while the
+            // connection was down.
+            let still: std::collections::HashSet<&String> = held.iter().collect();
+            shared.delivered_to.lock().retain(|t, _| still.contains(t));
+        }
         subscribe(shared, &mut sink, held).await?;
         shared.status.send_modify(|s| s.subscriber = true);
         tracing::info!(url = %shared.config.url, "redis broker: subscriber connected");
@@ -241,6 +249,13 @@ async fn subscriber_session(
                             } else if !wanted && has {
                                 remove.push(topic);
                             }
+                        }
+                    }
+                    {
+                        // A new subscription: nothing was missed on it.
+                        let mut delivered_to = shared.delivered_to.lock();
+                        for topic in &add {
+                            delivered_to.remove(topic);
                         }
                     }
                     subscribe(shared, &mut sink, std::mem::take(&mut add)).await?;
@@ -278,7 +293,7 @@ async fn subscribe(
         let done =
             tokio::time::timeout(shared.config.publish_timeout, sink.subscribe(&channels)).await;
         match done {
-            Ok(Ok(())) => shared.subscribed.lock().extend(batch.iter().cloned()),
+            Ok(Ok(())) => shared.subscribed_change(|s| s.extend(batch.iter().cloned())),
             Ok(Err(e)) => return Err(format!("subscribe: {e}")),
             Err(_) => return Err("subscribe timed out".to_owned()),
         }
@@ -296,12 +311,13 @@ async fn unsubscribe(
         let done =
             tokio::time::timeout(shared.config.publish_timeout, sink.unsubscribe(&channels)).await;
         match done {
-            Ok(Ok(())) => {
-                let mut subscribed = shared.subscribed.lock();
+            Ok(Ok(())) => shared.subscribed_change(|subscribed| {
+                let mut delivered_to = shared.delivered_to.lock();
                 for topic in batch {
                     subscribed.remove(topic);
+                    delivered_to.remove(topic);
                 }
-            }
+            }),
             Ok(Err(e)) => return Err(format!("unsubscribe: {e}")),
             Err(_) => return Err("unsubscribe timed out".to_owned()),
         }
@@ -309,8 +325,11 @@ async fn unsubscribe(
     Ok(())
 }
 
-/// One message from Redis: checked, skipped when this node published it,
-/// else delivered to this node's subscribers.
+/// One message from Redis: checked, skipped when this node published it
+/// without a position (it delivered it locally already), else delivered to
+/// this node's subscribers. Positioned messages (topics with history) are
+/// delivered on every node, the publishing one included, one at a time in
+/// the order Redis sends them, which is their offset order.
 async fn on_message(shared: &Shared, delivery: &LocalDelivery, msg: &redis::Msg) {
     let counters = &shared.counters;
     // A channel name that is not UTF-8 reads as "?", which no prefix of
@@ -333,10 +352,13 @@ async fn on_message(shared: &Shared, delivery: &LocalDelivery, msg: &redis::Msg)
         return;
     }
     match wire::decode(topic, payload) {
-        Ok(frame) if frame.origin == shared.config.node_id => bump(&counters.own_skipped, 1),
+        Ok(frame) if frame.message.position.is_none() && frame.origin == shared.config.node_id => {
+            bump(&counters.own_skipped, 1);
+        }
         Ok(frame) => {
             bump(&counters.received, 1);
-            let n = delivery.deliver(&frame.message).await;
+            let n = catch_up(shared, delivery, &frame.message).await
+                + delivery.deliver(&frame.message).await;
             bump(&counters.delivered, n as u64);
         }
         Err(error) => {
@@ -346,14 +368,78 @@ async fn on_message(shared: &Shared, delivery: &LocalDelivery, msg: &redis::Msg)
     }
 }
 
-/// Keeps this node's membership counts in Redis: at once for topics whose
-/// interest changed, all of them every refresh interval, and removes them
-/// when the broker stops.
+/// Before a positioned publication is delivered: if this node delivered
+/// an earlier one of the same epoch and some came in between that it did
+/// not receive (its subscriber connection was down), reads them back from
+/// the topic's history and delivers them first, in order. If the earlier
+/// one was of another epoch (the history was lost), the hub's live
+/// subscribers are restarted on the new epoch and those of its
+/// publications this node did not receive are read back the same way. Returns how many
+/// local deliveries that made. The reader waits for this read (one round
+/// trip, at most the publish timeout); what cannot be read back (trimmed,
+/// Redis unreachable) stays missed, and clients see the jump in offsets.
+async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage) -> usize {
+    let Some(position) = &msg.position else {
+        return 0;
+    };
+    let previous = {
+        // Only for a topic still subscribed (in the same lock order as the
+        // unsubscribe that forgets it), so the map holds no more topics
+        // than the node subscribes to.
+        let subscribed = shared.subscribed.lock();
+        if !subscribed.contains(&msg.topic) {
+            return 0;
+        }
+        shared
+            .delivered_to
+            .lock()
+            .insert(msg.topic.clone(), position.clone())
+    };
+    let Some(previous) = previous else {
+        return 0;
+    };
+    let last = if previous.epoch == position.epoch {
+        previous.offset
+    } else {
+        // The topic's history was lost (Redis restarted empty or flushed):
+        // live subscribers start again with the new epoch, from its first
+        // publication.
+        delivery.epoch_changed(&msg.topic);
+        0
+    };
+    if position.offset <= last.saturating_add(1) || delivery.topic_size(&msg.topic) == 0 {
+        return 0;
+    }
+    let read = match shared.read_kept(&msg.topic, Some(last)).await {
+        Ok(read) if read.epoch == position.epoch => read,
+        Ok(_) => return 0,
+        Err(error) => {
+            tracing::warn!(topic = %msg.topic, %error, "redis broker: missed publications not read back");
+            return 0;
+        }
+    };
+    let mut delivered = 0;
+    for missed in &read.entries {
+        let offset = missed.position.as_ref().map_or(0, |p| p.offset);
+        if offset > last && offset < position.offset {
+            bump(&shared.counters.caught_up, 1);
+            delivered += delivery.deliver(missed).await;
+        }
+    }
+    delivered
+}
+
+/// Keeps this node's membership counts and presence entries in Redis: at
+/// once for topics whose interest or presence changed, all of them every
+/// refresh interval (when it also extends the life of the positions of
+/// the topics with history held here), and removes them when the broker
+/// stops.
 pub(crate) async fn run_membership(shared: Arc<Shared>) {
     let Some(delivery) = shared.delivery.get().cloned() else {
         return;
     };
     let mut announced: HashSet<String> = HashSet::new();
+    let mut present: HashSet<String> = HashSet::new();
     let mut next_full = tokio::time::Instant::now();
     loop {
         let full = tokio::select! {
@@ -361,26 +447,179 @@ pub(crate) async fn run_membership(shared: Arc<Shared>) {
             () = shared.wake_members.notified() => shared.members_lost.swap(false, Ordering::Relaxed),
             () = tokio::time::sleep_until(next_full) => true,
         };
-        let topics: Vec<String> = if full {
+        let (topics, presence): (Vec<String>, Vec<String>) = if full {
             next_full = tokio::time::Instant::now() + shared.config.membership_refresh;
-            shared.dirty.lock().members.clear();
+            {
+                let mut dirty = shared.dirty.lock();
+                dirty.members.clear();
+                dirty.presence.clear();
+            }
             let mut all: HashSet<String> = delivery.topics().into_iter().collect();
             all.extend(announced.iter().cloned());
-            all.into_iter().collect()
+            let mut with_presence: HashSet<String> =
+                delivery.presence_topics().into_iter().collect();
+            with_presence.extend(present.iter().cloned());
+            (
+                all.into_iter().collect(),
+                with_presence.into_iter().collect(),
+            )
         } else {
-            std::mem::take(&mut shared.dirty.lock().members)
-                .into_iter()
-                .collect()
+            let mut dirty = shared.dirty.lock();
+            (
+                std::mem::take(&mut dirty.members).into_iter().collect(),
+                std::mem::take(&mut dirty.presence).into_iter().collect(),
+            )
         };
-        if write_counts(&shared, &delivery, &topics, &mut announced)
-            .await
-            .is_err()
-        {
+        let counts = write_counts(&shared, &delivery, &topics, &mut announced).await;
+        let entries = write_presence(&shared, &delivery, &presence, &mut present).await;
+        let kept = if full {
+            keep_positions(&shared, &delivery).await
+        } else {
+            Ok(())
+        };
+        if counts.is_err() || entries.is_err() || kept.is_err() {
             // Try every topic again at the next refresh.
             next_full = next_full.min(tokio::time::Instant::now() + shared.config.backoff_max);
         }
     }
-    remove_counts(&shared, &announced).await;
+    remove_counts(&shared, &announced, &present).await;
+}
+
+/// A presence value is `expires_at_ms:` followed by the node's entries as
+/// a JSON array. `Ok(None)` when it expired; an error when it does not
+/// parse or is larger than `max` bytes (it came from Redis).
+pub(crate) fn parse_presence(
+    value: &[u8],
+    now: u64,
+    max: usize,
+) -> Result<Option<Vec<PresenceEntry>>, &'static str> {
+    if value.len() > max {
+        return Err("too large");
+    }
+    let colon = value.iter().position(|&b| b == b':').ok_or("no expiry")?;
+    let expires: u64 = std::str::from_utf8(&value[..colon])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad expiry")?;
+    if expires < now {
+        return Ok(None);
+    }
+    serde_json::from_slice(&value[colon + 1..])
+        .map(Some)
+        .map_err(|_| "not a list of entries")
+}
+
+/// The presence value of `entries`, valid until `expires` (ms).
+fn presence_value(entries: &[PresenceEntry], expires: u64) -> Option<Vec<u8>> {
+    let mut value = format!("{expires}:").into_bytes();
+    serde_json::to_writer(&mut value, entries).ok()?;
+    Some(value)
+}
+
+/// Writes this node's presence entries of each of `topics` (or removes
+/// them when it has none any more).
+async fn write_presence(
+    shared: &Shared,
+    delivery: &LocalDelivery,
+    topics: &[String],
+    present: &mut HashSet<String>,
+) -> Result<(), ()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let Some((_, mut conn)) = shared.publisher() else {
+        return Err(());
+    };
+    let config = &shared.config;
+    let ttl = u64::try_from(config.membership_ttl().as_millis()).unwrap_or(u64::MAX);
+    let expires = now_ms().saturating_add(ttl);
+    for batch in topics.chunks(BATCH) {
+        let mut pipe = redis::pipe();
+        let mut written = Vec::with_capacity(batch.len());
+        for topic in batch {
+            let key = config.presence_key(topic);
+            let entries = delivery.presence(topic);
+            let value = if entries.is_empty() {
+                None
+            } else {
+                presence_value(&entries, expires)
+            };
+            match value {
+                Some(value) => {
+                    if value.len() > config.max_presence_size {
+                        tracing::warn!(
+                            topic,
+                            bytes = value.len(),
+                            "redis broker: presence larger than other nodes accept"
+                        );
+                    }
+                    pipe.cmd("HSET")
+                        .arg(&key)
+                        .arg(&config.node_id)
+                        .arg(value)
+                        .ignore();
+                    pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+                    written.push((topic, true));
+                }
+                None => {
+                    pipe.cmd("HDEL").arg(&key).arg(&config.node_id).ignore();
+                    written.push((topic, false));
+                }
+            }
+        }
+        let done =
+            tokio::time::timeout(config.publish_timeout, pipe.query_async::<()>(&mut conn)).await;
+        if !matches!(done, Ok(Ok(()))) {
+            return Err(());
+        }
+        for (topic, is_present) in written {
+            if is_present {
+                present.insert(topic.clone());
+            } else {
+                present.remove(topic);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Extends the life of the positions of the topics with history held on
+/// this node to at least their `max_age` and three refresh intervals, so
+/// that a held topic keeps its epoch however long it stays quiet (as the
+/// hub's in-memory history does).
+async fn keep_positions(shared: &Shared, delivery: &LocalDelivery) -> Result<(), ()> {
+    let config = &shared.config;
+    let floor = u64::try_from(config.membership_ttl().as_millis()).unwrap_or(u64::MAX);
+    let held: Vec<(String, u64)> = delivery
+        .topics()
+        .into_iter()
+        .filter_map(|t| {
+            let limits = delivery.history_limits(&t)?;
+            Some((config.position_key(&t), history::age_ms(&limits).max(floor)))
+        })
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    let Some((_, mut conn)) = shared.publisher() else {
+        return Err(());
+    };
+    for batch in held.chunks(BATCH) {
+        let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+        let args: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|(_, ttl)| ttl.to_string().into_bytes())
+            .collect();
+        let done = tokio::time::timeout(
+            config.publish_timeout,
+            KEEP_SCRIPT.run::<i64>(&mut conn, &keys, &args),
+        )
+        .await;
+        if !matches!(done, Ok(Ok(_))) {
+            return Err(());
+        }
+    }
+    Ok(())
 }
 
 /// Writes the count of each of `topics` (or removes it when none is held
@@ -431,17 +670,22 @@ async fn write_counts(
     Ok(())
 }
 
-/// Removes this node's counts (best effort: they expire anyway).
-async fn remove_counts(shared: &Shared, announced: &HashSet<String>) {
+/// Removes this node's counts and presence entries (best effort: they
+/// expire anyway).
+async fn remove_counts(shared: &Shared, announced: &HashSet<String>, present: &HashSet<String>) {
     let Some((_, mut conn)) = shared.publisher() else {
         return;
     };
-    let topics: Vec<&String> = announced.iter().collect();
-    for batch in topics.chunks(BATCH) {
+    let keys: Vec<String> = announced
+        .iter()
+        .map(|t| shared.config.members_key(t))
+        .chain(present.iter().map(|t| shared.config.presence_key(t)))
+        .collect();
+    for batch in keys.chunks(BATCH) {
         let mut pipe = redis::pipe();
-        for topic in batch {
+        for key in batch {
             pipe.cmd("HDEL")
-                .arg(shared.config.members_key(topic))
+                .arg(key)
                 .arg(&shared.config.node_id)
                 .ignore();
         }
@@ -452,6 +696,9 @@ async fn remove_counts(shared: &Shared, announced: &HashSet<String>) {
         .await;
     }
 }
+
+/// The script that extends held topics' positions.
+static KEEP_SCRIPT: LuaScript = LuaScript::new(history::KEEP_SCRIPT);
 
 #[cfg(test)]
 mod tests {
@@ -465,6 +712,25 @@ mod tests {
         assert_eq!(parse_member_count("x:1000", 0), None);
         assert_eq!(parse_member_count("3", 0), None);
         assert_eq!(parse_member_count("", 0), None);
+    }
+
+    #[test]
+    fn presence_values_round_trip_expire_and_are_checked() {
+        let entries = vec![PresenceEntry {
+            client_id: "n1-2".into(),
+            info: serde_json::json!({"name": "ann"}),
+        }];
+        let value = presence_value(&entries, 1000).expect("encodes");
+        assert_eq!(
+            parse_presence(&value, 999, 1 << 20),
+            Ok(Some(entries.clone()))
+        );
+        assert_eq!(parse_presence(&value, 1000, 1 << 20), Ok(Some(entries)));
+        assert_eq!(parse_presence(&value, 1001, 1 << 20), Ok(None));
+        assert!(parse_presence(&value, 0, value.len() - 1).is_err());
+        for junk in [&b""[..], b"1000", b"x:[]", b"1000:{", b"1000:[1]"] {
+            assert!(parse_presence(junk, 0, 1 << 20).is_err(), "{junk:?}");
+        }
     }
 
     #[test]

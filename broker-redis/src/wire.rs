@@ -2,9 +2,15 @@
 //!
 //! ```text
 //! [1, origin, type, meta, payload_format, payload, exclude, compress]
+//! [2, origin, type, meta, payload_format, payload, exclude, compress, epoch, offset]
 //! ```
 //!
-//! - `1`: the version of this layout;
+//! - `1`: a plain publication; `2`: a publication on a topic with history,
+//!   with its position (docs/PROTOCOL.md §8). The publishing node encodes
+//!   the head of a positioned frame ([`encode_positioned_head`]) and the
+//!   publish script in Redis appends `epoch` (str) and `offset` (uint 64,
+//!   always the 9-byte form) once it has assigned them; the same bytes are
+//!   kept in the topic's history and published on its channel;
 //! - `origin` (str): the publishing node's id, so that it skips its own;
 //! - `type` (str): the envelope type;
 //! - `meta` (bin holding a MessagePack map, or nil when empty);
@@ -21,10 +27,12 @@
 use bytes::Bytes;
 use rmp::Marker;
 use signalbox::codec::{Format, RawPayload};
-use signalbox::{BrokerMessage, Meta};
+use signalbox::{BrokerMessage, Meta, Position};
 
 const VERSION: u8 = 1;
 const FIELDS: u32 = 8;
+const POSITIONED_VERSION: u8 = 2;
+const POSITIONED_FIELDS: u32 = 10;
 /// How deeply arrays and maps may nest in meta or a payload read from
 /// Redis: the codec's own limit (and serde_json's). rmp-serde's default
 /// (1024) lets a small frame overflow a task's stack.
@@ -72,10 +80,37 @@ fn write_nil(buf: &mut Vec<u8>) {
 /// Meta that MessagePack cannot carry (it always can: meta comes from a
 /// decoded envelope).
 pub fn encode(origin: &str, msg: &BrokerMessage) -> Result<Vec<u8>, FrameError> {
+    encode_fields(origin, msg, FIELDS, VERSION)
+}
+
+/// Encodes the head of a positioned frame: every field but `epoch` and
+/// `offset`, which the publish script appends (see the module docs).
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_positioned_head(origin: &str, msg: &BrokerMessage) -> Result<Vec<u8>, FrameError> {
+    encode_fields(origin, msg, POSITIONED_FIELDS, POSITIONED_VERSION)
+}
+
+/// Appends `epoch` and `offset` to a positioned head, as the publish
+/// script does (for tests of the layout).
+#[cfg(test)]
+pub(crate) fn append_position(head: &mut Vec<u8>, position: &Position) {
+    write_str(head, &position.epoch);
+    head.push(0xcf);
+    head.extend_from_slice(&position.offset.to_be_bytes());
+}
+
+fn encode_fields(
+    origin: &str,
+    msg: &BrokerMessage,
+    fields: u32,
+    version: u8,
+) -> Result<Vec<u8>, FrameError> {
     let payload_len = msg.payload.as_ref().map_or(0, |p| p.as_bytes().len());
     let mut buf = Vec::with_capacity(64 + origin.len() + msg.ty.len() + payload_len);
-    let _ = rmp::encode::write_array_len(&mut buf, FIELDS);
-    let _ = rmp::encode::write_uint(&mut buf, u64::from(VERSION));
+    let _ = rmp::encode::write_array_len(&mut buf, fields);
+    let _ = rmp::encode::write_uint(&mut buf, u64::from(version));
     write_str(&mut buf, origin);
     write_str(&mut buf, &msg.ty);
     if msg.meta.is_empty() {
@@ -231,10 +266,17 @@ pub fn decode(topic: &str, frame: &[u8]) -> Result<Frame, FrameError> {
     let mut r = Reader { rest: frame };
     let fields = r.array_len()?;
     let version = r.uint()?;
-    if version != u64::from(VERSION) {
-        return Err(FrameError::Version(version));
-    }
-    if fields != u64::from(FIELDS) {
+    let positioned = match version {
+        v if v == u64::from(VERSION) => false,
+        v if v == u64::from(POSITIONED_VERSION) => true,
+        v => return Err(FrameError::Version(v)),
+    };
+    let expected = if positioned {
+        POSITIONED_FIELDS
+    } else {
+        FIELDS
+    };
+    if fields != u64::from(expected) {
         return Err(FrameError::Malformed("wrong number of fields"));
     }
     let origin = r.str()?.to_owned();
@@ -272,6 +314,19 @@ pub fn decode(topic: &str, frame: &[u8]) -> Result<Frame, FrameError> {
         Some(r.str()?.to_owned())
     };
     let compress = r.bool()?;
+    let position = if positioned {
+        let epoch = r.str()?.to_owned();
+        if epoch.is_empty() {
+            return Err(FrameError::Malformed("empty epoch"));
+        }
+        let offset = r.uint()?;
+        if offset == 0 {
+            return Err(FrameError::Malformed("offset 0"));
+        }
+        Some(Position::new(epoch, offset))
+    } else {
+        None
+    };
     if !r.rest.is_empty() {
         return Err(FrameError::Malformed("trailing bytes"));
     }
@@ -284,7 +339,7 @@ pub fn decode(topic: &str, frame: &[u8]) -> Result<Frame, FrameError> {
             payload,
             exclude,
             compress,
-            position: None,
+            position,
         },
     })
 }
@@ -346,14 +401,46 @@ mod tests {
         assert_eq!(decode("t", &frame).expect("decodes").message, msg);
     }
 
+    fn positioned_frame(msg: &BrokerMessage, position: &Position) -> Vec<u8> {
+        let mut frame = encode_positioned_head("node-a", msg).expect("encodes");
+        append_position(&mut frame, position);
+        frame
+    }
+
+    #[test]
+    fn a_positioned_message_round_trips_with_its_position() {
+        let msg = sample();
+        let position = Position::new("0123456789ab", (1 << 53) + 7);
+        let back = decode("room:1", &positioned_frame(&msg, &position)).expect("decodes");
+        assert_eq!(back.origin, "node-a");
+        assert_eq!(back.message.position.as_ref(), Some(&position));
+        assert_eq!(
+            BrokerMessage {
+                position: None,
+                ..back.message
+            },
+            msg
+        );
+        // A head without its position is not a frame.
+        let head = encode_positioned_head("node-a", &msg).expect("encodes");
+        assert!(decode("room:1", &head).is_err());
+        // Nor is a position of offset 0 or without an epoch.
+        for bad in [Position::new("e", 0), Position::new("", 1)] {
+            assert!(decode("room:1", &positioned_frame(&msg, &bad)).is_err());
+        }
+    }
+
     #[test]
     fn every_truncation_of_a_frame_is_rejected() {
-        let frame = encode("node-a", &sample()).expect("encodes");
-        for cut in 0..frame.len() {
-            assert!(
-                decode("room:1", &frame[..cut]).is_err(),
-                "a frame cut at {cut} bytes was accepted"
-            );
+        let plain = encode("node-a", &sample()).expect("encodes");
+        let positioned = positioned_frame(&sample(), &Position::new("e", 9));
+        for frame in [plain, positioned] {
+            for cut in 0..frame.len() {
+                assert!(
+                    decode("room:1", &frame[..cut]).is_err(),
+                    "a frame cut at {cut} bytes was accepted"
+                );
+            }
         }
     }
 
@@ -368,6 +455,13 @@ mod tests {
         let mut frame = encode("node-a", &sample()).expect("encodes");
         frame[1] = 9;
         assert_eq!(decode("room:1", &frame), Err(FrameError::Version(9)));
+        // A plain frame that claims to be positioned has too few fields.
+        let mut frame = encode("node-a", &sample()).expect("encodes");
+        frame[1] = POSITIONED_VERSION;
+        assert!(matches!(
+            decode("room:1", &frame),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]

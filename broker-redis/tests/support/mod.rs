@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use signalbox::testing::{TestClient, TestHub};
 use signalbox::{Ctx, Hub, PublishOptions, Router, message};
-use signalbox_redis::RedisBroker;
+use signalbox_redis::{RedisBroker, RedisBrokerBuilder};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -237,6 +237,13 @@ pub struct Node {
 
 /// A broker with timings short enough for tests.
 pub fn broker(url: &str, node: &str, prefix: &str) -> RedisBroker {
+    broker_builder(url, node, prefix)
+        .build()
+        .expect("broker builds")
+}
+
+/// The builder of [`broker`], to change a setting first.
+pub fn broker_builder(url: &str, node: &str, prefix: &str) -> RedisBrokerBuilder {
     RedisBroker::builder(url)
         .node_id(node)
         .prefix(prefix)
@@ -245,8 +252,6 @@ pub fn broker(url: &str, node: &str, prefix: &str) -> RedisBroker {
         .publish_timeout(Duration::from_millis(500))
         .connect_timeout(Duration::from_millis(500))
         .membership_refresh(Duration::from_millis(200))
-        .build()
-        .expect("broker builds")
 }
 
 impl Node {

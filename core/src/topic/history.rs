@@ -457,6 +457,16 @@ impl Gate {
         }
     }
 
+    /// The topic's epoch changed under a live subscriber (its history was
+    /// lost): the new epoch's offsets start again at 1, and the subscriber
+    /// takes them from there. A subscriber still reading its replay is
+    /// left as it is.
+    pub(crate) fn restart(&mut self) {
+        if let Gate::Live { next } = self {
+            *next = 1;
+        }
+    }
+
     /// The first offset a live subscriber takes next (`None` while pending).
     #[cfg(test)]
     pub(crate) fn next(&self) -> Option<u64> {
@@ -622,6 +632,19 @@ mod tests {
         // Live now: a duplicate is dropped, the next one passes.
         assert_eq!(gate.admit(12, frame(12), 1024), None);
         assert_eq!(gate.admit(13, frame(13), 1024), Some(frame(13)));
+    }
+
+    #[test]
+    fn a_restarted_gate_takes_a_new_epoch_from_its_first_offset() {
+        let mut gate = Gate::Live { next: 6 };
+        assert_eq!(gate.admit(1, frame(1), 1024), None);
+        gate.restart();
+        assert_eq!(gate.admit(1, frame(1), 1024), Some(frame(1)));
+        assert_eq!(gate.admit(1, frame(1), 1024), None);
+        assert_eq!(gate.next(), Some(2));
+        let mut pending = Gate::pending();
+        pending.restart();
+        assert_eq!(pending.next(), None);
     }
 
     #[test]

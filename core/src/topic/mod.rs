@@ -380,6 +380,22 @@ impl LocalDelivery {
         .await
     }
 
+    /// The epoch of `topic` changed while this node's subscribers were
+    /// live (the broker's history was lost: a restarted or flushed store):
+    /// each live subscriber takes the new epoch's publications from the
+    /// first one. A broker calls it before delivering the first publication
+    /// of the new epoch, in the same order as its deliveries.
+    pub fn epoch_changed(&self, topic: &str) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        for member in hub.topics.entries(topic) {
+            if let Some(gate) = &member.gate {
+                gate.lock().restart();
+            }
+        }
+    }
+
     /// Topics this node's connections hold now (to resubscribe after a
     /// broker reconnect).
     pub fn topics(&self) -> Vec<String> {
@@ -404,6 +420,13 @@ impl LocalDelivery {
             .upgrade()
             .map(|h| presence::local(&h.topics, topic))
             .unwrap_or_default()
+    }
+
+    /// The history limits of `topic` by this hub's rules, if it keeps
+    /// history (a broker that keeps history reads them to trim and expire
+    /// what it reads and to keep a held topic's position alive).
+    pub fn history_limits(&self, topic: &str) -> Option<HistoryLimits> {
+        self.hub.upgrade().and_then(|h| h.rules.history(topic))
     }
 
     /// Topics with presence held on this node now.
