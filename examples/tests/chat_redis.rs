@@ -123,19 +123,37 @@ impl Client {
         }
     }
 
-    /// Joins `room` and learns this client's user id from its own
-    /// USER_JOINED (after the room's recent messages, which end with
-    /// `$sb:subscribed`), then reads the member list.
+    /// Joins `room` under a name of its own and learns this client's user
+    /// id from its own USER_JOINED. With Redis, that USER_JOINED comes back
+    /// through Redis: it may be among the room's recent messages (before
+    /// `$sb:subscribed`) or after them, and ROOM_MEMBERS (sent directly)
+    /// may come before it.
     async fn join(&mut self, room: &str) {
-        self.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room}}))
+        static NAMES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "member-{}",
+            NAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        self.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room, "username": name}}))
             .await;
-        self.expect("$sb:subscribed").await;
-        let joined = self
-            .recv(Duration::from_secs(5))
-            .await
-            .expect("USER_JOINED");
-        assert_eq!(joined["type"], "USER_JOINED", "{joined}");
-        self.expect("ROOM_MEMBERS").await;
+        let mut joined = None;
+        let (mut subscribed, mut members) = (false, false);
+        while joined.is_none() || !members || !subscribed {
+            let next = self
+                .recv(Duration::from_secs(5))
+                .await
+                .expect("join answers");
+            match next["type"].as_str() {
+                Some("USER_JOINED") if next["payload"]["username"] == name.as_str() => {
+                    assert!(joined.is_none(), "a second USER_JOINED: {next}");
+                    joined = Some(next);
+                }
+                Some("ROOM_MEMBERS") => members = true,
+                Some("$sb:subscribed") => subscribed = true,
+                _ => {}
+            }
+        }
+        let joined = joined.expect("USER_JOINED");
         self.user_id = joined["payload"]["userId"]
             .as_str()
             .expect("userId")
