@@ -79,6 +79,7 @@
 pub mod axum;
 
 pub mod client;
+mod metered;
 mod server;
 mod stream;
 pub mod tls;
@@ -90,7 +91,8 @@ pub use server::{
     WsServerBuilder,
 };
 pub use stream::{
-    Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, WsSink, WsSource, split, websocket_config,
+    Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, Linger, WsSink, WsSource, split,
+    websocket_config,
 };
 pub use upgrade::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HandshakeRequest, Rejection, Upgrader,

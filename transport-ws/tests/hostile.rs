@@ -297,10 +297,15 @@ async fn frames_dribbled_a_byte_at_a_time() {
         }
         tcp
     });
-    // Meanwhile the bystander (whose messages keep it alive) is served.
-    for _ in 0..5 {
+    // Meanwhile the bystander (whose messages keep it alive) is served,
+    // until the loris stops dribbling: when the server, after its close and
+    // the linger for the loris's own (docs/PROTOCOL.md §4), closes the
+    // socket and the writes fail.
+    let mut rounds = 0;
+    while rounds < 5 || !dribble.is_finished() {
         by.served().await;
         tokio::time::sleep(Duration::from_millis(60)).await;
+        rounds += 1;
     }
     let tcp = dribble.await.unwrap();
     let mut loris = RawClient { tcp };
