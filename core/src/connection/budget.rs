@@ -1,41 +1,5 @@
-//! The global budget for incomplete inbound messages (docs/PROTOCOL.md §4
-//! and §5, "Incomplete messages").
-//!
-//! A transport buffers the bytes of a message until it has it whole. Each
-//! connection may do so up to the maximum message size, so without a bound
-//! across connections, many connections that each start a large message and
-//! stall hold many times that. [`IncompleteBudget`] is that bound, one per
-//! hub and shared by every transport: each connection holds a
-//! [`Reservation`], charges it as the bytes of its incomplete message are
-//! buffered, and releases it when the message is whole (or when the
-//! reservation is dropped, with the connection). A charge that does not fit
-//! is refused, and the transport closes that connection (policy: WS 1008,
-//! QUIC 3) while the others go on.
-//!
-//! The first [`IncompleteLimits::allowance`] bytes of each connection's
-//! incomplete message are not charged: ordinary small messages never touch
-//! the budget, so connections holding it cannot starve them. The memory
-//! bound is therefore the budget plus the allowance per connection.
-//!
-//! A reservation also keeps the time its message started, so that a message
-//! not completed within [`IncompleteLimits::timeout`] can be refused too.
-//!
-//! ```
-//! use signalbox::connection::{IncompleteBudget, IncompleteLimits};
-//!
-//! let mut limits = IncompleteLimits::default();
-//! limits.budget = 100;
-//! limits.allowance = 10;
-//! let budget = IncompleteBudget::new(limits);
-//! let mut a = budget.reserve();
-//! let mut b = budget.reserve();
-//! a.add(60).unwrap(); // 50 charged: the first 10 bytes are free
-//! assert_eq!(budget.used(), 50);
-//! assert!(b.add(70).is_err()); // 60 more would pass 100
-//! b.add(10).unwrap(); // within the allowance: always accepted
-//! a.complete(); // the message is whole: its bytes are released
-//! assert_eq!(budget.used(), 0);
-//! ```
+//! The global budget for incomplete inbound messages; see
+//! [`IncompleteBudget`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,7 +50,44 @@ pub enum Refusal {
     Timeout(Duration),
 }
 
-/// The hub-wide budget; see the [module docs](self).
+/// The hub-wide budget for incomplete inbound messages (docs/PROTOCOL.md
+/// §4 and §5, "Incomplete messages").
+///
+/// A transport buffers the bytes of a message until it has it whole. Each
+/// connection may do so up to the maximum message size, so without a bound
+/// across connections, many connections that each start a large message and
+/// stall hold many times that. [`IncompleteBudget`] is that bound, one per
+/// hub and shared by every transport: each connection holds a
+/// [`Reservation`], charges it as the bytes of its incomplete message are
+/// buffered, and releases it when the message is whole (or when the
+/// reservation is dropped, with the connection). A charge that does not fit
+/// is refused, and the transport closes that connection (policy: WS 1008,
+/// QUIC 3) while the others go on.
+///
+/// The first [`IncompleteLimits::allowance`] bytes of each connection's
+/// incomplete message are not charged: ordinary small messages never touch
+/// the budget, so connections holding it cannot starve them. The memory
+/// bound is therefore the budget plus the allowance per connection.
+///
+/// A reservation also keeps the time its message started, so that a message
+/// not completed within [`IncompleteLimits::timeout`] can be refused too.
+///
+/// ```
+/// use signalbox::connection::{IncompleteBudget, IncompleteLimits};
+///
+/// let mut limits = IncompleteLimits::default();
+/// limits.budget = 100;
+/// limits.allowance = 10;
+/// let budget = IncompleteBudget::new(limits);
+/// let mut a = budget.reserve();
+/// let mut b = budget.reserve();
+/// a.add(60).unwrap(); // 50 charged: the first 10 bytes are free
+/// assert_eq!(budget.used(), 50);
+/// assert!(b.add(70).is_err()); // 60 more would pass 100
+/// b.add(10).unwrap(); // within the allowance: always accepted
+/// a.complete(); // the message is whole: its bytes are released
+/// assert_eq!(budget.used(), 0);
+/// ```
 #[derive(Debug)]
 pub struct IncompleteBudget {
     limits: IncompleteLimits,
