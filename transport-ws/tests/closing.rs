@@ -131,6 +131,27 @@ async fn an_oversize_frame_gets_1009_and_its_reason_every_time() {
     assert_eq!(good, 50, "{seen:#?}");
 }
 
+/// A protocol violation (a reserved opcode) followed by 1 MiB more from a
+/// client that does not stop writing: the client still reads close 1002
+/// and its reason, as the server reads and discards the rest before it
+/// closes the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_violation_followed_by_more_data_still_gets_its_close() {
+    let _serial = SERIAL.lock().await;
+    let (_hub, addr) = start(Config::default()).await;
+    for _ in 0..10 {
+        let mut raw = RawClient::connect(addr, "json").await;
+        raw.send_frame(0x3, b"reserved", true, 0).await;
+        let mut tcp = raw.tcp;
+        tcp.write_all(&vec![0x55u8; MIB]).await.unwrap();
+        let (code, reason) = close_within(&mut tcp, WAIT)
+            .await
+            .expect("a close frame within the wait");
+        assert_eq!(code, 1002, "{reason}");
+        assert!(reason.contains("protocol violation"), "{reason}");
+    }
+}
+
 /// A compressed envelope that inflates past the maximum message size is
 /// not a transport violation (docs/PROTOCOL.md §3): it is answered with
 /// `ERROR` `INVALID_ARGUMENT`, and the connection goes on.

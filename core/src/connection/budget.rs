@@ -164,9 +164,10 @@ impl Reservation {
     /// closed.
     pub fn hold(&mut self, bytes: usize) -> Result<(), Refusal> {
         let charge = bytes.saturating_sub(self.budget.limits.allowance);
+        // Within the allowance the shared counter is not touched at all.
         if charge > self.charged {
             self.budget.charge(charge - self.charged)?;
-        } else {
+        } else if charge < self.charged {
             self.budget.release(self.charged - charge);
         }
         self.charged = charge;
