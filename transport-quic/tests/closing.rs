@@ -159,3 +159,39 @@ async fn a_message_not_completed_in_time_is_closed_with_code_3() {
     idle.send("ECHO", Some("after"), json!(2)).await;
     idle.expect("ECHO").await;
 }
+
+/// Request streams count against the same budget: three that each send
+/// 600 KiB of a 700 KiB request and stall, against a budget of 1 MiB, get
+/// their connection closed with code 3 and the budget's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_request_streams_are_bounded_by_the_budget() {
+    let mut config = Config::default();
+    config.incomplete.budget = 1024 * KIB;
+    let hub = hub_with(config);
+    let server = start(&hub);
+    let mut client = Client::connect(&server, "json").await;
+    // The main stream first: it opens the connection for the hub.
+    client.send("ECHO", Some("open"), json!(1)).await;
+    client.expect("ECHO").await;
+    let mut writers = Vec::new();
+    for _ in 0..3 {
+        let (mut send, recv) = client.conn.open_bi().await.unwrap();
+        writers.push(tokio::spawn(async move {
+            let _ = send.write_all(&(700 * KIB as u32).to_be_bytes()).await;
+            let _ = send.write_all(&vec![b' '; 600 * KIB]).await;
+            // Kept open, unfinished.
+            (send, recv)
+        }));
+    }
+    let (code, reason) = closed_within(&client.conn, WAIT)
+        .await
+        .expect("closed within the wait");
+    assert_eq!(code, 3, "{reason}");
+    assert!(reason.contains("budget"), "{reason}");
+    assert!(hub.incomplete_budget().peak() <= 1024 * KIB);
+    for writer in writers {
+        drop(writer.await.unwrap());
+    }
+    let budget = hub.incomplete_budget();
+    assert!(eventually(WAIT, || budget.used() == 0).await, "released");
+}
