@@ -1,6 +1,6 @@
 //! Limits and timings of a [`crate::Hub`], each with a documented default.
 
-use crate::connection::OverflowPolicy;
+use crate::connection::{IncompleteLimits, OverflowPolicy};
 use signalbox_codec::CodecLimits;
 use std::time::Duration;
 
@@ -56,6 +56,23 @@ pub struct Config {
     /// Topic rules: name length and characters, subscriptions per
     /// connection, fan-out chunk size.
     pub topics: TopicLimits,
+    /// Incomplete inbound messages (docs/PROTOCOL.md §4, §5): the bytes all
+    /// connections together may hold of messages not yet received whole
+    /// (default 64 MiB, beyond 16 KiB per connection that is never
+    /// charged), and how long a message may take from its first byte to
+    /// its last (default 20 s). A connection that would pass the budget, or
+    /// whose message is late, is closed (policy: WS 1008, QUIC 3).
+    pub incomplete: IncompleteLimits,
+    /// After the server sends its close (docs/PROTOCOL.md §4), how long it
+    /// goes on reading, and discarding, what the peer still sends, waiting
+    /// for the peer's own close or end of stream before it closes the
+    /// socket. Closing a socket with unread data resets it, and the peer
+    /// then loses the close frame and its reason. Default 1 s.
+    pub close_linger: Duration,
+    /// At most how many bytes are read and discarded after the server's
+    /// close (see [`Config::close_linger`]). Default 4 MiB: the rest of a
+    /// message of up to four times the maximum size.
+    pub close_drain_bytes: usize,
 }
 
 impl Default for Config {
@@ -76,6 +93,9 @@ impl Default for Config {
             }),
             drain_timeout: Duration::from_secs(5),
             topics: TopicLimits::default(),
+            incomplete: IncompleteLimits::default(),
+            close_linger: Duration::from_secs(1),
+            close_drain_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::connection::{Connection, DataMap};
+use crate::connection::{Connection, DataMap, IncompleteBudget};
 use crate::context::Conn;
 use crate::error::Error;
 use crate::message::Message;
@@ -136,6 +136,7 @@ pub(crate) struct HubInner {
     pub(crate) rules: TopicRules,
     pub(crate) history: MemoryHistory,
     publishes: AtomicU64,
+    incomplete: Arc<IncompleteBudget>,
     node: String,
     next_id: AtomicU64,
 }
@@ -232,6 +233,7 @@ impl HubBuilder {
                 .build_hasher()
                 .finish() as u32
         );
+        let incomplete = IncompleteBudget::new(self.config.incomplete);
         let inner = Arc::new(HubInner {
             routes,
             hooks,
@@ -247,6 +249,7 @@ impl HubBuilder {
             rules: self.rules,
             history: MemoryHistory::new(),
             publishes: AtomicU64::new(0),
+            incomplete,
             node,
             next_id: AtomicU64::new(1),
         });
@@ -272,6 +275,14 @@ impl Hub {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The budget for incomplete inbound messages, shared by every
+    /// connection of this hub on every transport ([`Config::incomplete`]).
+    /// Transports take a [`crate::connection::Reservation`] from it per
+    /// connection.
+    pub fn incomplete_budget(&self) -> &Arc<IncompleteBudget> {
+        &self.inner.incomplete
     }
 
     /// The codec a connection that negotiated `codec` uses, with this hub's

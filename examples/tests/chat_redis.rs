@@ -113,16 +113,6 @@ impl Client {
         }
     }
 
-    /// The next envelope of type `ty`, skipping others.
-    async fn expect(&mut self, ty: &str) -> Value {
-        loop {
-            let next = self.recv(Duration::from_secs(5)).await.expect(ty);
-            if next["type"] == ty {
-                return next;
-            }
-        }
-    }
-
     /// Joins `room` under a name of its own and learns this client's user
     /// id from its own USER_JOINED. With Redis, that USER_JOINED comes back
     /// through Redis: it may be among the room's recent messages (before

@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use signalbox::codec::WireCodec;
 use signalbox::connection::{
     Close, CloseKind, Connection, ConnectionInfo, DataMap, FrameSink, FrameSource, Inbound,
-    TransportError,
+    Reservation, TransportError,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,6 +127,7 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
         source: Box::new(QuicSource {
             recv,
             decoder: FrameDecoder::new(max),
+            reservation: hub.incomplete_budget().reserve(),
             finished: false,
             lanes: lane_rx,
         }),
@@ -177,6 +178,9 @@ fn handshake_of(
 struct QuicSource {
     recv: quinn::RecvStream,
     decoder: FrameDecoder,
+    /// The decoder's partial frame, charged to the hub's budget for
+    /// incomplete messages (docs/PROTOCOL.md §5).
+    reservation: Reservation,
     finished: bool,
     lanes: Option<mpsc::Receiver<Bytes>>,
 }
@@ -188,7 +192,10 @@ impl FrameSource for QuicSource {
         // whole, and both awaited futures lose nothing when dropped.
         loop {
             match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Ok(Some(Inbound::Message(frame))),
+                Ok(Some(frame)) => {
+                    self.reservation.complete();
+                    return Ok(Some(Inbound::Message(frame)));
+                }
                 Ok(None) => {}
                 Err(error @ FrameError::TooLarge { .. }) => {
                     return Err(TransportError::TooBig(error.to_string()));
@@ -203,6 +210,17 @@ impl FrameSource for QuicSource {
                 }
                 return Ok(None);
             }
+            // What the decoder holds now is part of the next frame. Charged
+            // (and its clock started) here rather than when it was read, so
+            // that time spent not reading (backpressure) does not count.
+            self.reservation.hold(self.decoder.buffered())?;
+            let deadline = self.reservation.deadline();
+            let late = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             let lanes = async {
                 match &mut self.lanes {
                     Some(rx) => rx.recv().await,
@@ -210,6 +228,7 @@ impl FrameSource for QuicSource {
                 }
             };
             tokio::select! {
+                () = late => return Err(TransportError::Refused(self.reservation.timed_out())),
                 request = lanes => match request {
                     Some(frame) => return Ok(Some(Inbound::Message(frame))),
                     None => self.lanes = None,

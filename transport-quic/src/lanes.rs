@@ -20,7 +20,7 @@ use crate::server::Settings;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use signalbox::codec::{ErrorCode, ErrorPayload, Meta, WireCodec};
-use signalbox::connection::CloseKind;
+use signalbox::connection::{CloseKind, Refusal, Reservation};
 use signalbox::{ERROR_TYPE, PROGRESS_TYPE};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -152,17 +152,26 @@ enum ReadOne {
     Frame(Bytes),
     Empty,
     TooLarge(FrameError),
+    Refused(Refusal),
     Broken,
 }
 
 impl Stream {
-    async fn read_one(&mut self) -> ReadOne {
+    /// Reads the stream's one request; its bytes, until whole, are charged
+    /// to the hub's budget for incomplete messages (docs/PROTOCOL.md §5).
+    async fn read_one(&mut self, reservation: &mut Reservation) -> ReadOne {
         let mut decoder = FrameDecoder::new(self.codec.limits().max_message_size);
         loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => return ReadOne::Frame(frame),
+                Ok(Some(frame)) => {
+                    reservation.complete();
+                    return ReadOne::Frame(frame);
+                }
                 Ok(None) => {}
                 Err(error) => return ReadOne::TooLarge(error),
+            }
+            if let Err(refusal) = reservation.hold(decoder.buffered()) {
+                return ReadOne::Refused(refusal);
             }
             match self.recv.read_chunk(64 * 1024, true).await {
                 Ok(Some(chunk)) => decoder.push(&chunk.bytes),
@@ -203,7 +212,13 @@ async fn serve(
     inbound: mpsc::Sender<Bytes>,
     settings: Arc<Settings>,
 ) {
-    let read = tokio::time::timeout(settings.handshake_timeout, stream.read_one()).await;
+    let mut reservation = settings.hub.incomplete_budget().reserve();
+    let read = tokio::time::timeout(
+        settings.handshake_timeout,
+        stream.read_one(&mut reservation),
+    )
+    .await;
+    drop(reservation);
     let frame = match read {
         Ok(ReadOne::Frame(frame)) => frame,
         Ok(ReadOne::Empty) => {
@@ -212,6 +227,10 @@ async fn serve(
         }
         Ok(ReadOne::TooLarge(error)) => {
             conn::close(&stream.connection, CloseKind::TooBig, &error.to_string());
+            return;
+        }
+        Ok(ReadOne::Refused(refusal)) => {
+            conn::close(&stream.connection, CloseKind::Policy, &refusal.to_string());
             return;
         }
         Ok(ReadOne::Broken) | Err(_) => {

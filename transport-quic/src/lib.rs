@@ -48,8 +48,13 @@
 //!   that many bytes of envelope ([`framing`]). A length above the hub's
 //!   maximum message size closes the connection (code 2) before anything
 //!   of that size is allocated.
+//! - The partial frame of each stream counts against the hub's budget for
+//!   incomplete messages and must complete within its timeout
+//!   ([`signalbox::Config::incomplete`]); past either, code 3.
 //! - Application close codes: 0 normal, 1 going away, 2 protocol violation,
-//!   3 policy (authentication, slow consumer), 4 internal error.
+//!   3 policy (authentication, slow consumer, incomplete-message budget or
+//!   timeout), 4 internal error, each with a reason, in QUIC's
+//!   CONNECTION_CLOSE.
 //! - Liveness is QUIC's: the idle timeout (default 30 s) drops silent peers,
 //!   and the server's keep-alives (default every 10 s) keep quiet but live
 //!   ones open. No application heartbeats are needed (the core still

@@ -58,7 +58,20 @@
 //! ([`signalbox::Config::codec`]) closes the connection with 1009 before it
 //! is read whole; invalid UTF-8 in a text frame closes with 1007, other
 //! protocol violations with 1002. Heartbeats, slow consumers and shutdown
-//! are the hub's (1008, 1008, 1001).
+//! are the hub's (1008, 1008, 1001), and so are the budget and the
+//! completion timeout for incomplete messages
+//! ([`signalbox::Config::incomplete`]): the bytes read from the socket
+//! since a connection's last complete message are charged to the hub's
+//! budget, and a connection that would pass it, or whose message is late,
+//! is closed with 1008.
+//!
+//! Every close the server starts lingers: after its close frame the server
+//! reads and discards what the client still sends until the client's close
+//! or end of stream, within [`signalbox::Config::close_linger`] and
+//! [`signalbox::Config::close_drain_bytes`], and closes the socket only
+//! then, so that a client still writing (the rest of a message refused as
+//! too big) reads the close and its reason instead of a reset. See
+//! [`Linger`].
 //!
 //! # Memory
 //!
@@ -79,6 +92,7 @@
 pub mod axum;
 
 pub mod client;
+mod metered;
 mod server;
 mod stream;
 pub mod tls;
@@ -90,7 +104,8 @@ pub use server::{
     WsServerBuilder,
 };
 pub use stream::{
-    Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, WsSink, WsSource, split, websocket_config,
+    Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, Linger, WsSink, WsSource, split,
+    websocket_config,
 };
 pub use upgrade::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HandshakeRequest, Rejection, Upgrader,

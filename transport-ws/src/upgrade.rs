@@ -2,7 +2,8 @@
 //! of the upgraded stream to the hub. Shared by the standalone server and
 //! the axum integration.
 
-use crate::stream::{self, Buffers};
+use crate::metered::{Meter, Metered};
+use crate::stream::{self, Buffers, Linger};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -401,8 +402,20 @@ impl Upgrader {
         let hub = &self.inner.hub;
         let codec = hub.codec(codec);
         let config = stream::websocket_config(codec.limits(), self.inner.buffers);
+        // The bytes of incomplete messages count against the hub's budget
+        // (docs/PROTOCOL.md §4, "Incomplete messages").
+        let meter = Meter::new(hub.incomplete_budget().reserve());
+        let io = Metered::new(io, meter.clone());
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let (source, sink) = stream::split(ws, &codec);
+        let source = source.metered(meter);
+        // Every close the server starts waits for the client's close
+        // (docs/PROTOCOL.md §4, "Closing").
+        let hub_config = hub.config();
+        let sink = sink.with_linger(Linger {
+            time: hub_config.close_linger,
+            bytes: hub_config.close_drain_bytes,
+        });
         let connection = Connection {
             info: ConnectionInfo {
                 transport: "ws",

@@ -17,73 +17,12 @@ use signalbox::Config;
 use signalbox::codec::Meta;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Resident set of this process, in KiB, from /proc/self/status.
-fn vm_kib(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Samples VmRSS every 2 ms on a thread of its own until stopped; reports
-/// the baseline, the peak and the end.
-struct RssSampler {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicUsize>,
-    baseline: usize,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn start() -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let baseline = vm_kib("VmRSS:");
-        let peak = Arc::new(AtomicUsize::new(baseline));
-        let thread = {
-            let (stop, peak) = (stop.clone(), peak.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(vm_kib("VmRSS:"), Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            })
-        };
-        RssSampler {
-            stop,
-            peak,
-            baseline,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops sampling; prints and returns the growth of the peak over the
-    /// baseline, in MiB.
-    fn finish(mut self, what: &str) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let peak = self.peak.load(Ordering::Relaxed).max(vm_kib("VmRSS:"));
-        let grown = peak.saturating_sub(self.baseline) / 1024;
-        eprintln!(
-            "rss {what}: baseline {} MiB, peak {} MiB (+{grown} MiB), now {} MiB, process VmHWM {} MiB",
-            self.baseline / 1024,
-            peak / 1024,
-            vm_kib("VmRSS:") / 1024,
-            vm_kib("VmHWM:") / 1024,
-        );
-        grown
-    }
-}
 
 /// A client that keeps being served: an echo round trip on demand, and a
 /// room it listens to.
@@ -297,10 +236,15 @@ async fn frames_dribbled_a_byte_at_a_time() {
         }
         tcp
     });
-    // Meanwhile the bystander (whose messages keep it alive) is served.
-    for _ in 0..5 {
+    // Meanwhile the bystander (whose messages keep it alive) is served,
+    // until the loris stops dribbling: when the server, after its close and
+    // the linger for the loris's own (docs/PROTOCOL.md §4), closes the
+    // socket and the writes fail.
+    let mut rounds = 0;
+    while rounds < 5 || !dribble.is_finished() {
         by.served().await;
         tokio::time::sleep(Duration::from_millis(60)).await;
+        rounds += 1;
     }
     let tcp = dribble.await.unwrap();
     let mut loris = RawClient { tcp };

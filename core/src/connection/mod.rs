@@ -6,11 +6,13 @@
 //! messages and a [`FrameSink`] for outbound ones. [`crate::Hub::serve`]
 //! does everything else: decoding, routing, queues, heartbeats, closing.
 
+mod budget;
 mod data;
 mod driver;
 mod outbound;
 mod rate;
 
+pub use budget::{IncompleteBudget, IncompleteLimits, Refusal, Reservation};
 pub use data::DataMap;
 pub use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE, RESUME_TYPE, RESUMED_TYPE};
 pub(crate) use driver::{answer_error, room_for_answers, serve};
@@ -112,7 +114,7 @@ pub enum CloseKind {
     /// A text frame was not UTF-8 (WS 1007, QUIC 2).
     InvalidData,
     /// A policy was violated: authentication lost, slow consumer, heartbeat
-    /// timeout (WS 1008, QUIC 3).
+    /// timeout, incomplete-message budget or timeout (WS 1008, QUIC 3).
     Policy,
     /// A message was too big (WS 1009, QUIC 2).
     TooBig,
@@ -188,6 +190,10 @@ pub enum TransportError {
     /// An I/O error.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A limit on incomplete messages refused the message being read: the
+    /// hub's budget, or the time to complete it.
+    #[error("{0}")]
+    Refused(#[from] Refusal),
     /// Anything else the transport reports.
     #[error("{0}")]
     Other(String),
@@ -201,6 +207,7 @@ impl TransportError {
             TransportError::TooBig(_) => CloseKind::TooBig,
             TransportError::InvalidUtf8 => CloseKind::InvalidData,
             TransportError::Closed | TransportError::Io(_) => CloseKind::Normal,
+            TransportError::Refused(_) => CloseKind::Policy,
             TransportError::Other(_) => CloseKind::Internal,
         }
     }
