@@ -14,7 +14,7 @@ mod rate;
 pub use data::DataMap;
 pub use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE};
 pub(crate) use driver::{answer_error, serve};
-pub use outbound::{OutboundQueue, OverflowPolicy, PushOutcome};
+pub use outbound::{OutboundBound, OutboundQueue, OverflowPolicy, PushOutcome};
 pub(crate) use rate::TokenBucket;
 
 use async_trait::async_trait;
