@@ -44,12 +44,12 @@ pub struct Config {
     /// close the connection as a slow consumer (WS 1008).
     pub overflow: OverflowPolicy,
     /// How long a connection's intake may wait for its outbound queue to
-    /// drain below half its bound (half the bytes and half the messages).
-    /// While the queue is half full the
-    /// connection takes no further message (it is not read: backpressure
-    /// onto the peer), so answers to a peer's own messages push back rather
-    /// than overflow (a handler that alone sends more than the room left
-    /// still meets the overflow policy). A queue that does not drain within
+    /// drain below half its bound (under half its bytes and half its
+    /// messages). While the queue is half full the connection takes no
+    /// further message (it is not read: backpressure onto the peer), so
+    /// answers to a peer's own messages push back rather than overflow (a
+    /// handler that alone sends more than the room left still meets the
+    /// overflow policy). A queue that does not drain within
     /// this time means the peer does not read: the connection is closed as
     /// a slow consumer. Default 5 s.
     pub outbound_stall_timeout: Duration,

@@ -71,7 +71,6 @@ async fn a_burst_into_a_room_does_not_close_members_that_read() {
         members.push(tokio::spawn(async move {
             let Client { ws, codec } = client;
             let (mut tx, mut rx) = ws.split();
-            let read_codec = codec.clone();
             // The reader runs from before the burst to its end.
             let reader = tokio::spawn(async move {
                 let mut seen = Seen {
@@ -100,7 +99,7 @@ async fn a_burst_into_a_room_does_not_close_members_that_read() {
                             break;
                         }
                     };
-                    let envelope = read_codec.decode(frame).expect("a frame the codec reads");
+                    let envelope = codec.decode(frame).expect("a frame the codec reads");
                     if envelope.ty == "NEW_MESSAGE" {
                         seen.new_messages += 1;
                     }

@@ -1,4 +1,5 @@
-//! The per-connection outbound queue: bounded, with a policy for when full.
+//! The per-connection outbound queue: bounded by the bytes it holds and by
+//! a frame count, with a policy for when full.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -13,7 +14,8 @@ pub enum OverflowPolicy {
     /// messages.
     #[default]
     Close,
-    /// Drop the oldest queued message to make room, and count it.
+    /// Drop the oldest queued messages until the queue is under its bound
+    /// (one, unless big ones are queued behind small), and count each.
     DropOldest,
     /// Drop the new message, and count it.
     DropNewest,
@@ -24,7 +26,8 @@ pub enum OverflowPolicy {
 pub enum PushOutcome {
     /// Queued.
     Queued,
-    /// Queued, after dropping the oldest queued message.
+    /// Queued, after dropping the oldest queued message (or as many as it
+    /// took to get under the bound).
     DroppedOldest,
     /// Not queued: the queue was full and the policy drops new messages.
     DroppedNewest,
