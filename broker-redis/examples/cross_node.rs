@@ -57,6 +57,7 @@ fn router() -> Router {
 fn config() -> Config {
     let mut config = Config::default();
     config.outbound_queue = 1 << 20;
+    config.outbound_queue_bytes = 1 << 30;
     config.rate_limit = None;
     config
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// ```
 /// use std::time::Duration;
 /// let mut config = signalbox::Config::default();
-/// config.outbound_queue = 4096;
+/// config.outbound_queue_bytes = 4 << 20;
 /// config.rpc_deadline = Duration::from_secs(5);
 /// ```
 #[derive(Debug, Clone)]
@@ -22,17 +22,34 @@ pub struct Config {
     /// Decoded messages waiting for their connection's handlers. When full,
     /// the connection stops reading (backpressure onto the peer). Default 64.
     pub inbound_queue: usize,
-    /// Encoded messages waiting to be written to one connection. Default 1024.
+    /// Bytes of encoded messages waiting to be written to one connection:
+    /// the outbound queue's bound (docs/PROTOCOL.md §4, slow consumers).
+    /// The queue takes a message while it holds less than this, so it
+    /// holds at most this plus one message; a message larger than the
+    /// whole budget still goes out when the queue is under it (when empty,
+    /// always). Messages published to many connections are encoded once
+    /// per codec and shared, so this bounds what one connection keeps
+    /// alive rather than what it alone costs. Default 1 MiB (1,048,576):
+    /// a burst of 4,000 messages of 200 bytes (800,000 bytes) into a room
+    /// fits whole even if the writer has not run yet.
+    pub outbound_queue_bytes: usize,
+    /// Encoded messages waiting to be written to one connection: a ceiling
+    /// besides [`Config::outbound_queue_bytes`], for tiny messages that
+    /// cost a queue slot each whatever their size. Default 8,192: twice the
+    /// 4,000-message burst above, so the byte budget is what binds for
+    /// messages averaging over 128 bytes, and the slots (32 bytes each)
+    /// take at most 256 KiB.
     pub outbound_queue: usize,
-    /// What a full outbound queue does. Default: close the connection as a
-    /// slow consumer (WS 1008).
+    /// What a full outbound queue (either bound reached) does. Default:
+    /// close the connection as a slow consumer (WS 1008).
     pub overflow: OverflowPolicy,
     /// How long a connection's intake may wait for its outbound queue to
-    /// drain below half its bound. While the queue is half full the
-    /// connection takes no further message (it is not read: backpressure
-    /// onto the peer), so answers to a peer's own messages push back rather
-    /// than overflow (a handler that alone sends more than the room left
-    /// still meets the overflow policy). A queue that does not drain within
+    /// drain below half its bound (under half its bytes and half its
+    /// messages). While the queue is half full the connection takes no
+    /// further message (it is not read: backpressure onto the peer), so
+    /// answers to a peer's own messages push back rather than overflow (a
+    /// handler that alone sends more than the room left still meets the
+    /// overflow policy). A queue that does not drain within
     /// this time means the peer does not read: the connection is closed as
     /// a slow consumer. Default 5 s.
     pub outbound_stall_timeout: Duration,
@@ -80,7 +97,8 @@ impl Default for Config {
         Config {
             codec: CodecLimits::default(),
             inbound_queue: 64,
-            outbound_queue: 1024,
+            outbound_queue_bytes: 1 << 20,
+            outbound_queue: 8192,
             outbound_stall_timeout: Duration::from_secs(5),
             overflow: OverflowPolicy::Close,
             max_concurrent: 16,

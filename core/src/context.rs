@@ -49,8 +49,10 @@ pub const PROGRESS_TYPE: &str = "$ws:rpc-progress";
 
 /// A handle to one connection: cheap to clone, usable from any task.
 ///
-/// Sending never waits: messages go into the connection's bounded outbound
-/// queue, and a full queue applies the configured
+/// Sending never waits: messages go into the connection's outbound queue,
+/// bounded by the bytes it holds (`Config::outbound_queue_bytes`) and by a
+/// message count (`Config::outbound_queue`), and a full queue applies the
+/// configured
 /// [`OverflowPolicy`](crate::connection::OverflowPolicy).
 #[derive(Clone)]
 pub struct Conn {

@@ -730,7 +730,8 @@ impl HubInner {
     /// Subscribes to a topic whose history is in memory. Under the topic's
     /// lock it takes the replay and joins as a member, so no publication
     /// can fall between the two. A replay that fits in half the
-    /// connection's outbound queue is queued right there, with the
+    /// connection's outbound queue (in bytes and in messages) is queued
+    /// right there, with the
     /// `$sb:subscribed` notice, and the member needs no gate. A longer one
     /// is sent by a task at the pace the peer reads, while the member's
     /// gate holds the live publications that come meanwhile.
@@ -751,8 +752,17 @@ impl HubInner {
         };
         let position = history.position();
         let notice = resumed(start, recovered);
+        // Frame sizes in another codec differ a little: the first kept
+        // frame's size is the estimate.
+        let replay_bytes: usize = replay
+            .iter()
+            .map(|e| e.frames.first().map_or(0, |(_, f)| f.len()))
+            .sum();
         let outbound = &conn.shared.outbound;
-        if outbound.len() + replay.len() < outbound.capacity() / 2 {
+        let half = outbound.bound().half();
+        if outbound.len() + replay.len() < half.frames
+            && outbound.bytes() + replay_bytes < half.bytes
+        {
             for entry in &replay {
                 if let Some(frame) = entry_frame(entry, conn.codec()) {
                     let _ = conn.push(frame);

@@ -291,7 +291,14 @@ async fn resume_refusals_are_listed_and_bad_requests_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replay_and_live_seam_has_no_gap_and_no_duplicate_under_concurrent_publishes() {
     const TOTAL: u64 = 5_000;
-    let hub = hub_with(HistoryLimits::new(10_000, Duration::from_secs(300)));
+    // A small outbound queue (64 KiB), so that the replay is far more than
+    // half of it.
+    let mut config = signalbox::Config::default();
+    config.outbound_queue_bytes = 64 * 1024;
+    let hub = TestHub::from_builder(Hub::builder(router()).config(config).history(
+        TopicPattern::prefix("room:"),
+        HistoryLimits::new(10_000, Duration::from_secs(300)),
+    ));
     let mut a = hub.connect("json").await;
     a.send(&join("room:a")).await;
     subscribed(&mut a).await;
@@ -316,7 +323,7 @@ async fn the_replay_and_live_seam_has_no_gap_and_no_duplicate_under_concurrent_p
     }
     a.hang_up();
     let last = last.unwrap();
-    // Let it miss at least 1,500 (half the default outbound queue is 512).
+    // Let it miss at least 1,500 (over 100 KB: more than half the queue).
     loop {
         let top = hub.hub().position("room:a").await.unwrap().unwrap().offset;
         if top >= last.offset + 1_500 {

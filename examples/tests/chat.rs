@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 /// Joins `room` and returns the joiner's own USER_JOINED (after the room's
@@ -327,27 +326,7 @@ async fn the_page_and_its_script_are_served() {
 /// SIGTERM.
 #[tokio::test]
 async fn the_binary_prints_its_listeners_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
-        .args(["--ws", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    // `listening ws=ADDR quic=ADDR`
-    let ws = line
-        .trim()
-        .strip_prefix("listening ")
-        .and_then(|rest| rest.split(' ').find_map(|kv| kv.strip_prefix("ws=")))
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let addr: std::net::SocketAddr = ws.parse().unwrap();
+    let (child, addr) = spawn_chat_binary(Stdio::piped()).await;
     let mut client = connect(addr, "json").await;
     join(&mut client, "bin", None).await;
     let status = Command::new("kill")

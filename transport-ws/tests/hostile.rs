@@ -435,7 +435,9 @@ async fn a_flood_that_never_reads_is_closed_with_memory_bounded() {
     let _serial = SERIAL.lock().await;
     let mut config = Config::default();
     // Bounds on what one connection can make the server hold: 32 decoded
-    // inbound messages, 128 encoded outbound ones, each at most 64 KiB.
+    // inbound messages, encoded outbound ones up to the default byte
+    // budget (1 MiB plus one: about 17 replies of 60 KiB, well before the
+    // 128-message ceiling), each at most 64 KiB.
     config.inbound_queue = 32;
     config.outbound_queue = 128;
     config.codec.max_message_size = 64 * 1024;
@@ -497,8 +499,8 @@ async fn a_flood_that_never_reads_is_closed_with_memory_bounded() {
     drop(raw);
     let grown = rss.finish(&format!("flood of {sent} 60 KiB requests never read"));
     by.served().await;
-    // Queues of 32 + 128 messages of 64 KiB are 10 MiB; socket buffers
-    // and the test's own client side come on top.
+    // Queues of 32 messages of 64 KiB and 1 MiB plus one are about 3 MiB;
+    // socket buffers and the test's own client side come on top.
     assert!(grown < 96, "+{grown} MiB");
 }
 

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! bench_server [--ws 127.0.0.1:0] [--quic 127.0.0.1:0] [--cert-out PATH]
-//!              [--rate-limit off|N] [--outbound-queue N] [--redis URL]
+//!              [--rate-limit off|N] [--outbound-queue-bytes N]
+//!              [--outbound-queue N] [--redis URL]
 //! ```
 //!
 //! Prints `listening ws=ADDR quic=ADDR` once ready; exits on SIGINT or
@@ -35,7 +36,10 @@ struct Args {
     /// that), or `off`.
     #[arg(long, value_name = "N|off", default_value = "off")]
     rate_limit: String,
-    /// Outbound queue bound per connection (messages).
+    /// Outbound queue bound per connection (bytes).
+    #[arg(long, value_name = "N")]
+    outbound_queue_bytes: Option<usize>,
+    /// Outbound queue ceiling per connection (messages).
     #[arg(long, value_name = "N")]
     outbound_queue: Option<usize>,
     /// Subscribers a fan-out queues for between yields to the runtime.
@@ -59,6 +63,9 @@ async fn run(args: Args) -> Result<()> {
             })
         }
     };
+    if let Some(n) = args.outbound_queue_bytes {
+        config.outbound_queue_bytes = n;
+    }
     if let Some(n) = args.outbound_queue {
         config.outbound_queue = n;
     }

@@ -171,6 +171,17 @@ fn cases(args: &Args) -> Vec<Case> {
         metrics: vec![Rate],
         goal: Goal::AtLeastBun,
     });
+    // docs/PROTOCOL.md §8: a burst into a room closes no member that
+    // reads. Each round is the burst: 3,200 publishes at once, all
+    // 3,200 delivered to each of the 32 members before the next round.
+    cases.push(Case {
+        name: "chat burst ws json 32 clients × 100".into(),
+        transport: Transport::Ws,
+        args: s(&["chat", "-n", "32", "--batch", "100"]),
+        servers: vec![Signalbox, Bun],
+        metrics: vec![Rate],
+        goal: Goal::None,
+    });
     cases.push(Case {
         name: "chat quic json 32 clients".into(),
         transport: Transport::Quic,

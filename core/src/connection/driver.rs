@@ -10,7 +10,7 @@
 //! ```
 
 use super::{Close, CloseKind, Connection, Inbound, TokenBucket};
-use crate::connection::{FrameSink, FrameSource, OutboundQueue};
+use crate::connection::{FrameSink, FrameSource, OutboundBound, OutboundQueue};
 use crate::context::{Conn, ConnShared, ERROR_TYPE};
 use crate::error::Error;
 use crate::hub::HubInner;
@@ -85,7 +85,10 @@ pub(crate) async fn serve(hub: Arc<HubInner>, connection: Connection) {
             id: id.clone(),
             info,
             data: Mutex::new(data),
-            outbound: OutboundQueue::new(hub.config.outbound_queue, hub.config.overflow),
+            outbound: OutboundQueue::new(
+                OutboundBound::new(hub.config.outbound_queue_bytes, hub.config.outbound_queue),
+                hub.config.overflow,
+            ),
             topics: Mutex::new(BTreeSet::new()),
             watching: Mutex::new(BTreeSet::new()),
             close: Mutex::new(None),
@@ -216,7 +219,8 @@ async fn read_loop(
     }
 }
 
-/// Waits while the connection's outbound queue is half full. The reader
+/// Waits while the connection's outbound queue is half full (half its
+/// bytes or half its messages, [`OutboundBound::half`]). The reader
 /// and the processor answer the peer's own messages; holding them here
 /// makes those answers push back on the peer (it is not read meanwhile)
 /// instead of overflowing the queue, so the bound keeps meaning "the peer
@@ -225,8 +229,8 @@ async fn read_loop(
 /// within `outbound_stall_timeout`.
 pub(crate) async fn room_for_answers(conn: &Conn) -> bool {
     let outbound = &conn.shared.outbound;
-    let half = (outbound.capacity() / 2).max(1);
-    if outbound.len() < half {
+    let half = outbound.bound().half();
+    if outbound.is_below(half) {
         return true;
     }
     let stall = conn.shared.hub.config.outbound_stall_timeout;
@@ -560,6 +564,7 @@ async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
         {
             tracing::debug!(
                 left = outbound.len(),
+                left_bytes = outbound.bytes(),
                 "drain timeout; queued messages not written"
             );
         }

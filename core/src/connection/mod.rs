@@ -16,7 +16,7 @@ pub use budget::{IncompleteBudget, IncompleteLimits, Refusal, Reservation};
 pub use data::DataMap;
 pub use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE, RESUME_TYPE, RESUMED_TYPE};
 pub(crate) use driver::{answer_error, room_for_answers, serve};
-pub use outbound::{OutboundQueue, OverflowPolicy, PushOutcome};
+pub use outbound::{OutboundBound, OutboundQueue, OverflowPolicy, PushOutcome};
 pub(crate) use rate::TokenBucket;
 
 use async_trait::async_trait;

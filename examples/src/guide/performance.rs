@@ -134,7 +134,9 @@ pub fn router() -> Router {
 }
 
 /// The hub of the example: fan-out in chunks of [`CHUNK`], an outbound
-/// queue big enough for the largest burst.
+/// queue big enough for the largest burst (10,000 `TICK`s of about 65
+/// bytes fit the default 1 MiB budget; the message ceiling is raised above
+/// them).
 pub fn hub() -> Hub {
     let mut config = Config::default();
     config.topics.fanout_chunk = CHUNK;

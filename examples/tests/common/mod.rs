@@ -4,7 +4,9 @@
 
 use futures_util::{SinkExt, StreamExt};
 use signalbox::codec::{Envelope, Meta, WireCodec};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -23,6 +25,33 @@ pub async fn start_chat() -> (signalbox::Hub, SocketAddr) {
     let addr = server.local_addr();
     tokio::spawn(server.serve());
     (hub, addr)
+}
+
+/// Starts the built chat binary (its default configuration) with both
+/// listeners on ephemeral ports; the child and its WebSocket address, read
+/// from its first line, `listening ws=ADDR quic=ADDR`. Its stderr goes to
+/// `stderr`.
+pub async fn spawn_chat_binary(stderr: Stdio) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
+        .args(["--ws", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let ws = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|rest| rest.split(' ').find_map(|kv| kv.strip_prefix("ws=")))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (child, ws.parse().unwrap())
 }
 
 pub struct Client {
