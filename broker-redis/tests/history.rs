@@ -726,6 +726,7 @@ async fn presence_spans_nodes_and_a_dead_node_leaves_it_within_the_expiry() {
             topic: "room:p".into(),
         })
         .await;
+        assert_eq!(cy.recv().await.expect("a notice").ty, "$sb:unsubscribed");
         cy.expect::<Left>().await;
         let _ = ready_tx.send(());
         // Keep the node and its clients until the runtime goes.
@@ -801,6 +802,10 @@ async fn a_quiet_topic_keeps_its_position_while_held_and_loses_it_when_not() {
                 topic: "room:q".into(),
             })
             .await;
+        assert_eq!(
+            client.recv().await.expect("a notice").ty,
+            "$sb:unsubscribed"
+        );
         client.expect::<Left>().await;
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;

@@ -23,6 +23,10 @@ struct Chat {
 
 impl Chat {
     fn start(redis: &str) -> Chat {
+        Chat::start_with(redis, &[])
+    }
+
+    fn start_with(redis: &str, extra: &[&str]) -> Chat {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
             .args([
                 "--ws",
@@ -32,6 +36,7 @@ impl Chat {
                 "--redis",
                 redis,
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -124,21 +129,27 @@ impl Client {
             "member-{}",
             NAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
+        self.join_as(room, &name).await;
+    }
+
+    /// Joins `room` as `name`; returns the member names ROOM_MEMBERS lists.
+    async fn join_as(&mut self, room: &str, name: &str) -> Vec<String> {
         self.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": room, "username": name}}))
             .await;
         let mut joined = None;
-        let (mut subscribed, mut members) = (false, false);
-        while joined.is_none() || !members || !subscribed {
+        let mut members = None;
+        let mut subscribed = false;
+        while joined.is_none() || members.is_none() || !subscribed {
             let next = self
                 .recv(Duration::from_secs(5))
                 .await
                 .expect("join answers");
             match next["type"].as_str() {
-                Some("USER_JOINED") if next["payload"]["username"] == name.as_str() => {
+                Some("USER_JOINED") if next["payload"]["username"] == name => {
                     assert!(joined.is_none(), "a second USER_JOINED: {next}");
                     joined = Some(next);
                 }
-                Some("ROOM_MEMBERS") => members = true,
+                Some("ROOM_MEMBERS") => members = Some(next),
                 Some("$sb:subscribed") => subscribed = true,
                 _ => {}
             }
@@ -148,6 +159,15 @@ impl Client {
             .as_str()
             .expect("userId")
             .to_owned();
+        let members = members.expect("ROOM_MEMBERS");
+        let mut names: Vec<String> = members["payload"]["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["username"].as_str().unwrap_or("").to_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Reads until `quiet` passes without a message; returns the texts of
@@ -235,4 +255,44 @@ async fn chat_processes_sharing_redis_deliver_each_message_to_every_member_once(
             "member on chat {i}"
         );
     }
+}
+
+/// Presence across processes: a member on one chat process is listed by
+/// the other; when that process is killed (SIGKILL: no cleanup, no
+/// USER_LEFT) its members drop out of the other's lists within the
+/// presence expiry (three refresh intervals: 3 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_chat_process_leaves_the_member_lists_within_the_presence_expiry() {
+    const REFRESH: &[&str] = &["--presence-refresh", "1"];
+    const EXPIRY: Duration = Duration::from_secs(3);
+    let redis = RedisServer::start().await;
+    let mut a = Chat::start_with(&redis.url(), REFRESH);
+    let b = Chat::start_with(&redis.url(), REFRESH);
+    let mut alice = a.connect("json").await;
+    alice.join_as("presence", "alice").await;
+    let mut bob = b.connect("msgpack").await;
+    assert_eq!(bob.join_as("presence", "bob").await, ["alice", "bob"]);
+
+    a.child.kill().expect("SIGKILL");
+    let _ = a.child.wait();
+    let killed = Instant::now();
+    let mut k = 0;
+    loop {
+        k += 1;
+        let mut carol = b.connect("json").await;
+        let names = carol.join_as("presence", &format!("carol-{k}")).await;
+        assert!(names.contains(&"bob".to_owned()), "{names:?}");
+        if !names.contains(&"alice".to_owned()) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < EXPIRY + Duration::from_secs(3),
+            "alice still listed {:?} after the kill",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone = killed.elapsed();
+    eprintln!("a killed process's member left the list after {gone:?}");
+    assert!(gone <= EXPIRY + Duration::from_secs(3), "{gone:?}");
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH] [--redis URL]
+//!      [--presence-refresh SECS]
 //! ```
 //!
 //! Prints `listening ws=ADDR quic=ADDR` once both listeners are ready; stops
@@ -31,6 +32,11 @@ struct Args {
     /// Share rooms with other chat processes through Redis.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// With --redis: how often this process rewrites its room members in
+    /// Redis; a process that dies drops out of other processes' member
+    /// lists after three intervals.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    presence_refresh: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +51,8 @@ enum ChatError {
     Quic(#[from] signalbox_quic::QuicError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("--presence-refresh {0}: not a positive number of seconds")]
+    PresenceRefresh(f64),
 }
 
 /// Starts the WebSocket listener; returns its address.
@@ -94,7 +102,13 @@ async fn run(args: Args) -> Result<(), ChatError> {
     let (hub, broker) = match &args.redis {
         None => (signalbox_examples::chat::hub(), None),
         Some(url) => {
-            let broker = signalbox_redis::RedisBroker::builder(url.as_str()).build()?;
+            let refresh = Duration::try_from_secs_f64(args.presence_refresh)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or(ChatError::PresenceRefresh(args.presence_refresh))?;
+            let broker = signalbox_redis::RedisBroker::builder(url.as_str())
+                .membership_refresh(refresh)
+                .build()?;
             let hub = signalbox_examples::chat::builder(signalbox_examples::chat::config())
                 .broker(broker.clone())
                 .build();
