@@ -1,6 +1,6 @@
 //! Client connections of the load generator: WebSocket through
 //! tokio-tungstenite, QUIC through quinn (one bidirectional stream, each
-//! message a 4-byte big-endian length and the envelope, CONTRACT §5).
+//! message a 4-byte big-endian length and the envelope, docs/PROTOCOL.md §5).
 //!
 //! A [`Conn`] splits into a sending half ([`Tx`]) and a receiving half
 //! ([`Rx`]) so that a workload can read and write from different tasks.
@@ -110,7 +110,7 @@ impl Target {
                 let stream = TcpStream::connect(addr).await.context("TCP connect")?;
                 stream.set_nodelay(true)?;
                 let mut request = format!("ws://{addr}{path}").into_client_request()?;
-                // No offer means JSON (CONTRACT §4); servers that know no
+                // No offer means JSON (docs/PROTOCOL.md §4); servers that know no
                 // subprotocols (the baselines) then need not answer one.
                 if codec.name() != "json" {
                     request.headers_mut().insert(

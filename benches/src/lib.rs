@@ -3,7 +3,7 @@
 //! - `benches/router.rs`: criterion micro-benchmarks of the router (no
 //!   sockets).
 //! - The load generator (`loadgen`): a tokio client fleet speaking the
-//!   envelopes of CONTRACT §1 over WebSocket (tokio-tungstenite) or QUIC
+//!   envelopes of docs/PROTOCOL.md §1 over WebSocket (tokio-tungstenite) or QUIC
 //!   (quinn), in JSON or MessagePack, with the workloads `echo`, `chat`,
 //!   `fanout`, `idle` and `cross-node` ([`workload`]).
 //! - The servers it measures: `bench_server` (the chat example's router and

@@ -1,5 +1,5 @@
 //! The messages the load generator sends and reads: the chat protocol of
-//! CONTRACT §8, plus one bench-only request.
+//! docs/PROTOCOL.md §9, plus one bench-only request.
 //!
 //! `BENCH_SUBSCRIBE {"roomId"}` (answered with `BENCH_SUBSCRIBED {"roomId"}`
 //! and the request's correlationId) makes the connection a member of the

@@ -45,7 +45,7 @@ fn meta() -> Meta {
     }
 }
 
-/// CONTRACT §1's example: 123 bytes in JSON.
+/// docs/PROTOCOL.md §1's example: 123 bytes in JSON.
 fn small() -> SendMessage {
     SendMessage {
         room_id: "lobby".into(),

@@ -1,4 +1,4 @@
-//! gzip for compressed envelopes (CONTRACT §3), with a hard cap on what
+//! gzip for compressed envelopes (docs/PROTOCOL.md §3), with a hard cap on what
 //! inflating may produce.
 
 use crate::DecodeError;

@@ -1,4 +1,4 @@
-//! The envelope model of CONTRACT §1.
+//! The envelope model of docs/PROTOCOL.md §1.
 
 use crate::{Codec, DecodeError, Format, Json, MsgPack, PayloadError};
 use bytes::Bytes;
@@ -121,7 +121,7 @@ impl fmt::Debug for RawPayload {
     }
 }
 
-/// Envelope meta (CONTRACT §1). Unknown keys are kept in `extra`.
+/// Envelope meta (docs/PROTOCOL.md §1). Unknown keys are kept in `extra`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Meta {
     /// Set by a requester; echoed on every reply, progress message and error.

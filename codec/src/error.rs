@@ -4,7 +4,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::fmt;
 
-/// An error code of CONTRACT §6 (gRPC-aligned), or an application's own.
+/// An error code of docs/PROTOCOL.md §6 (gRPC-aligned), or an application's own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// No valid credentials.
@@ -110,7 +110,7 @@ impl<'de> Deserialize<'de> for ErrorCode {
     }
 }
 
-/// The payload of an `ERROR` / `RPC_ERROR` message (CONTRACT §6).
+/// The payload of an `ERROR` / `RPC_ERROR` message (docs/PROTOCOL.md §6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorPayload {
@@ -194,7 +194,7 @@ impl DecodeError {
 }
 
 /// A [`DecodeError`] with whatever correlation id could still be read from
-/// the rejected frame (CONTRACT §6: errors carry it whenever it could be read).
+/// the rejected frame (docs/PROTOCOL.md §6: errors carry it whenever it could be read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{error}")]
 pub struct DecodeFailure {

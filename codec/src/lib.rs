@@ -44,7 +44,7 @@ pub use json::Json;
 pub use msgpack::MsgPack;
 pub use wire::{CodecLimits, Format, Negotiation, WireCodec};
 
-/// The `type` of a compressed envelope (CONTRACT §3).
+/// The `type` of a compressed envelope (docs/PROTOCOL.md §3).
 pub const COMPRESSED_TYPE: &str = "COMPRESSED";
 
 /// One wire format: how an envelope and its payload become bytes.

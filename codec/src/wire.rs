@@ -94,7 +94,7 @@ impl WireCodec {
         Some(WireCodec::new(format, gzip))
     }
 
-    /// Picks the first known name in the client's order (CONTRACT §2).
+    /// Picks the first known name in the client's order (docs/PROTOCOL.md §2).
     pub fn negotiate<'a>(offers: impl IntoIterator<Item = &'a str>) -> Negotiation {
         let mut offered = false;
         for offer in offers {

@@ -60,13 +60,13 @@ struct SendMessage {
     text: String,
 }
 
-/// CONTRACT §1, as the contract writes it.
-const CONTRACT_SEND_MESSAGE: &str = r#"{"type":"SEND_MESSAGE","meta":{"correlationId":"r-17","timestamp":1764160000000},"payload":{"roomId":"lobby","text":"hi"}}"#;
+/// docs/PROTOCOL.md §1, as written there.
+const PROTOCOL_SEND_MESSAGE: &str = r#"{"type":"SEND_MESSAGE","meta":{"correlationId":"r-17","timestamp":1764160000000},"payload":{"roomId":"lobby","text":"hi"}}"#;
 
-/// CONTRACT §6, as the contract writes it.
-const CONTRACT_ERROR: &str = r#"{"type":"ERROR","meta":{"correlationId":"r-17","timestamp":1764160000000},"payload":{"code":"INVALID_ARGUMENT","message":"payload.text: expected a string","details":{"path":"payload.text"},"retryable":false}}"#;
+/// docs/PROTOCOL.md §6, as written there.
+const PROTOCOL_ERROR: &str = r#"{"type":"ERROR","meta":{"correlationId":"r-17","timestamp":1764160000000},"payload":{"code":"INVALID_ARGUMENT","message":"payload.text: expected a string","details":{"path":"payload.text"},"retryable":false}}"#;
 
-/// CONTRACT §1's envelope as MessagePack, by hand: a fixmap of 3 with fixstr
+/// docs/PROTOCOL.md §1's envelope as MessagePack, by hand: a fixmap of 3 with fixstr
 /// keys, the timestamp (> 2^32) as uint64 — what @msgpack/msgpack and
 /// Python's msgpack write.
 fn send_message_msgpack() -> Vec<u8> {
@@ -89,10 +89,10 @@ fn send_message_msgpack() -> Vec<u8> {
     ])
 }
 
-/// `msgpack.packb` of CONTRACT §1's envelope.
+/// `msgpack.packb` of docs/PROTOCOL.md §1's envelope.
 const PYTHON_SEND_MESSAGE: &str = "83a474797065ac53454e445f4d455353414745a46d65746182ad636f7272656c6174696f6e4964a4722d3137a974696d657374616d70cf0000019ac0215000a77061796c6f616482a6726f6f6d4964a56c6f626279a474657874a26869";
 
-/// `msgpack.packb` of CONTRACT §6's envelope.
+/// `msgpack.packb` of docs/PROTOCOL.md §6's envelope.
 const PYTHON_ERROR: &str = "83a474797065a54552524f52a46d65746182ad636f7272656c6174696f6e4964a4722d3137a974696d657374616d70cf0000019ac0215000a77061796c6f616484a4636f6465b0494e56414c49445f415247554d454e54a76d657373616765bf7061796c6f61642e746578743a206578706563746564206120737472696e67a764657461696c7381a470617468ac7061796c6f61642e74657874a9726574727961626c65c2";
 
 #[track_caller]
@@ -295,11 +295,11 @@ fn msgpack_compressed_envelope_from_python_unwraps() {
 
 #[test]
 fn json_envelope_from_the_contract_decodes_and_re_encodes_identically() {
-    let env = decode(&json(), CONTRACT_SEND_MESSAGE);
+    let env = decode(&json(), PROTOCOL_SEND_MESSAGE);
     assert_send_message(&env);
     let payload: SendMessage = env.decode_payload().unwrap();
     let frame = json().encode(&env.ty, &env.meta, Some(&payload)).unwrap();
-    assert_eq!(std::str::from_utf8(&frame).unwrap(), CONTRACT_SEND_MESSAGE);
+    assert_eq!(std::str::from_utf8(&frame).unwrap(), PROTOCOL_SEND_MESSAGE);
     // Text frame for JSON, binary for MessagePack.
     assert_eq!(json().format(), Format::Json);
     assert!(json().format().is_text());
@@ -318,15 +318,15 @@ fn json_from_python_json_dumps_and_pretty_printers_decodes() {
     // JSON over a binary frame is the same bytes.
     assert_send_message(
         &json()
-            .decode(Bytes::from_static(CONTRACT_SEND_MESSAGE.as_bytes()))
+            .decode(Bytes::from_static(PROTOCOL_SEND_MESSAGE.as_bytes()))
             .unwrap(),
     );
 }
 
 #[test]
 fn json_compressed_envelope_from_python_gzip_unwraps() {
-    // base64.b64encode(gzip.compress(CONTRACT_SEND_MESSAGE, mtime=0)), the
-    // shape of CONTRACT §3's example.
+    // base64.b64encode(gzip.compress(PROTOCOL_SEND_MESSAGE, mtime=0)), the
+    // shape of docs/PROTOCOL.md §3's example.
     let data = "H4sIAAAAAAACA6tWKqksSFWyUgp29XOJ93UNDnZ0d1XSUcpNLUlUsqpWSs4vKkrNSSzJzM/zTAEqK9I1NAdKl2TmphaXJOYWKFkZmpuZGJoZQECtjlJBYmVOfmIKSHNRfn4uWFdOflJSJUhbakUJkJuRqVRbCwC6soBHegAAAA==";
     let frame =
         format!(r#"{{"type":"COMPRESSED","payload":{{"encoding":"gzip","data":"{data}"}}}}"#);
@@ -391,7 +391,7 @@ fn heartbeat_envelopes_of_the_contract() {
 
 #[test]
 fn error_example_of_the_contract_decodes_into_error_payload_and_re_encodes() {
-    let env = decode(&json(), CONTRACT_ERROR);
+    let env = decode(&json(), PROTOCOL_ERROR);
     assert_eq!(env.ty, "ERROR");
     assert_eq!(env.meta, send_message_meta());
     let error: ErrorPayload = env.decode_payload().unwrap();
@@ -403,9 +403,9 @@ fn error_example_of_the_contract_decodes_into_error_payload_and_re_encodes() {
 
     let frame = json().encode("ERROR", &env.meta, Some(&error)).unwrap();
     let ours: Value = serde_json::from_slice(&frame).unwrap();
-    let theirs: Value = serde_json::from_str(CONTRACT_ERROR).unwrap();
+    let theirs: Value = serde_json::from_str(PROTOCOL_ERROR).unwrap();
     assert_eq!(ours, theirs);
-    assert_eq!(std::str::from_utf8(&frame).unwrap(), CONTRACT_ERROR);
+    assert_eq!(std::str::from_utf8(&frame).unwrap(), PROTOCOL_ERROR);
 
     // The same message in MessagePack: Python's bytes decode to the same
     // error, and ours are Python's bytes.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use signalbox_codec::{COMPRESSED_TYPE, Codec, CodecLimits, Json, Meta, MsgPack, WireCodec};
 
-/// A payload exercising the cases CONTRACT §1 says must round-trip exactly.
+/// A payload exercising the cases docs/PROTOCOL.md §1 says must round-trip exactly.
 /// `bin` comes first so that the MessagePack test can find its marker by
 /// walking the map from its start.
 #[derive(Debug, Clone, Serialize, Deserialize)]

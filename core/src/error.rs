@@ -5,7 +5,7 @@ use signalbox_codec::{DecodeError, ErrorCode, ErrorPayload, PayloadError};
 use std::fmt;
 
 /// An error answered to the peer as `ERROR` (or `RPC_ERROR` for a request):
-/// a CONTRACT §6 code, a message and optional details.
+/// a docs/PROTOCOL.md §6 code, a message and optional details.
 ///
 /// Handlers return it with `?`; the router sends it with the offending
 /// message's correlationId and reports it to the error sink.

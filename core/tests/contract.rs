@@ -1,4 +1,4 @@
-//! CONTRACT §1, §6 and §7 through the in-memory harness: error answers,
+//! docs/PROTOCOL.md §1, §6 and §7 through the in-memory harness: error answers,
 //! correlation ids, reserved types, clientId, heartbeats, requests.
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! Hostile input through the in-memory harness: every attack gets the
-//! CONTRACT answer on the offending connection, and every other connection
+//! The protocol's answer on the offending connection, and every other connection
 //! keeps being served, losing nothing.
 //!
 //! The pattern of each test: bystanders (one per codec) join a room before
@@ -711,7 +711,7 @@ fn deep_msgpack(ty: &str, where_: &str) -> Vec<u8> {
 
 /// 100,000 nested arrays in the payload and in meta, for a typed payload,
 /// an opaque one echoed back, and an opaque one published to subscribers of
-/// every codec (transcoded): no stack overflow, the CONTRACT answer, and
+/// every codec (transcoded): no stack overflow, the protocol's answer, and
 /// the connection and the bystanders carry on.
 ///
 /// Runs on a multi-thread runtime: the driver's tasks run on worker

@@ -1,4 +1,4 @@
-//! The chat example (CONTRACT §8): rooms are topics, members get every
+//! The chat example (docs/PROTOCOL.md §9): rooms are topics, members get every
 //! message of their rooms, each in its own codec.
 //!
 //! | type | direction | payload |

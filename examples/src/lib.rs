@@ -1,6 +1,6 @@
 //! Example applications of signalbox.
 //!
-//! [`chat`] is the chat server of CONTRACT §8: rooms, messages, an echo
+//! [`chat`] is the chat server of docs/PROTOCOL.md §9: rooms, messages, an echo
 //! request, over WebSocket with a web page. The `chat` binary runs it; the
 //! tests start it in-process.
 //!

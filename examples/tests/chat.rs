@@ -1,4 +1,4 @@
-//! CONTRACT §8: the chat example over WebSocket, in-process on an ephemeral
+//! docs/PROTOCOL.md §9: the chat example over WebSocket, in-process on an ephemeral
 //! port, and its binary.
 
 mod common;

@@ -40,7 +40,7 @@ impl Chat {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("a first line");
-        // CONTRACT §8: `listening ws=… quic=…`
+        // docs/PROTOCOL.md §9: `listening ws=… quic=…`
         let rest = line
             .trim()
             .strip_prefix("listening ws=")

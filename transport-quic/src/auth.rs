@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 /// What the server knows about a client once the QUIC handshake is done
-/// (CONTRACT §5). Tokens travel in the first message, not here.
+/// (docs/PROTOCOL.md §5). Tokens travel in the first message, not here.
 #[derive(Debug, Clone)]
 pub struct Handshake {
     /// The client's address at the handshake.

@@ -1,4 +1,4 @@
-//! Length-prefixed frames, without I/O (CONTRACT §5).
+//! Length-prefixed frames, without I/O (docs/PROTOCOL.md §5).
 //!
 //! On a QUIC stream every message travels as a 4-byte big-endian length
 //! followed by that many bytes. [`FrameDecoder`] takes bytes as they arrive

@@ -34,7 +34,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # The wire (CONTRACT §5)
+//! # The wire (docs/PROTOCOL.md §5)
 //!
 //! - TLS 1.3. The server presents a self-signed certificate made at start
 //!   ([`Identity::self_signed`]) or one it is given ([`Identity::from_pem`]).

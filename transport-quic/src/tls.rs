@@ -9,7 +9,7 @@ use signalbox::codec::WireCodec;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The ALPN prefix: `signalbox/<codec name>` (CONTRACT §5).
+/// The ALPN prefix: `signalbox/<codec name>` (docs/PROTOCOL.md §5).
 pub const ALPN_PREFIX: &str = "signalbox/";
 
 /// The names a self-signed certificate always covers.

@@ -1,6 +1,6 @@
 //! Hostile QUIC peers: garbage on the stream and on the UDP port, framing
 //! violations, peers that vanish mid-frame, a flood that never reads. Each
-//! gets the CONTRACT answer (ERROR, or a close with code 2 or 3, or the
+//! gets the protocol's answer (ERROR, or a close with code 2 or 3, or the
 //! idle timeout), a bystander keeps being served, and the resident set of
 //! the process is sampled during each attack (`--nocapture` prints it).
 //!

@@ -1,4 +1,4 @@
-//! signalbox-ws: the WebSocket transport of signalbox (CONTRACT §4).
+//! signalbox-ws: the WebSocket transport of signalbox (docs/PROTOCOL.md §4).
 //!
 //! A [`WsServer`] listens on TCP (optionally TLS), upgrades requests on its
 //! path (`/ws` by default) and hands each connection to a

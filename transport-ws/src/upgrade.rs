@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-/// The default [`UpgraderBuilder::handshake_timeout`] (CONTRACT §4).
+/// The default [`UpgraderBuilder::handshake_timeout`] (docs/PROTOCOL.md §4).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default [`UpgraderBuilder::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
@@ -237,7 +237,7 @@ struct Inner {
     buffers: Buffers,
 }
 
-/// Turns HTTP upgrade requests into hub connections (CONTRACT §4): checks
+/// Turns HTTP upgrade requests into hub connections (docs/PROTOCOL.md §4): checks
 /// the request, the origin and the connection limit, negotiates the codec
 /// from `Sec-WebSocket-Protocol`, runs the authentication hook, answers 101
 /// and hands the WebSocket to [`Hub::serve`].

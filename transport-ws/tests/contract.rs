@@ -1,4 +1,4 @@
-//! CONTRACT §2–§4 over real loopback sockets, with tokio-tungstenite (and a
+//! docs/PROTOCOL.md §2–§4 over real loopback sockets, with tokio-tungstenite (and a
 //! raw socket for frames no library sends) as the client.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Hostile peers over real sockets: each gets the CONTRACT close code or
+//! Hostile peers over real sockets: each gets the protocol's close code or
 //! drop, while a bystander keeps being served, and the process's memory
 //! stays bounded (resident set sampled during each attack; run with
 //! `--nocapture` to see the numbers).

@@ -1,5 +1,5 @@
 //! The signalbox load generator: a fleet of WebSocket or QUIC clients
-//! speaking the envelopes of CONTRACT §1.
+//! speaking the envelopes of docs/PROTOCOL.md §1.
 //!
 //! ```text
 //! loadgen echo   --ws 127.0.0.1:8080 [-c 50] [-k 1] [--size 20] [--codec json]

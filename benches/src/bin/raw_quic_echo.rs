@@ -1,6 +1,6 @@
 //! Baseline: a raw quinn echo server with no routing. Each bidirectional
 //! stream a client opens gets back every byte it sends (so the 4-byte
-//! length framing of CONTRACT §5 comes back intact). Any `signalbox/…` ALPN
+//! length framing of docs/PROTOCOL.md §5 comes back intact). Any `signalbox/…` ALPN
 //! is accepted; the certificate is self-signed for `localhost` and
 //! `127.0.0.1`.
 //!

@@ -270,7 +270,7 @@ fn admit(
             return None;
         }
     };
-    // CONTRACT §1: a clientId from a client is never trusted.
+    // docs/PROTOCOL.md §1: a clientId from a client is never trusted.
     envelope.meta.client_id = None;
     if let Some(wait) = limited {
         answer_error(

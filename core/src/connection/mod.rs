@@ -102,7 +102,7 @@ pub trait FrameSink: Send + 'static {
 }
 
 /// Why a connection closes. Each transport maps the kind onto its own codes
-/// (WebSocket: CONTRACT §4; QUIC: §5).
+/// (WebSocket: docs/PROTOCOL.md §4; QUIC: §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseKind {
     /// Normal closure (WS 1000, QUIC 0).
@@ -123,7 +123,7 @@ pub enum CloseKind {
 }
 
 impl CloseKind {
-    /// The WebSocket close code (CONTRACT §4).
+    /// The WebSocket close code (docs/PROTOCOL.md §4).
     pub fn ws_code(self) -> u16 {
         match self {
             CloseKind::Normal => 1000,
@@ -136,7 +136,7 @@ impl CloseKind {
         }
     }
 
-    /// The QUIC application close code (CONTRACT §5).
+    /// The QUIC application close code (docs/PROTOCOL.md §5).
     pub fn quic_code(self) -> u32 {
         match self {
             CloseKind::Normal => 0,

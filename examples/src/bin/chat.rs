@@ -1,4 +1,4 @@
-//! The chat server of CONTRACT §8.
+//! The chat server of docs/PROTOCOL.md §9.
 //!
 //! ```text
 //! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH] [--redis URL]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent QUIC client for the signalbox contract (CONTRACT §1, §5, §6, §8), with PyPI `aioquic`.
+"""Independent QUIC client for the signalbox contract (docs/PROTOCOL.md §1, §5, §6, §9), with PyPI `aioquic`.
 
     python3 python_aioquic_client.py HOST PORT CERT_PEM
     python3 python_aioquic_client.py 127.0.0.1 4433 /tmp/chat-cert.pem
@@ -97,7 +97,7 @@ class FramedClient(QuicConnectionProtocol):
     def quic_event_received(self, event):
         if isinstance(event, StreamDataReceived):
             if event.stream_id != self.stream_id:
-                # Extra lanes are opt-in (CONTRACT §5); a client that asked for none gets none.
+                # Extra lanes are opt-in (docs/PROTOCOL.md §5); a client that asked for none gets none.
                 self.problem = f"data on unexpected stream {event.stream_id}"
             else:
                 self.buffer += event.data

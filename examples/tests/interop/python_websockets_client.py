@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent Python client for the signalbox WebSocket contract.
 
-Written against the wire format only (CONTRACT §1-§4, §6, §8), with PyPI
+Written against the wire format only (docs/PROTOCOL.md §1-§4, §6, §9), with PyPI
 `websockets` (asyncio client) and `msgpack`.
 
     python3 python_websockets_client.py ws://127.0.0.1:8080/ws

@@ -1,4 +1,4 @@
-//! A minimal quinn client speaking CONTRACT §5, a test router, and a UDP
+//! A minimal quinn client speaking docs/PROTOCOL.md §5, a test router, and a UDP
 //! relay that can cut a client off without a close.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
