@@ -387,14 +387,9 @@ impl Hub {
             |codec| msg.encode(codec, &meta, options.compress),
         )
         .await;
-        if inner.broker.crosses_nodes() {
-            let remote = inner.broker_message(topic, msg, meta, exclude, options.compress)?;
-            inner
-                .broker
-                .publish(remote)
-                .await
-                .map_err(|e| Error::unavailable(e.to_string()))?;
-        }
+        inner
+            .forward(topic, msg, meta, exclude, options.compress)
+            .await?;
         Ok(delivered)
     }
 
@@ -455,16 +450,11 @@ impl Hub {
         if inner.publishes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             inner.sweep_history();
         }
-        if inner.broker.crosses_nodes() {
-            // Other nodes get it without a position: their history is
-            // their own (see HubBuilder::history).
-            let remote = inner.broker_message(topic, msg, meta, exclude, options.compress)?;
-            inner
-                .broker
-                .publish(remote)
-                .await
-                .map_err(|e| Error::unavailable(e.to_string()))?;
-        }
+        // Other nodes get it without a position: their history is their
+        // own (see HubBuilder::history).
+        inner
+            .forward(topic, msg, meta, exclude, options.compress)
+            .await?;
         Ok(delivered)
     }
 
@@ -541,6 +531,25 @@ impl Hub {
 const SWEEP_EVERY: u64 = 4096;
 
 impl HubInner {
+    /// Hands a publish to the broker for the other nodes, when it has any.
+    async fn forward<M: Message>(
+        &self,
+        topic: &str,
+        msg: &M,
+        meta: Meta,
+        exclude: Option<String>,
+        compress: bool,
+    ) -> Result<(), Error> {
+        if !self.broker.crosses_nodes() {
+            return Ok(());
+        }
+        let remote = self.broker_message(topic, msg, meta, exclude, compress)?;
+        self.broker
+            .publish(remote)
+            .await
+            .map_err(|e| Error::unavailable(e.to_string()))
+    }
+
     /// The cross-node form of a publish: the payload as MessagePack.
     fn broker_message<M: Message>(
         &self,

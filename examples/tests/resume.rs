@@ -5,7 +5,7 @@
 mod common;
 
 use common::Proxy;
-use signalbox::client::{Client, ConnectionState};
+use signalbox::client::Client;
 use signalbox_examples::chat::{JoinRoom, NewMessage, room_topic};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,11 +38,10 @@ async fn a_member_reset_mid_stream_resumes_with_every_message_once_and_in_order(
         .await
         .unwrap();
     let topic = room_topic("resume");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !client.positions().iter().any(|(t, _)| *t == topic) {
-        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_until("subscribed", Duration::from_secs(5), || {
+        client.positions().iter().any(|(t, _)| *t == topic)
+    })
+    .await;
 
     let publisher = tokio::spawn({
         let hub = hub.clone();
@@ -63,21 +62,12 @@ async fn a_member_reset_mid_stream_resumes_with_every_message_once_and_in_order(
         }
     });
     // Cut once a fifth has arrived, while the publisher goes on.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while seen.lock().unwrap().len() < 2_000 {
-        assert!(tokio::time::Instant::now() < deadline, "the stream stalled");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    common::wait_until("a fifth of the stream", Duration::from_secs(20), || {
+        seen.lock().unwrap().len() >= 2_000
+    })
+    .await;
     assert!(!publisher.is_finished(), "the cut must fall mid-stream");
-    proxy.cut_all();
-    let mut state = client.state();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        state.wait_for(|s| !matches!(s, ConnectionState::Connected)),
-    )
-    .await
-    .expect("the reset was noticed")
-    .unwrap();
+    common::cut_and_wait(&client, &proxy).await;
     let recovery = tokio::time::timeout(Duration::from_secs(10), recoveries.recv())
         .await
         .expect("a recovery report")
@@ -85,23 +75,11 @@ async fn a_member_reset_mid_stream_resumes_with_every_message_once_and_in_order(
     assert_eq!(recovery.topic, topic);
     assert!(recovery.recovered, "{recovery:?}");
     publisher.await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while (seen.lock().unwrap().len() as u64) < TOTAL {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {TOTAL} arrived",
-            seen.lock().unwrap().len()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_until("every message", Duration::from_secs(20), || {
+        seen.lock().unwrap().len() as u64 >= TOTAL
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let seen = seen.lock().unwrap().clone();
-    let expected: Vec<u64> = (1..=TOTAL).collect();
-    assert!(
-        seen == expected,
-        "{} messages, first wrong at {:?}",
-        seen.len(),
-        seen.iter().zip(&expected).position(|(a, b)| a != b)
-    );
+    common::assert_exactly_once_in_order(&seen.lock().unwrap(), TOTAL);
     client.close().await;
 }

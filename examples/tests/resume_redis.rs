@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::{Proxy, RedisServer};
+use common::{Proxy, RedisServer, cut_and_wait, wait_until};
 use signalbox::Hub;
-use signalbox::client::{Client, ConnectionState, Recovery};
+use signalbox::client::{Client, Recovery};
 use signalbox_examples::chat::{self, JoinRoom, NewMessage, room_topic};
 use signalbox_redis::RedisBroker;
 use std::net::SocketAddr;
@@ -55,17 +55,6 @@ async fn member(proxy: &Proxy, room: &str) -> (Client, Arc<Mutex<Vec<u64>>>) {
     (client, seen)
 }
 
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn said(room: &str, n: u64) -> NewMessage {
     NewMessage {
         room_id: room.into(),
@@ -73,18 +62,6 @@ fn said(room: &str, n: u64) -> NewMessage {
         text: n.to_string(),
         timestamp: 0,
     }
-}
-
-async fn cut_and_wait(client: &Client, proxy: &Proxy) {
-    proxy.cut_all();
-    let mut state = client.state();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        state.wait_for(|s| !matches!(s, ConnectionState::Connected)),
-    )
-    .await
-    .expect("the reset was noticed")
-    .unwrap();
 }
 
 async fn recovery(recoveries: &mut tokio::sync::broadcast::Receiver<Recovery>) -> Recovery {
@@ -129,14 +106,7 @@ async fn a_member_cut_off_resumes_on_the_other_node_with_every_message_once_and_
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let seen = seen.lock().unwrap().clone();
-    let expected: Vec<u64> = (1..=TOTAL).collect();
-    assert!(
-        seen == expected,
-        "{} messages, first difference at {:?}",
-        seen.len(),
-        seen.iter().zip(&expected).position(|(a, b)| a != b)
-    );
+    common::assert_exactly_once_in_order(&seen.lock().unwrap(), TOTAL);
     client.close().await;
 }
 

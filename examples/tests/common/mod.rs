@@ -324,3 +324,40 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Waits until `done`, checking every 5 ms; fails the test past `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Resets `client`'s connection through `proxy` and waits until the client
+/// noticed.
+pub async fn cut_and_wait(client: &signalbox::client::Client, proxy: &Proxy) {
+    proxy.cut_all();
+    let mut state = client.state();
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| !matches!(s, signalbox::client::ConnectionState::Connected)),
+    )
+    .await
+    .expect("the reset was noticed")
+    .expect("the client is alive");
+}
+
+/// Asserts `seen` is exactly 1..=total, in order, once each.
+pub fn assert_exactly_once_in_order(seen: &[u64], total: u64) {
+    let expected: Vec<u64> = (1..=total).collect();
+    assert!(
+        seen == expected.as_slice(),
+        "{} messages, first difference at {:?}",
+        seen.len(),
+        seen.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+}
