@@ -193,6 +193,20 @@ impl Shared {
             .map(|p| (p.generation, p.conn.clone()))
     }
 
+    /// The publishing connection for one publish, or why there is none
+    /// (counted as a publish failure).
+    pub(crate) fn publishing(&self) -> Result<(u64, MultiplexedConnection), BrokerError> {
+        let reason = if self.stop.is_cancelled() {
+            "broker stopped"
+        } else if let Some(publisher) = self.publisher() {
+            return Ok(publisher);
+        } else {
+            "not connected to Redis"
+        };
+        bump(&self.counters.publish_failures, 1);
+        Err(BrokerError::Unavailable(reason.into()))
+    }
+
     /// The publishing connection of `generation` failed: drop it (unless a
     /// newer one replaced it) and wake the task that reconnects.
     pub(crate) fn publisher_failed(&self, generation: u64) {
@@ -423,12 +437,7 @@ impl Broker for RedisBroker {
             bump(&shared.counters.publish_failures, 1);
             Err(e)
         };
-        if shared.stop.is_cancelled() {
-            return fail(BrokerError::Unavailable("broker stopped".into()));
-        }
-        let Some((generation, mut conn)) = shared.publisher() else {
-            return fail(BrokerError::Unavailable("not connected to Redis".into()));
-        };
+        let (generation, mut conn) = shared.publishing()?;
         let frame = match wire::encode(&shared.config.node_id, &msg) {
             Ok(frame) => frame,
             Err(e) => return fail(BrokerError::Other(e.to_string())),
@@ -487,12 +496,7 @@ impl Broker for RedisBroker {
             bump(&shared.counters.publish_failures, 1);
             Err(e)
         };
-        if shared.stop.is_cancelled() {
-            return fail(BrokerError::Unavailable("broker stopped".into()));
-        }
-        let Some((generation, mut conn)) = shared.publisher() else {
-            return fail(BrokerError::Unavailable("not connected to Redis".into()));
-        };
+        let (generation, mut conn) = shared.publishing()?;
         let head = match wire::encode_positioned_head(&shared.config.node_id, &msg) {
             Ok(head) => head,
             Err(e) => return fail(BrokerError::Other(e.to_string())),

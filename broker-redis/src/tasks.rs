@@ -524,6 +524,45 @@ async fn write_presence(
     topics: &[String],
     present: &mut HashSet<String>,
 ) -> Result<(), ()> {
+    let config = &shared.config;
+    let ttl = u64::try_from(config.membership_ttl().as_millis()).unwrap_or(u64::MAX);
+    let expires = now_ms().saturating_add(ttl);
+    let value_of = |topic: &str| {
+        let entries = delivery.presence(topic);
+        if entries.is_empty() {
+            return None;
+        }
+        let value = presence_value(&entries, expires)?;
+        if value.len() > config.max_presence_size {
+            tracing::warn!(
+                topic,
+                bytes = value.len(),
+                "redis broker: presence larger than other nodes accept"
+            );
+        }
+        Some(value)
+    };
+    write_node_fields(
+        shared,
+        topics,
+        |t| config.presence_key(t),
+        value_of,
+        present,
+    )
+    .await
+}
+
+/// Writes this node's field in one Redis hash per topic (`key_of`), in
+/// pipelined batches: the value `value_of` gives, expiring with the
+/// membership TTL, or no field when it gives `None`. `written` is kept to
+/// the topics this node has a field for.
+async fn write_node_fields(
+    shared: &Shared,
+    topics: &[String],
+    key_of: impl Fn(&str) -> String,
+    value_of: impl Fn(&str) -> Option<Vec<u8>>,
+    written: &mut HashSet<String>,
+) -> Result<(), ()> {
     if topics.is_empty() {
         return Ok(());
     }
@@ -532,38 +571,24 @@ async fn write_presence(
     };
     let config = &shared.config;
     let ttl = u64::try_from(config.membership_ttl().as_millis()).unwrap_or(u64::MAX);
-    let expires = now_ms().saturating_add(ttl);
     for batch in topics.chunks(BATCH) {
         let mut pipe = redis::pipe();
-        let mut written = Vec::with_capacity(batch.len());
+        let mut outcome = Vec::with_capacity(batch.len());
         for topic in batch {
-            let key = config.presence_key(topic);
-            let entries = delivery.presence(topic);
-            let value = if entries.is_empty() {
-                None
-            } else {
-                presence_value(&entries, expires)
-            };
-            match value {
+            let key = key_of(topic);
+            match value_of(topic) {
                 Some(value) => {
-                    if value.len() > config.max_presence_size {
-                        tracing::warn!(
-                            topic,
-                            bytes = value.len(),
-                            "redis broker: presence larger than other nodes accept"
-                        );
-                    }
                     pipe.cmd("HSET")
                         .arg(&key)
                         .arg(&config.node_id)
                         .arg(value)
                         .ignore();
                     pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-                    written.push((topic, true));
+                    outcome.push((topic, true));
                 }
                 None => {
                     pipe.cmd("HDEL").arg(&key).arg(&config.node_id).ignore();
-                    written.push((topic, false));
+                    outcome.push((topic, false));
                 }
             }
         }
@@ -572,11 +597,11 @@ async fn write_presence(
         if !matches!(done, Ok(Ok(()))) {
             return Err(());
         }
-        for (topic, is_present) in written {
-            if is_present {
-                present.insert(topic.clone());
+        for (topic, has_field) in outcome {
+            if has_field {
+                written.insert(topic.clone());
             } else {
-                present.remove(topic);
+                written.remove(topic);
             }
         }
     }
@@ -630,44 +655,21 @@ async fn write_counts(
     topics: &[String],
     announced: &mut HashSet<String>,
 ) -> Result<(), ()> {
-    let Some((_, mut conn)) = shared.publisher() else {
-        return Err(());
-    };
     let config = &shared.config;
     let ttl = u64::try_from(config.membership_ttl().as_millis()).unwrap_or(u64::MAX);
     let expires = now_ms().saturating_add(ttl);
-    for batch in topics.chunks(BATCH) {
-        let mut pipe = redis::pipe();
-        let mut held = Vec::with_capacity(batch.len());
-        for topic in batch {
-            let key = config.members_key(topic);
-            let n = delivery.topic_size(topic);
-            if n > 0 {
-                pipe.cmd("HSET")
-                    .arg(&key)
-                    .arg(&config.node_id)
-                    .arg(format!("{n}:{expires}"))
-                    .ignore();
-                pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-            } else {
-                pipe.cmd("HDEL").arg(&key).arg(&config.node_id).ignore();
-            }
-            held.push((topic, n > 0));
-        }
-        let done =
-            tokio::time::timeout(config.publish_timeout, pipe.query_async::<()>(&mut conn)).await;
-        if !matches!(done, Ok(Ok(()))) {
-            return Err(());
-        }
-        for (topic, is_held) in held {
-            if is_held {
-                announced.insert(topic.clone());
-            } else {
-                announced.remove(topic);
-            }
-        }
-    }
-    Ok(())
+    let value_of = |topic: &str| {
+        let n = delivery.topic_size(topic);
+        (n > 0).then(|| format!("{n}:{expires}").into_bytes())
+    };
+    write_node_fields(
+        shared,
+        topics,
+        |t| config.members_key(t),
+        value_of,
+        announced,
+    )
+    .await
 }
 
 /// Removes this node's counts and presence entries (best effort: they
