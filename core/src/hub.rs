@@ -135,7 +135,9 @@ pub(crate) struct HubInner {
     pub(crate) conns: Mutex<HashMap<Arc<str>, Conn>>,
     pub(crate) rules: TopicRules,
     pub(crate) history: MemoryHistory,
-    publishes: AtomicU64,
+    /// Publishes to and subscribes on in-memory history topics, counted
+    /// to sweep it every [`SWEEP_EVERY`].
+    history_uses: AtomicU64,
     incomplete: Arc<IncompleteBudget>,
     node: String,
     next_id: AtomicU64,
@@ -248,7 +250,7 @@ impl HubBuilder {
             conns: Mutex::new(HashMap::new()),
             rules: self.rules,
             history: MemoryHistory::new(),
-            publishes: AtomicU64::new(0),
+            history_uses: AtomicU64::new(0),
             incomplete,
             node,
             next_id: AtomicU64::new(1),
@@ -447,9 +449,7 @@ impl Hub {
             });
             delivered
         };
-        if inner.publishes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            inner.sweep_history();
-        }
+        inner.count_history_use();
         // Other nodes get it without a position: their history is their
         // own (see HubBuilder::history).
         inner
@@ -527,7 +527,9 @@ impl Hub {
     }
 }
 
-/// Positioned publishes between two sweeps of the in-memory history.
+/// Uses of the in-memory history (publishes, subscribes) between two
+/// sweeps: subscribes count too, so that topics subscribed to and left
+/// without a publication do not pile up.
 const SWEEP_EVERY: u64 = 4096;
 
 impl HubInner {
@@ -618,6 +620,14 @@ impl HubInner {
                 tracing::debug!(%error, topic, "presence event not published");
             }
         });
+    }
+
+    /// Counts one use of the in-memory history; sweeps it every
+    /// [`SWEEP_EVERY`] uses.
+    fn count_history_use(&self) {
+        if self.history_uses.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep_history();
+        }
     }
 
     /// Forgets in-memory histories that expired entirely and nobody holds.
@@ -751,6 +761,7 @@ impl HubInner {
         start: &Start,
         limits: &HistoryLimits,
     ) -> (bool, bool) {
+        self.count_history_use();
         let conn = member.conn.clone();
         let history = self.history.topic(topic);
         let mut history = history.lock();
