@@ -281,6 +281,17 @@ async fn resume_refusals_are_listed_and_bad_requests_answered() {
     assert_eq!(error.code.as_str(), "INVALID_ARGUMENT");
     c.send(&join("room:a")).await;
     assert_eq!(subscribed(&mut c).await.offset, 0);
+    // A topic held already is left as it is.
+    resume(
+        &mut c,
+        json!([{ "topic": "room:a", "epoch": "e", "offset": 0 }]),
+        "again",
+    )
+    .await;
+    let reply = c.recv().await.unwrap();
+    assert_eq!(reply.ty, "$sb:resumed");
+    let body: serde_json::Value = reply.decode_payload().unwrap();
+    assert_eq!(body["topics"][0]["error"]["code"], "ALREADY_EXISTS");
 }
 
 /// The seam between a replay and live delivery, with a publisher running

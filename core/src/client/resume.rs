@@ -8,7 +8,7 @@ use crate::topic::history::{META_EPOCH, META_OFFSET, META_TOPIC, Position};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use signalbox_codec::{Envelope, ErrorPayload, Meta, WireCodec};
+use signalbox_codec::{Envelope, ErrorCode, ErrorPayload, Meta, WireCodec};
 use std::collections::BTreeMap;
 use tokio::sync::broadcast;
 
@@ -112,7 +112,14 @@ impl Positions {
             }
             RESUMED_TYPE => {
                 if let Ok(resumed) = envelope.decode_payload::<Resumed>() {
-                    for refused in resumed.topics.into_iter().filter(|o| o.error.is_some()) {
+                    // Refused topics are no longer held; one held already
+                    // on this connection keeps its position.
+                    let refused = resumed.topics.into_iter().filter(|o| {
+                        o.error
+                            .as_ref()
+                            .is_some_and(|e| e.code != ErrorCode::AlreadyExists)
+                    });
+                    for refused in refused {
                         let position = self.topics.lock().remove(&refused.topic);
                         let _ = self.events.send(Recovery {
                             topic: refused.topic,

@@ -391,7 +391,17 @@ fn resume(conn: &Conn, envelope: &Envelope) {
         .map(|t| {
             let options =
                 crate::SubscribeOptions::default().after(crate::Position::new(t.epoch, t.offset));
-            let error = conn.subscribe_with(&t.topic, options).err().map(|e| {
+            // A topic this connection holds already keeps its place: a
+            // replay now could only repeat what it was given.
+            let subscribed = if conn.is_subscribed(&t.topic) {
+                Err(Error::new(
+                    signalbox_codec::ErrorCode::AlreadyExists,
+                    "already subscribed on this connection",
+                ))
+            } else {
+                conn.subscribe_with(&t.topic, options)
+            };
+            let error = subscribed.err().map(|e| {
                 if let Some(sink) = &conn.shared.hub.hooks.on_error {
                     sink(&ErrorEvent {
                         conn,
