@@ -878,10 +878,14 @@ impl HubInner {
         notice: Option<bool>,
     ) {
         for frame in frames {
-            if !crate::connection::room_for_answers(conn).await {
+            // Closed, or unsubscribed meanwhile: the rest is not wanted.
+            if !crate::connection::room_for_answers(conn).await || !conn.is_subscribed(topic) {
                 return;
             }
             let _ = conn.push(frame);
+        }
+        if !conn.is_subscribed(topic) {
+            return;
         }
         let mut gate = gate.lock();
         let (held, overflow) = gate.go_live(position.offset);
