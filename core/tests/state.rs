@@ -26,14 +26,15 @@ fn rooms() -> Router {
             ctx.store().watch::<RoomState>(&ctx, &key)?;
             let me = ctx.id().to_owned();
             ctx.store()
-                .update(&key, |s: &mut RoomState| s.members.push(me));
+                .update(&key, |s: &mut RoomState| s.members.push(me))?;
             Ok(())
         })
         .on_close(|conn, _| async move {
             let id = conn.id().to_owned();
             for key in conn.store_keys() {
                 conn.store()
-                    .update(&key, |s: &mut RoomState| s.members.retain(|m| *m != id));
+                    .update(&key, |s: &mut RoomState| s.members.retain(|m| *m != id))
+                    .expect("watched keys are valid");
             }
         })
 }
@@ -87,9 +88,11 @@ async fn concurrent_updates_reach_every_watcher_in_one_order() {
             let h = store_hub.clone();
             tokio::spawn(async move {
                 for i in 0..50 {
-                    h.store().update("room:busy", |s: &mut RoomState| {
-                        s.members.push(format!("w{w}-{i}"))
-                    });
+                    h.store()
+                        .update("room:busy", |s: &mut RoomState| {
+                            s.members.push(format!("w{w}-{i}"))
+                        })
+                        .unwrap();
                     tokio::task::yield_now().await;
                 }
             })
@@ -237,4 +240,214 @@ mod shadowing {
     }
     signalbox::message!(Plain = "PLAIN");
     signalbox::opaque_message!(pub Raw = "RAW");
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+struct Lobby {
+    owner: String,
+}
+message!(Lobby = "LOBBY");
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct CreateLobby {
+    name: String,
+}
+message!(CreateLobby = "CREATE_LOBBY");
+
+/// Writes first, watches second: the order that left orphaned state when
+/// only `watch` checked keys.
+fn lobbies() -> Router {
+    Router::new().on(|ctx: Ctx<CreateLobby>| async move {
+        let key = format!("lobby:{}", ctx.payload().name);
+        if ctx.store().get::<Lobby>(&key).is_some() {
+            return Err(signalbox::Error::new(
+                ErrorCode::AlreadyExists,
+                "lobby exists",
+            ));
+        }
+        ctx.store().set(
+            &key,
+            Lobby {
+                owner: ctx.id().to_owned(),
+            },
+        )?;
+        ctx.store().watch::<Lobby>(&ctx, &key)?;
+        Ok(())
+    })
+}
+
+#[tokio::test]
+async fn a_bad_key_is_refused_by_the_write_and_leaves_nothing_stored() {
+    let hub = TestHub::new(lobbies());
+    let mut c = hub.connect("json").await;
+    for _ in 0..2 {
+        c.send(&CreateLobby {
+            name: "my lobby".into(),
+        })
+        .await;
+        let (err, _) = c.expect_error("ERROR").await;
+        assert_eq!(err.code, ErrorCode::InvalidArgument, "{err:?}");
+        assert!(err.message.contains("state key"), "{err:?}");
+        assert_eq!(hub.hub().store().version("lobby:my lobby"), 0);
+        assert_eq!(hub.hub().store().get::<Lobby>("lobby:my lobby"), None);
+    }
+    // A good key still works.
+    c.send(&CreateLobby {
+        name: "mine".into(),
+    })
+    .await;
+    assert!(!c.expect::<Lobby>().await.0.owner.is_empty());
+    assert_eq!(hub.hub().store().version("lobby:mine"), 1);
+}
+
+#[tokio::test]
+async fn an_update_that_changes_nothing_neither_bumps_nor_pushes() {
+    let hub = TestHub::new(rooms());
+    let mut a = hub.connect("json").await;
+    a.send(&Enter {
+        room: "calm".into(),
+    })
+    .await;
+    let (s1, _) = a.expect::<RoomState>().await;
+    let store = hub.hub().store();
+    assert_eq!(store.version("room:calm"), 1);
+
+    let (same, written) = store.update("room:calm", |_: &mut RoomState| {}).unwrap();
+    assert_eq!(same, s1);
+    assert!(!written.changed);
+    assert_eq!((written.version, written.sent), (1, 0));
+    let (_, written) = store
+        .update("room:calm", |s: &mut RoomState| {
+            s.members.retain(|m| !m.is_empty())
+        })
+        .unwrap();
+    assert!(!written.changed);
+    assert!(!store.set("room:calm", s1.clone()).unwrap().changed);
+    assert_eq!(store.version("room:calm"), 1);
+    a.expect_silence(Duration::from_millis(200)).await;
+
+    // A real change still bumps and pushes.
+    let (_, written) = store
+        .update("room:calm", |s: &mut RoomState| s.members.push("x".into()))
+        .unwrap();
+    assert!(written.changed);
+    assert_eq!((written.version, written.sent), (2, 1));
+    assert_eq!(store.version("room:calm"), 2);
+    assert_eq!(a.expect::<RoomState>().await.0.members.len(), 2);
+}
+
+#[tokio::test]
+async fn every_call_taking_a_key_refuses_a_bad_one_and_names_it_a_state_key() {
+    let hub = TestHub::new(rooms());
+    let store = hub.hub().store();
+    let long = "k".repeat(store.key_rule().max_len + 1);
+    for bad in ["my lobby", "", long.as_str(), "caf\u{e9}"] {
+        let errs = [
+            store.set(bad, RoomState::default()).unwrap_err(),
+            store.update(bad, |_: &mut RoomState| {}).unwrap_err(),
+            store
+                .try_update(
+                    bad,
+                    |_: Option<&RoomState>| -> Result<_, signalbox::Error> {
+                        panic!("the closure does not run for a bad key")
+                    },
+                )
+                .unwrap_err(),
+            store.remove(bad).unwrap_err(),
+        ];
+        for err in errs {
+            assert_eq!(*err.code(), ErrorCode::InvalidArgument, "{bad:?}");
+            assert!(err.message().starts_with("state key"), "{err:?}");
+        }
+        assert_eq!(store.version(bad), 0);
+    }
+    let at_limit = "k".repeat(store.key_rule().max_len);
+    assert!(store.set(&at_limit, RoomState::default()).unwrap().changed);
+    assert!(store.remove(&at_limit).unwrap());
+}
+
+#[tokio::test]
+async fn a_refused_try_update_leaves_value_and_watchers_untouched() {
+    let hub = TestHub::new(rooms());
+    let mut a = hub.connect("json").await;
+    a.send(&Enter {
+        room: "kept".into(),
+    })
+    .await;
+    let (s1, _) = a.expect::<RoomState>().await;
+    let store = hub.hub().store();
+
+    let err = store
+        .try_update("room:kept", |current: Option<&RoomState>| {
+            let mut next = current.cloned().unwrap_or_default();
+            next.members.push("intruder".into());
+            if next.members.len() > 1 {
+                return Err(signalbox::Error::permission_denied("room is full"));
+            }
+            Ok(next)
+        })
+        .unwrap_err();
+    assert_eq!(*err.code(), ErrorCode::PermissionDenied);
+    assert_eq!(store.get::<RoomState>("room:kept"), Some(s1.clone()));
+    assert_eq!(store.version("room:kept"), 1);
+    a.expect_silence(Duration::from_millis(200)).await;
+
+    // Accepted but equal: no push either; a real change is pushed.
+    let (_, written) = store
+        .try_update("room:kept", |current: Option<&RoomState>| {
+            Ok(current.cloned().unwrap_or_default())
+        })
+        .unwrap();
+    assert!(!written.changed);
+    a.expect_silence(Duration::from_millis(200)).await;
+    let (next, written) = store
+        .try_update("room:kept", |current: Option<&RoomState>| {
+            let mut next = current.cloned().unwrap_or_default();
+            next.members.clear();
+            Ok(next)
+        })
+        .unwrap();
+    assert!(written.changed);
+    assert_eq!((written.version, written.sent), (2, 1));
+    assert_eq!(a.expect::<RoomState>().await.0, next);
+}
+
+#[test]
+fn of_racing_creators_exactly_one_wins() {
+    let hub = TestHub::new(Router::new());
+    let store_hub = hub.hub().clone();
+    for round in 0..20 {
+        let key = format!("lobby:race-{round}");
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let (h, key, start) = (store_hub.clone(), key.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    h.store()
+                        .try_update(&key, |current: Option<&Lobby>| match current {
+                            Some(_) => Err(signalbox::Error::new(
+                                ErrorCode::AlreadyExists,
+                                "lobby exists",
+                            )),
+                            None => Ok(Lobby {
+                                owner: format!("c{n}"),
+                            }),
+                        })
+                        .map(|(lobby, _)| lobby.owner)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert_eq!(*e.code(), ErrorCode::AlreadyExists);
+            }
+        }
+        let stored = store_hub.store().get::<Lobby>(&key).unwrap();
+        assert_eq!(&stored.owner, winners[0]);
+        assert_eq!(store_hub.store().version(&key), 1);
+    }
 }

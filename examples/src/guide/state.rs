@@ -82,7 +82,7 @@ pub fn router() -> Router {
             ctx.store().update(&key, |room: &mut RoomState| {
                 room.room_id.clone_from(room_id);
                 room.users.insert(me, username.clone());
-            });
+            })?;
             Ok(())
         })
         .on(|ctx: Ctx<Post>| async move {
@@ -101,13 +101,15 @@ pub fn router() -> Router {
                 });
                 let excess = room.latest_messages.len().saturating_sub(KEEP_MESSAGES);
                 room.latest_messages.drain(..excess);
-            });
+            })?;
             Ok(())
         })
         .on_close(|conn, _| async move {
             let me = conn.id().to_owned();
             for key in conn.store_keys() {
-                conn.store().update(&key, |room: &mut RoomState| {
+                // A watched key passed the store's key rule already, so the
+                // update cannot be refused.
+                let _ = conn.store().update(&key, |room: &mut RoomState| {
                     room.users.remove(&me);
                 });
             }
