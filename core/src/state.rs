@@ -1,6 +1,6 @@
 //! A keyed state store shared by every connection of a hub, whose changes
-//! are pushed to the connections watching a key (the seed's room state,
-//! pushed to members as it changes).
+//! are pushed to the connections watching a key (a room's state, pushed to
+//! its members as it changes: `examples/src/guide/state.rs`).
 //!
 //! Values are [`Message`]s: a watcher receives the new value as a message
 //! of its type whenever it changes, and the current value when it starts
@@ -163,8 +163,9 @@ impl StateStore {
             .cloned()
     }
 
-    /// How many times the value under `key` changed since it was set
-    /// (0: not set). Writes that change nothing do not count.
+    /// The version of the value under `key`: 0 when not set, 1 once set,
+    /// one more for every write that changed it (writes that change
+    /// nothing do not count).
     pub fn version(&self, key: &str) -> u64 {
         self.slots.lock().get(key).map_or(0, |s| s.version)
     }
