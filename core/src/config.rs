@@ -73,6 +73,9 @@ pub struct Config {
     /// Topic rules: name length and characters, subscriptions per
     /// connection, fan-out chunk size.
     pub topics: TopicLimits,
+    /// The rule every state-store key meets (set, update, watch, remove).
+    /// Default: 1 to 256 bytes of ASCII letters, digits and `-_.:/@#`.
+    pub store_keys: crate::state::KeyRule,
     /// Incomplete inbound messages (docs/PROTOCOL.md §4, §5): the bytes all
     /// connections together may hold of messages not yet received whole
     /// (default 64 MiB, beyond 16 KiB per connection that is never
@@ -111,6 +114,7 @@ impl Default for Config {
             }),
             drain_timeout: Duration::from_secs(5),
             topics: TopicLimits::default(),
+            store_keys: crate::state::KeyRule::default(),
             incomplete: IncompleteLimits::default(),
             close_linger: Duration::from_secs(1),
             close_drain_bytes: 4 * 1024 * 1024,

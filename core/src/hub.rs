@@ -236,13 +236,14 @@ impl HubBuilder {
                 .finish() as u32
         );
         let incomplete = IncompleteBudget::new(self.config.incomplete);
+        let store_keys = self.config.store_keys.clone();
         let inner = Arc::new(HubInner {
             routes,
             hooks,
             state,
             config: self.config,
             topics: Registry::new(),
-            store: StateStore::new(self.clock.clone()),
+            store: StateStore::new(self.clock.clone(), store_keys),
             broker: self.broker,
             clock: self.clock,
             shutdown: CancellationToken::new(),

@@ -140,12 +140,12 @@ impl std::fmt::Debug for StateStore {
 }
 
 impl StateStore {
-    pub(crate) fn new(clock: Arc<dyn crate::Clock>) -> Self {
+    pub(crate) fn new(clock: Arc<dyn crate::Clock>, keys: KeyRule) -> Self {
         StateStore {
             slots: Mutex::new(HashMap::new()),
             watchers: Registry::new(),
             clock,
-            keys: KeyRule::default(),
+            keys,
         }
     }
 

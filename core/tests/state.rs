@@ -364,6 +364,14 @@ async fn every_call_taking_a_key_refuses_a_bad_one_and_names_it_a_state_key() {
     let at_limit = "k".repeat(store.key_rule().max_len);
     assert!(store.set(&at_limit, RoomState::default()).unwrap().changed);
     assert!(store.remove(&at_limit).unwrap());
+
+    // The rule is the hub's to configure.
+    let mut config = signalbox::Config::default();
+    config.store_keys.extra_chars.push(' ');
+    let spaced = TestHub::with_config(rooms(), config);
+    let store = spaced.hub().store();
+    assert!(store.set("my lobby", RoomState::default()).unwrap().changed);
+    assert!(store.set("my\tlobby", RoomState::default()).is_err());
 }
 
 #[tokio::test]
