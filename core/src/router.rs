@@ -17,6 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What a handler of [`Router::on`] may return: nothing, or a result.
+///
+/// A handler of `.on` that returns a value gets a compiler error pointing
+/// to [`Router::rpc`] (`core/tests/ui/on_returns_a_value.rs`).
+#[diagnostic::on_unimplemented(
+    message = "a handler of `.on` (or an `on_open` hook) returns `{Self}`; it may return only `()` or `Result<(), signalbox::Error>`",
+    label = "returns `{Self}`",
+    note = "to answer a request with a value, route it with `.rpc` (the handler returns `Result<Response, Error>`, docs/PROTOCOL.md §7)",
+    note = "to send a message from a handler of `.on`, use `ctx.reply(&msg)` or `ctx.conn().send(&msg)` and return `Ok(())`"
+)]
 pub trait HandlerResult: Send + 'static {
     /// As a result.
     fn into_result(self) -> Result<(), Error>;
