@@ -97,7 +97,8 @@ impl Route {
     }
 
     /// A request/response route: the handler's `Ok` is sent back as `Resp`
-    /// with the request's correlationId, its `Err` as `RPC_ERROR`. Requests
+    /// with the request's correlationId, its `Err` as `RPC_ERROR` (also for
+    /// a request without a correlationId, docs/PROTOCOL.md §6). Requests
     /// run concurrently (up to [`crate::Config::max_concurrent`]) and get
     /// DEADLINE_EXCEEDED when they take longer than the deadline.
     pub fn rpc<Req, Resp, H, Fut>(handler: H) -> Route
@@ -529,6 +530,7 @@ pub(crate) async fn dispatch(route: Arc<RouteEntry>, req: Request, default_deadl
             Error::internal("internal error")
         }
     };
+    // docs/PROTOCOL.md §6: the route decides, not the correlationId.
     let ty = if route.rpc {
         crate::context::RPC_ERROR_TYPE
     } else {
