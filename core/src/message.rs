@@ -12,6 +12,14 @@ use std::fmt;
 /// [`message!`](crate::message!) macro. Implement it by hand to take over
 /// decoding (schema versions and migrations, see [`crate::versioned`]) or
 /// to keep the payload raw (an echo that returns exactly what it got).
+///
+/// A type used as a message without this trait gets a compiler error that
+/// says so (`core/tests/ui/not_a_message.rs`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a signalbox message",
+    label = "`{Self}` does not implement `signalbox::Message`",
+    note = "declare it with `signalbox::message!({Self} = \"TYPE\")` (serde types), with `signalbox::opaque_message!` (raw payloads), or implement `Message` by hand"
+)]
 pub trait Message: Send + Sync + Sized + 'static {
     /// The envelope `type`, e.g. `"SEND_MESSAGE"`.
     const TYPE: &'static str;

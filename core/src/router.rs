@@ -17,6 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What a handler of [`Router::on`] may return: nothing, or a result.
+///
+/// A handler of `.on` that returns a value gets a compiler error pointing
+/// to [`Router::rpc`] (`core/tests/ui/on_returns_a_value.rs`).
+#[diagnostic::on_unimplemented(
+    message = "a handler of `.on` (or an `on_open` hook) returns `{Self}`; it may return only `()` or `Result<(), signalbox::Error>`",
+    label = "returns `{Self}`",
+    note = "to answer a request with a value, route it with `.rpc` (the handler returns `Result<Response, Error>`, docs/PROTOCOL.md §7)",
+    note = "to send a message from a handler of `.on`, use `ctx.reply(&msg)` or `ctx.conn().send(&msg)` and return `Ok(())`"
+)]
 pub trait HandlerResult: Send + 'static {
     /// As a result.
     fn into_result(self) -> Result<(), Error>;
@@ -88,7 +97,8 @@ impl Route {
     }
 
     /// A request/response route: the handler's `Ok` is sent back as `Resp`
-    /// with the request's correlationId, its `Err` as `RPC_ERROR`. Requests
+    /// with the request's correlationId, its `Err` as `RPC_ERROR` (also for
+    /// a request without a correlationId, docs/PROTOCOL.md §6). Requests
     /// run concurrently (up to [`crate::Config::max_concurrent`]) and get
     /// DEADLINE_EXCEEDED when they take longer than the deadline.
     pub fn rpc<Req, Resp, H, Fut>(handler: H) -> Route
@@ -520,6 +530,7 @@ pub(crate) async fn dispatch(route: Arc<RouteEntry>, req: Request, default_deadl
             Error::internal("internal error")
         }
     };
+    // docs/PROTOCOL.md §6: the route decides, not the correlationId.
     let ty = if route.rpc {
         crate::context::RPC_ERROR_TYPE
     } else {

@@ -284,6 +284,80 @@ async fn rpc_errors_are_rpc_error() {
     assert_eq!(meta.correlation_id.as_deref(), Some("bad"));
 }
 
+/// docs/PROTOCOL.md §6: `RPC_ERROR` is chosen by the route the message was
+/// routed to, not by whether it carries a correlationId.
+#[tokio::test]
+async fn rpc_error_is_chosen_by_the_route_not_by_the_correlation_id() {
+    let hub = TestHub::new(router());
+    let mut c = hub.connect("json").await;
+    // A request route, with and without a correlationId: RPC_ERROR both times.
+    c.send_raw(&br#"{"type":"SLEEP","meta":{"correlationId":"with"},"payload":{"ms":"x"}}"#[..])
+        .await;
+    let (err, meta) = c.expect_error("RPC_ERROR").await;
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert_eq!(meta.correlation_id.as_deref(), Some("with"));
+    c.send_raw(&br#"{"type":"SLEEP","payload":{"ms":"x"}}"#[..])
+        .await;
+    let (err, meta) = c.expect_error("RPC_ERROR").await;
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert_eq!(meta.correlation_id, None);
+    // A successful reply to a request without a correlationId has none either.
+    c.send(&Sleep { ms: 0 }).await;
+    let progress = c.recv().await.expect("progress");
+    assert_eq!(progress.ty, "$ws:rpc-progress");
+    assert_eq!(progress.meta.correlation_id, None);
+    let (slept, meta) = c.expect::<Slept>().await;
+    assert_eq!(slept.ms, 0);
+    assert_eq!(meta.correlation_id, None);
+    // Any other route, with and without a correlationId: ERROR both times.
+    c.send_meta(&Fail, crate::meta("f")).await;
+    let (err, meta) = c.expect_error("ERROR").await;
+    assert_eq!(err.code, ErrorCode::FailedPrecondition);
+    assert_eq!(meta.correlation_id.as_deref(), Some("f"));
+    c.send(&Fail).await;
+    let (err, meta) = c.expect_error("ERROR").await;
+    assert_eq!(err.code, ErrorCode::FailedPrecondition);
+    assert_eq!(meta.correlation_id, None);
+}
+
+/// docs/PROTOCOL.md §6: a message refused before routing gets `ERROR` even
+/// when its type names a request route.
+#[tokio::test(start_paused = true)]
+async fn a_request_refused_before_routing_gets_error_not_rpc_error() {
+    let mut config = Config::default();
+    config.rate_limit = Some(RateLimit {
+        per_second: 1,
+        burst: 1,
+    });
+    let hub = TestHub::with_config(router(), config);
+    let mut c = hub.connect("json").await;
+    c.request(&Sleep { ms: 0 }, "first").await;
+    c.request(&Sleep { ms: 0 }, "second").await;
+    let mut slept = false;
+    let mut refused = None;
+    for _ in 0..3 {
+        let env = c.recv().await.expect("answer");
+        match env.ty.as_str() {
+            "$ws:rpc-progress" => {}
+            "SLEPT" => {
+                assert_eq!(env.meta.correlation_id.as_deref(), Some("first"));
+                slept = true;
+            }
+            "ERROR" => {
+                let err = env
+                    .decode_payload::<signalbox::codec::ErrorPayload>()
+                    .unwrap();
+                refused = Some((err, env.meta));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(slept);
+    let (err, meta) = refused.expect("the second request is refused with ERROR");
+    assert_eq!(err.code, ErrorCode::ResourceExhausted);
+    assert_eq!(meta.correlation_id.as_deref(), Some("second"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn rpc_past_its_deadline_gets_deadline_exceeded() {
     let router = Router::new().route(

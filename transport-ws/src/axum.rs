@@ -18,6 +18,43 @@
 //! codec, origin, connection limit and authentication rules apply as they
 //! are. The connection runs over hyper's upgraded stream, with this crate's
 //! buffers; axum's own `WebSocket` type is not involved.
+//!
+//! # Shutting down
+//!
+//! hyper stops tracking a connection once it is upgraded, so axum's graceful
+//! shutdown neither waits for the hub's WebSocket connections nor closes
+//! them: it ends while they are still open. [`Hub::shutdown`] is what closes
+//! them as going away (1001) after their queued messages are written; a
+//! process that exits when `axum::serve` returns, without awaiting it, drops
+//! them without a close frame.
+//!
+//! The order: on the stop signal start [`Hub::shutdown`], and tie axum's
+//! graceful shutdown to [`Hub::shutdown_started`]; then await both. From the
+//! moment the hub's shutdown starts, upgrades are refused with 503 (a
+//! reconnecting client goes to another process) and axum stops accepting
+//! and finishes the HTTP requests in flight, while the hub drains and closes
+//! the WebSocket connections (docs/DEPLOYMENT.md, "Rolling restarts and
+//! graceful shutdown"). `tests/integrations.rs`
+//! (`axum_shutdown_tied_to_the_hub_closes_clients_with_1001_and_ends`)
+//! performs this order.
+//!
+//! ```no_run
+//! # async fn run(hub: signalbox::Hub, app: axum::Router) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let server = tokio::spawn(
+//!     axum::serve(listener, app)
+//!         .with_graceful_shutdown(hub.shutdown_started())
+//!         .into_future(),
+//! );
+//! tokio::signal::ctrl_c().await?;
+//! hub.shutdown().await; // 503 for new upgrades, 1001 for every connection
+//! server.await.map_err(std::io::Error::other)??; // axum has stopped too
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Hub::shutdown`]: signalbox::Hub::shutdown
+//! [`Hub::shutdown_started`]: signalbox::Hub::shutdown_started
 
 use crate::upgrade::Upgrader;
 use axum::body::Body;

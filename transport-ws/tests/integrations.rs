@@ -165,3 +165,95 @@ async fn the_hub_mounts_on_an_axum_route_beside_other_routes() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("ok"));
 }
+
+/// An axum application serving `hub` on `/live`, shutting down gracefully
+/// when `signal` resolves; the server task's handle.
+async fn serve_axum(
+    hub: &signalbox::Hub,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/live",
+            signalbox_ws::axum::route(Upgrader::builder(hub.clone()).build()),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    (addr, tokio::spawn(server.into_future()))
+}
+
+/// The order the `signalbox_ws::axum` docs and docs/DEPLOYMENT.md give:
+/// axum's graceful shutdown tied to `Hub::shutdown_started`, then
+/// `Hub::shutdown()`. Clients get 1001, both the hub's shutdown and the
+/// server task end, and the port is closed.
+#[tokio::test]
+async fn axum_shutdown_tied_to_the_hub_closes_clients_with_1001_and_ends() {
+    let hub = hub(Config::default());
+    let (addr, server) = serve_axum(&hub, hub.shutdown_started()).await;
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut client = try_connect(addr, "/live", &["json"], &[]).await.unwrap();
+        client.send(&Echo::default(), Some("e")).await;
+        assert_eq!(client.recv().await.ty, "ECHO");
+        clients.push(client);
+    }
+    assert_eq!(hub.connection_count(), 2);
+
+    let shutdown = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.shutdown().await }
+    });
+    for client in &mut clients {
+        assert_eq!(client.closed().await.0, 1001);
+    }
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("Hub::shutdown resolves")
+        .unwrap();
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("the axum server task ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(hub.connection_count(), 0);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// Why `Hub::shutdown()` must be awaited too: hyper stops tracking a
+/// connection once it is upgraded, so axum's graceful shutdown ends while
+/// WebSocket connections are still open and does not close them.
+#[tokio::test]
+async fn axum_graceful_shutdown_alone_leaves_websocket_connections_open() {
+    let hub = hub(Config::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, server) = serve_axum(&hub, async move {
+        let _ = stopped.await;
+    })
+    .await;
+    let mut client = try_connect(addr, "/live", &["json"], &[]).await.unwrap();
+    client.send(&Echo::default(), Some("e")).await;
+    assert_eq!(client.recv().await.ty, "ECHO");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("axum's graceful shutdown does not wait for WebSocket connections")
+        .unwrap()
+        .unwrap();
+    // The connection is still served by the hub.
+    client.send(&Echo::default(), Some("f")).await;
+    assert_eq!(client.recv().await.ty, "ECHO");
+    assert_eq!(hub.connection_count(), 1);
+
+    tokio::time::timeout(WAIT, hub.shutdown())
+        .await
+        .expect("Hub::shutdown resolves");
+    assert_eq!(client.closed().await.0, 1001);
+    assert_eq!(hub.connection_count(), 0);
+}
