@@ -8,6 +8,18 @@
 //! exponential backoff and jitter, a bounded offline queue, and the
 //! connection state as a [`tokio::sync::watch`].
 //!
+//! A request whose caller stopped waiting (its timeout, or the future
+//! dropped) before it was written is withdrawn and never sent
+//! ([`ClientError::Timeout`] says whether it was written). An upgrade the
+//! server denies (401, 403) stops the client ([`ConnectionState::Refused`],
+//! sends fail with [`ClientError::Refused`]) unless
+//! [`ClientConfig::retry_denied`] is set. A connection the server closes
+//! with a close frame shows its code and reason ([`PeerClose`] in
+//! [`ConnectionState::Disconnected`]). [`ClientBuilder::on_connected`]
+//! sends first on every (re)connect (re-join rooms), and
+//! [`ClientBuilder::on_error`] receives, typed, the `ERROR`s that answer
+//! fire-and-forget sends.
+//!
 //! ```
 //! use serde::{Deserialize, Serialize};
 //! use signalbox::client::{Client, InProcess};
@@ -985,8 +997,18 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> (String, Op
         OfflineQueue::new(shared.config.offline_queue, shared.config.offline_policy)
     });
     rx.close();
-    while let Ok(out) = rx.try_recv() {
-        unsent.push(out);
+    {
+        // Requests whose callers gave up meanwhile are not kept.
+        let pending = shared.pending.lock();
+        while let Ok(out) = rx.try_recv() {
+            if out
+                .correlation_id
+                .as_ref()
+                .is_none_or(|id| pending.contains_key(id))
+            {
+                unsent.push(out);
+            }
+        }
     }
     let dropped = queue.requeue_front(unsent);
     shared

@@ -87,7 +87,8 @@ pub trait FrameSource: Send + 'static {
     /// The close the peer sent, once [`FrameSource::recv`] has returned
     /// `Ok(None)` for it: its code and reason (WebSocket close frame,
     /// docs/PROTOCOL.md §4). `None` when the peer sent none or the
-    /// transport does not carry one (the default).
+    /// transport does not report one (the default; the QUIC transport
+    /// does not yet).
     fn peer_close(&self) -> Option<PeerClose> {
         None
     }
