@@ -282,7 +282,7 @@ type Handler = Arc<dyn Fn(&Envelope) + Send + Sync>;
 type ErrorHandler = Arc<dyn Fn(Error, Meta) + Send + Sync>;
 type ConnectedHook = Arc<dyn Fn(&mut Connected<'_>) + Send + Sync>;
 
-/// What an [`ClientBuilder::on_connected`] hook is given at every
+/// What a [`ClientBuilder::on_connected`] hook is given at every
 /// (re)connect: messages it sends go out first on the new connection,
 /// after the resume of topics (docs/PROTOCOL.md §8) and before what waited
 /// in the offline queue.
