@@ -142,7 +142,16 @@ impl WsConnector {
                 .await
                 .map_err(|e| match e {
                     tungstenite::Error::Http(response) => {
-                        ConnectError::Refused(format!("HTTP {}", response.status()))
+                        let status = response.status();
+                        let reason = format!("HTTP {status}");
+                        // 401 and 403: these credentials will not do.
+                        if status == http::StatusCode::UNAUTHORIZED
+                            || status == http::StatusCode::FORBIDDEN
+                        {
+                            ConnectError::Denied(reason)
+                        } else {
+                            ConnectError::Refused(reason)
+                        }
                     }
                     tungstenite::Error::Io(e) => ConnectError::Io(e),
                     other => ConnectError::Protocol(other.to_string()),

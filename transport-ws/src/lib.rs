@@ -92,6 +92,9 @@
 pub mod axum;
 
 pub mod client;
+/// The `http` crate, whose types [`WsConnector::header`] and
+/// [`Rejection::with_header`] take.
+pub use http;
 mod metered;
 mod server;
 mod stream;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use signalbox::codec::{CodecLimits, WireCodec};
-use signalbox::connection::{Close, FrameSink, FrameSource, Inbound, TransportError};
+use signalbox::connection::{Close, FrameSink, FrameSource, Inbound, PeerClose, TransportError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::oneshot;
@@ -86,6 +86,7 @@ where
             failed: false,
             meter: None,
             handoff: Some(handoff),
+            peer_close: None,
         },
         WsSink {
             sink: Some(sink),
@@ -112,6 +113,8 @@ pub struct WsSource<S> {
     failed: bool,
     meter: Option<Meter>,
     handoff: Option<oneshot::Sender<ReadHalf<S>>>,
+    /// The peer's close frame, once read.
+    peer_close: Option<PeerClose>,
 }
 
 impl<S> std::fmt::Debug for WsSource<S> {
@@ -176,7 +179,13 @@ where
                 }
             }
             return match item {
-                Ok(Message::Close(_)) => Ok(None),
+                Ok(Message::Close(frame)) => {
+                    self.peer_close = frame.map(|frame| PeerClose {
+                        code: frame.code.into(),
+                        reason: frame.reason.to_string(),
+                    });
+                    Ok(None)
+                }
                 Ok(Message::Frame(_)) => continue,
                 Ok(message) => Ok(Some(message)),
                 Err(
@@ -207,6 +216,10 @@ where
             // tungstenite answers pings itself; both are signs of life.
             _ => Inbound::Alive,
         }))
+    }
+
+    fn peer_close(&self) -> Option<PeerClose> {
+        self.peer_close.clone()
     }
 }
 

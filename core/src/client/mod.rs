@@ -8,6 +8,18 @@
 //! exponential backoff and jitter, a bounded offline queue, and the
 //! connection state as a [`tokio::sync::watch`].
 //!
+//! A request whose caller stopped waiting (its timeout, or the future
+//! dropped) before it was written is withdrawn and never sent
+//! ([`ClientError::Timeout`] says whether it was written). An upgrade the
+//! server denies (401, 403) stops the client ([`ConnectionState::Refused`],
+//! sends fail with [`ClientError::Refused`]) unless
+//! [`ClientConfig::retry_denied`] is set. A connection the server closes
+//! with a close frame shows its code and reason ([`PeerClose`] in
+//! [`ConnectionState::Disconnected`]). [`ClientBuilder::on_connected`]
+//! sends first on every (re)connect (re-join rooms), and
+//! [`ClientBuilder::on_error`] receives, typed, the `ERROR`s that answer
+//! fire-and-forget sends.
+//!
 //! ```
 //! use serde::{Deserialize, Serialize};
 //! use signalbox::client::{Client, InProcess};
@@ -40,6 +52,7 @@ mod resume;
 #[cfg(test)]
 mod tests;
 
+pub use crate::connection::PeerClose;
 pub use memory::InProcess;
 pub use offline::OfflinePolicy;
 pub use resume::Recovery;
@@ -78,9 +91,15 @@ impl std::fmt::Debug for Link {
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The server answered, and refused (an HTTP status, a TLS alert).
+    /// The server answered, and refused (an HTTP status, a TLS alert); a
+    /// later attempt may be let in.
     #[error("refused: {0}")]
     Refused(String),
+    /// The server refused this client for good (HTTP 401 or 403): the same
+    /// credentials will be refused again. The [`Client`] stops unless
+    /// [`ClientConfig::retry_denied`] is set.
+    #[error("denied: {0}")]
+    Denied(String),
     /// The server could not be reached.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -119,6 +138,9 @@ pub enum ConnectionState {
     Disconnected {
         /// Why.
         reason: String,
+        /// The close code and reason the server sent, if it closed the
+        /// connection with one (1001 and its reason at a server shutdown).
+        close: Option<PeerClose>,
     },
     /// Waiting `delay` before reconnect attempt `attempt` (1 for the first),
     /// or making it,
@@ -132,6 +154,17 @@ pub enum ConnectionState {
         delay: Duration,
         /// Why the last connection or attempt ended.
         reason: String,
+        /// The close code and reason the server sent when it ended the
+        /// last connection, if it did.
+        close: Option<PeerClose>,
+    },
+    /// Stopped for good because the server denied this client
+    /// ([`ConnectError::Denied`], an upgrade answered 401 or 403): sends
+    /// and requests fail with [`ClientError::Refused`]. Not entered when
+    /// [`ClientConfig::retry_denied`] is set.
+    Refused {
+        /// What the server answered.
+        reason: String,
     },
     /// Closed for good ([`Client::close`], every handle dropped, or a
     /// connector that says retrying cannot help).
@@ -144,9 +177,16 @@ pub enum ClientError {
     /// The server answered the request with `ERROR` or `RPC_ERROR`.
     #[error("server error {0}")]
     Server(Error),
-    /// No reply within the timeout.
-    #[error("no reply within the timeout")]
-    Timeout,
+    /// No reply within the timeout. `sent` says whether the request had
+    /// been written to a connection: if not (offline, or waiting for room)
+    /// it is withdrawn and never sent; if so the server may still run it.
+    /// A route that is not an rpc answers only if its handler replies, so
+    /// a request to it times out otherwise.
+    #[error("{}", timeout_message(*sent))]
+    Timeout {
+        /// Whether the request was written before the deadline.
+        sent: bool,
+    },
     /// The connection was lost after the request was written: the server
     /// may or may not have handled it.
     #[error("connection lost before the reply")]
@@ -158,6 +198,9 @@ pub enum ClientError {
     /// The client is closed.
     #[error("client closed")]
     Closed,
+    /// The server denied this client for good ([`ConnectionState::Refused`]).
+    #[error("refused by the server: {0}")]
+    Refused(String),
     /// The reply had the correlation id but an unexpected type.
     #[error("unexpected reply of type {0:?}")]
     UnexpectedReply(String),
@@ -167,6 +210,16 @@ pub enum ClientError {
     /// The reply's payload did not decode as the response type.
     #[error("reply payload: {0}")]
     Payload(#[from] PayloadError),
+}
+
+fn timeout_message(sent: bool) -> &'static str {
+    if sent {
+        "no reply within the timeout: the request was written and the server may still run it \
+         (a route that is not an rpc answers only if its handler replies)"
+    } else {
+        "no reply within the timeout: the request was not written yet and is withdrawn, \
+         it will not be sent"
+    }
 }
 
 /// Tuning of a [`Client`], each with a documented default.
@@ -195,6 +248,11 @@ pub struct ClientConfig {
     /// published meanwhile is replayed, or the application is told it
     /// could not be ([`Client::recoveries`]). Default true.
     pub resume: bool,
+    /// Keep retrying after the server denied this client
+    /// ([`ConnectError::Denied`]: an upgrade answered 401 or 403), with
+    /// the usual backoff, for credentials that may become valid. Default
+    /// false: the client stops in [`ConnectionState::Refused`].
+    pub retry_denied: bool,
 }
 
 impl Default for ClientConfig {
@@ -208,6 +266,7 @@ impl Default for ClientConfig {
             outgoing_queue: 256,
             incoming_queue: 256,
             resume: true,
+            retry_denied: false,
         }
     }
 }
@@ -220,6 +279,50 @@ pub(crate) struct Outgoing {
 }
 
 type Handler = Arc<dyn Fn(&Envelope) + Send + Sync>;
+type ErrorHandler = Arc<dyn Fn(Error, Meta) + Send + Sync>;
+type ConnectedHook = Arc<dyn Fn(&mut Connected<'_>) + Send + Sync>;
+
+/// What a [`ClientBuilder::on_connected`] hook is given at every
+/// (re)connect: messages it sends go out first on the new connection,
+/// after the resume of topics (docs/PROTOCOL.md §8) and before what waited
+/// in the offline queue.
+pub struct Connected<'a> {
+    codec: WireCodec,
+    reconnect: bool,
+    frames: &'a mut Vec<Outgoing>,
+}
+
+impl std::fmt::Debug for Connected<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("reconnect", &self.reconnect)
+            .field("queued", &self.frames.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connected<'_> {
+    /// Whether this is a reconnect (false for the first connection).
+    pub fn is_reconnect(&self) -> bool {
+        self.reconnect
+    }
+
+    /// Sends `msg` first on this connection (re-join a room, re-watch a
+    /// key).
+    pub fn send<M: Message>(&mut self, msg: &M) -> Result<(), EncodeError> {
+        self.send_meta(msg, Meta::default())
+    }
+
+    /// Like [`Connected::send`], with `meta`.
+    pub fn send_meta<M: Message>(&mut self, msg: &M, meta: Meta) -> Result<(), EncodeError> {
+        let frame = msg.encode(&self.codec, &meta, true)?;
+        self.frames.push(Outgoing {
+            frame,
+            correlation_id: None,
+        });
+        Ok(())
+    }
+}
 
 struct Pending {
     reply: oneshot::Sender<Envelope>,
@@ -241,6 +344,10 @@ struct Shared {
     spare: Mutex<Option<OfflineQueue>>,
     pending: Mutex<HashMap<String, Pending>>,
     handlers: HashMap<&'static str, Handler>,
+    on_error: Option<ErrorHandler>,
+    on_connected: Option<ConnectedHook>,
+    /// Why the server denied this client, once it did.
+    refused: Mutex<Option<String>>,
     incoming: mpsc::Sender<Envelope>,
     state: watch::Sender<ConnectionState>,
     next_id: AtomicU64,
@@ -285,6 +392,8 @@ pub struct ClientBuilder<C> {
     connector: C,
     config: ClientConfig,
     handlers: HashMap<&'static str, Handler>,
+    on_error: Option<ErrorHandler>,
+    on_connected: Option<ConnectedHook>,
 }
 
 impl<C> std::fmt::Debug for ClientBuilder<C> {
@@ -344,6 +453,39 @@ impl<C: Connector> ClientBuilder<C> {
         self
     }
 
+    /// Whether to keep retrying after the server denied this client (see
+    /// [`ClientConfig::retry_denied`]).
+    pub fn retry_denied(mut self, retry: bool) -> Self {
+        self.config.retry_denied = retry;
+        self
+    }
+
+    /// Calls `handler` for every `ERROR` the server sends that answers no
+    /// pending request (docs/PROTOCOL.md §6): the errors of fire-and-forget
+    /// sends, typed, with the meta (the correlation id, if the send had
+    /// one). It runs on the client's reader: keep it short. Without it
+    /// those errors go to [`Client::incoming`] as envelopes.
+    pub fn on_error<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(Error, Meta) + Send + Sync + 'static,
+    {
+        self.on_error = Some(Arc::new(handler));
+        self
+    }
+
+    /// Calls `hook` at every connect and reconnect, before anything queued
+    /// offline is written: what it sends through [`Connected`] goes out
+    /// first (re-join rooms, re-watch keys). Topics with history are
+    /// resumed without it ([`ClientConfig::resume`]). It runs on the
+    /// client's driver: keep it short.
+    pub fn on_connected<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut Connected<'_>) + Send + Sync + 'static,
+    {
+        self.on_connected = Some(Arc::new(hook));
+        self
+    }
+
     /// Starts the client: it connects in the background (see
     /// [`Client::state`]). Needs a tokio runtime.
     pub fn build(self) -> Client {
@@ -359,6 +501,9 @@ impl<C: Connector> ClientBuilder<C> {
             spare: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             handlers: self.handlers,
+            on_error: self.on_error,
+            on_connected: self.on_connected,
+            refused: Mutex::new(None),
             incoming: incoming_tx,
             state,
             next_id: AtomicU64::new(1),
@@ -388,8 +533,23 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.shared.pending.lock().remove(&self.id);
+        withdraw(self.shared, &self.id);
     }
+}
+
+/// Forgets request `id`, whose caller stopped waiting; whether it had been
+/// written. One not written yet is never sent: it leaves the offline
+/// queue, and a connection skips it if it was on its way there.
+fn withdraw(shared: &Shared, id: &str) -> bool {
+    let removed = shared.pending.lock().remove(id);
+    // Gone already (answered, or failed with its connection): it was sent.
+    let sent = !matches!(removed, Some(Pending { sent_on: None, .. }));
+    if !sent {
+        if let Route::Offline(queue) = &mut *shared.route.lock() {
+            queue.withdraw(id);
+        }
+    }
+    sent
 }
 
 impl Client {
@@ -399,6 +559,8 @@ impl Client {
             connector,
             config: ClientConfig::default(),
             handlers: HashMap::new(),
+            on_error: None,
+            on_connected: None,
         }
     }
 
@@ -436,7 +598,14 @@ impl Client {
         let mut state = self.state();
         tokio::time::timeout(
             timeout,
-            state.wait_for(|s| matches!(s, ConnectionState::Connected | ConnectionState::Closed)),
+            state.wait_for(|s| {
+                matches!(
+                    s,
+                    ConnectionState::Connected
+                        | ConnectionState::Closed
+                        | ConnectionState::Refused { .. }
+                )
+            }),
         )
         .await
         .ok()
@@ -495,7 +664,7 @@ impl Client {
         let mut out = out;
         loop {
             if shared.stop.is_cancelled() {
-                return Err(ClientError::Closed);
+                return Err(shared.closed_error());
             }
             let next = match &mut *shared.route.lock() {
                 Route::Online(tx) => match tx.try_send(out) {
@@ -540,8 +709,12 @@ impl Client {
 
     /// Sends a request and waits up to `timeout` for its reply of type
     /// `Resp` (matched by correlation id). `ERROR` and `RPC_ERROR` answers
-    /// become [`ClientError::Server`]. Dropping the future forgets the
-    /// request: a late reply is discarded.
+    /// become [`ClientError::Server`]. At the deadline, or when the future
+    /// is dropped, the request is forgotten: if it was not written yet
+    /// (offline, or waiting for room) it is withdrawn and never sent
+    /// ([`ClientError::Timeout`] says `sent: false`); if it was, the server
+    /// may still run it and a late reply is discarded. A route that is not
+    /// an rpc answers only if its handler replies.
     pub async fn request<Req: Message, Resp: Message>(
         &self,
         req: &Req,
@@ -588,17 +761,26 @@ impl Client {
             shared,
             id: id.clone(),
         };
+        let wire_id = id.clone();
         let work = async {
             self.enqueue(Outgoing {
                 frame,
-                correlation_id: Some(id),
+                correlation_id: Some(wire_id),
             })
             .await?;
-            rx.await.map_err(|_| ClientError::Disconnected)
+            rx.await.map_err(|_| match shared.refused.lock().clone() {
+                Some(reason) => ClientError::Refused(reason),
+                None => ClientError::Disconnected,
+            })
         };
-        let reply = tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| ClientError::Timeout)??;
+        let reply = match tokio::time::timeout(timeout, work).await {
+            Ok(reply) => reply?,
+            Err(_) => {
+                return Err(ClientError::Timeout {
+                    sent: withdraw(shared, &id),
+                });
+            }
+        };
         if reply.ty == ERROR_TYPE || reply.ty == RPC_ERROR_TYPE {
             let payload: ErrorPayload = reply.decode_payload()?;
             return Err(ClientError::Server(Error::from(payload)));
@@ -620,30 +802,48 @@ impl Client {
     }
 }
 
+impl Shared {
+    /// Why a send fails once the client stopped.
+    fn closed_error(&self) -> ClientError {
+        match self.refused.lock().clone() {
+            Some(reason) => ClientError::Refused(reason),
+            None => ClientError::Closed,
+        }
+    }
+}
+
 /// Connects, serves the connection, reconnects: until stopped.
 async fn drive<C: Connector>(shared: Arc<Shared>, connector: C) {
     let config = shared.config.clone();
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
     let mut epoch = 0u64;
+    let mut last = ConnectionState::Closed;
     loop {
         let attempt = tokio::select! {
             biased;
             () = shared.stop.cancelled() => break,
             attempt = connector.connect() => attempt,
         };
-        let reason = match attempt {
+        let (reason, close) = match attempt {
             Ok(link) => {
                 backoff.reset();
                 epoch += 1;
-                let reason = serve_link(&shared, link, epoch).await;
+                let ended = serve_link(&shared, link, epoch).await;
                 fail_sent(&shared, epoch);
-                reason
+                ended
             }
             Err(ConnectError::Config(reason)) => {
                 tracing::warn!(%reason, "client cannot connect; not retrying");
                 break;
             }
-            Err(error) => error.to_string(),
+            Err(ConnectError::Denied(reason)) if !config.retry_denied => {
+                tracing::warn!(%reason, "the server denied this client; not retrying");
+                // Set before stopping, so that sends fail as refused.
+                *shared.refused.lock() = Some(reason.clone());
+                last = ConnectionState::Refused { reason };
+                break;
+            }
+            Err(error) => (error.to_string(), None),
         };
         if shared.stop.is_cancelled() {
             break;
@@ -651,6 +851,7 @@ async fn drive<C: Connector>(shared: Arc<Shared>, connector: C) {
         tracing::debug!(%reason, "client disconnected");
         shared.state.send_replace(ConnectionState::Disconnected {
             reason: reason.clone(),
+            close: close.clone(),
         });
         if !config.reconnect {
             break;
@@ -660,6 +861,7 @@ async fn drive<C: Connector>(shared: Arc<Shared>, connector: C) {
             attempt: backoff.attempt(),
             delay,
             reason,
+            close,
         });
         tokio::select! {
             biased;
@@ -668,7 +870,14 @@ async fn drive<C: Connector>(shared: Arc<Shared>, connector: C) {
         }
     }
     shared.stop.cancel();
-    shared.state.send_replace(ConnectionState::Closed);
+    // What waited offline will not be sent.
+    if let Route::Offline(queue) = &mut *shared.route.lock() {
+        let dropped = queue.take().len();
+        shared
+            .dropped_offline
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+    }
+    shared.state.send_replace(last);
     // Whoever still waits for a reply will not get one.
     shared.pending.lock().clear();
 }
@@ -681,8 +890,9 @@ fn fail_sent(shared: &Shared, epoch: u64) {
         .retain(|_, pending| pending.sent_on != Some(epoch));
 }
 
-/// Serves one connection until it ends; why it ended.
-async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> String {
+/// Serves one connection until it ends; why it ended, and the close the
+/// server sent if it did.
+async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> (String, Option<PeerClose>) {
     let Link {
         mut source,
         mut sink,
@@ -714,27 +924,36 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> String {
             });
         }
     }
+    if let Some(hook) = &shared.on_connected {
+        hook(&mut Connected {
+            codec: shared.codec,
+            reconnect: epoch > 1,
+            frames: &mut batch,
+        });
+    }
     batch.extend(backlog);
     let mut frames: Vec<Bytes> = Vec::new();
     let mut unsent: Vec<Outgoing> = Vec::new();
     let reason = loop {
         if !batch.is_empty() {
+            {
+                // A request whose caller gave up before this point is not
+                // written (see `withdraw`); the others are marked sent.
+                let mut pending = shared.pending.lock();
+                batch.retain(|out| match out.correlation_id.as_ref() {
+                    Some(id) => pending
+                        .get_mut(id)
+                        .map(|p| p.sent_on = Some(epoch))
+                        .is_some(),
+                    None => true,
+                });
+            }
             frames.clear();
             frames.extend(batch.iter().map(|o| o.frame.clone()));
-            {
-                let mut pending = shared.pending.lock();
-                for out in &batch {
-                    if let Some(p) = out
-                        .correlation_id
-                        .as_ref()
-                        .and_then(|id| pending.get_mut(id))
-                    {
-                        p.sent_on = Some(epoch);
-                    }
+            if !frames.is_empty() {
+                if let Err(error) = sink.send_batch(&frames).await {
+                    break (format!("write failed: {error}"), None);
                 }
-            }
-            if let Err(error) = sink.send_batch(&frames).await {
-                break format!("write failed: {error}");
             }
             batch.clear();
         }
@@ -742,13 +961,19 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> String {
             biased;
             () = shared.stop.cancelled() => {
                 let _ = sink.close(Close::new(CloseKind::Normal, "client closing")).await;
-                break "closed".to_owned();
+                break ("closed".to_owned(), None);
             }
             inbound = source.recv() => match inbound {
                 Ok(Some(Inbound::Message(frame))) => dispatch(shared, frame),
                 Ok(Some(Inbound::Alive)) => {}
-                Ok(None) => break "the server closed the connection".to_owned(),
-                Err(error) => break format!("read failed: {error}"),
+                Ok(None) => {
+                    let close = source.peer_close();
+                    let reason = close
+                        .as_ref()
+                        .map_or_else(|| "the server closed the connection".to_owned(), ToString::to_string);
+                    break (reason, close);
+                }
+                Err(error) => break (format!("read failed: {error}"), None),
             },
             out = rx.recv() => match out {
                 Some(out) => {
@@ -760,7 +985,7 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> String {
                         }
                     }
                 }
-                None => break "closed".to_owned(),
+                None => break ("closed".to_owned(), None),
             },
         }
     };
@@ -772,8 +997,18 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> String {
         OfflineQueue::new(shared.config.offline_queue, shared.config.offline_policy)
     });
     rx.close();
-    while let Ok(out) = rx.try_recv() {
-        unsent.push(out);
+    {
+        // Requests whose callers gave up meanwhile are not kept.
+        let pending = shared.pending.lock();
+        while let Ok(out) = rx.try_recv() {
+            if out
+                .correlation_id
+                .as_ref()
+                .is_none_or(|id| pending.contains_key(id))
+            {
+                unsent.push(out);
+            }
+        }
     }
     let dropped = queue.requeue_front(unsent);
     shared
@@ -811,6 +1046,13 @@ fn dispatch(shared: &Shared, frame: Bytes) {
     }
     if let Some(handler) = shared.handlers.get(envelope.ty.as_str()) {
         handler(&envelope);
+        return;
+    }
+    if let (true, Some(on_error)) = (envelope.ty == ERROR_TYPE, &shared.on_error) {
+        match envelope.decode_payload::<ErrorPayload>() {
+            Ok(payload) => on_error(Error::from(payload), envelope.meta),
+            Err(error) => tracing::warn!(%error, "undecodable ERROR from the server"),
+        }
         return;
     }
     if shared.incoming.try_send(envelope).is_err() {

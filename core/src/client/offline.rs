@@ -73,6 +73,15 @@ impl OfflineQueue {
         dropped
     }
 
+    /// Takes out the request with correlation id `id`, whose caller gave
+    /// up before it was written; whether it was here.
+    pub(crate) fn withdraw(&mut self, id: &str) -> bool {
+        let before = self.frames.len();
+        self.frames
+            .retain(|out| out.correlation_id.as_deref() != Some(id));
+        self.frames.len() != before
+    }
+
     pub(crate) fn take(&mut self) -> Vec<Outgoing> {
         self.frames.drain(..).collect()
     }
@@ -117,6 +126,21 @@ mod tests {
         q.push(out(2));
         assert_eq!(q.push(out(3)), Queued::Rejected);
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn a_withdrawn_request_leaves_the_queue_and_the_rest_stays_in_order() {
+        let mut q = OfflineQueue::new(4, OfflinePolicy::DropOldest);
+        q.push(out(1));
+        q.push(Outgoing {
+            frame: Bytes::from(vec![2]),
+            correlation_id: Some("c2".into()),
+        });
+        q.push(out(3));
+        assert!(!q.withdraw("c9"));
+        assert!(q.withdraw("c2"));
+        assert!(!q.withdraw("c2"));
+        assert_eq!(frames(&mut q), [1, 3]);
     }
 
     #[test]

@@ -117,7 +117,7 @@ async fn a_request_times_out_and_a_dropped_request_is_forgotten() {
         .request::<Slow, Sum>(&Slow { ms: 500 }, Duration::from_millis(50))
         .await
         .unwrap_err();
-    assert!(matches!(err, ClientError::Timeout), "{err:?}");
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
     assert!(client.shared().pending.lock().is_empty());
     {
         let request = client.request::<Slow, Sum>(&Slow { ms: 200 }, WAIT);
@@ -327,4 +327,248 @@ async fn closing_stops_the_client_and_dropping_every_handle_too() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test]
+async fn a_request_dropped_while_offline_is_withdrawn_from_the_queue() {
+    let target = Switchable {
+        hub: Arc::new(Mutex::new(None)),
+        attempts: Arc::new(AtomicUsize::new(0)),
+    };
+    let client = Client::builder(target.clone())
+        .backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .build();
+    let mut incoming = client.incoming().unwrap();
+    {
+        let request = client.request::<Add, Sum>(&Add { a: 1, b: 2 }, WAIT);
+        tokio::pin!(request);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut request)
+                .await
+                .is_err()
+        );
+        assert_eq!(client.queued_offline(), 1);
+    }
+    assert_eq!(client.queued_offline(), 0, "dropping withdraws it");
+    let err = client
+        .request::<Add, Sum>(&Add { a: 1, b: 2 }, Duration::from_millis(20))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Timeout { sent: false }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not be sent"), "{err}");
+    client
+        .send(&Note {
+            text: "kept".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(client.queued_offline(), 1);
+    *target.hub.lock() = Some(router().build());
+    assert!(client.wait_connected(WAIT).await);
+    // Only the note went out: the next thing in is its answer, then the
+    // reply to a fresh request (no stray replies to withdrawn ones).
+    let env = tokio::time::timeout(WAIT, incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(env.decode_payload::<Noted>().unwrap().text, "kept");
+    let sum: Sum = client.request(&Add { a: 2, b: 2 }, WAIT).await.unwrap();
+    assert_eq!(sum.sum, 4);
+    assert!(incoming.try_recv().is_err());
+}
+
+/// A connector the server always denies (an upgrade answered 401).
+#[derive(Clone)]
+struct Denying {
+    attempts: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Connector for Denying {
+    fn codec(&self) -> WireCodec {
+        WireCodec::from_name("json").unwrap()
+    }
+
+    async fn connect(&self) -> Result<Link, ConnectError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        Err(ConnectError::Denied("HTTP 401 Unauthorized".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_denied_client_stops_and_fails_its_sends_as_refused() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let client = Client::builder(Denying {
+        attempts: attempts.clone(),
+    })
+    .backoff(Duration::from_millis(5), Duration::from_millis(10))
+    .build();
+    let mut state = client.state();
+    let seen = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Refused { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    assert_eq!(
+        seen,
+        ConnectionState::Refused {
+            reason: "HTTP 401 Unauthorized".into()
+        }
+    );
+    assert!(!client.wait_connected(WAIT).await);
+    let err = client
+        .request::<Add, Sum>(&Add { a: 1, b: 1 }, WAIT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused(r) if r.contains("401")),
+        "{err:?}"
+    );
+    let err = client.send(&Note { text: "x".into() }).await.unwrap_err();
+    assert!(matches!(err, ClientError::Refused(_)), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "no retry");
+
+    // As a policy: keeps trying, with the reason in the state.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let client = Client::builder(Denying {
+        attempts: attempts.clone(),
+    })
+    .backoff(Duration::from_millis(5), Duration::from_millis(10))
+    .retry_denied(true)
+    .build();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while attempts.load(Ordering::SeqCst) < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "it retries");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(matches!(
+        &*client.state().borrow(),
+        ConnectionState::Disconnected { reason, .. } | ConnectionState::Reconnecting { reason, .. }
+            if reason.contains("401")
+    ));
+}
+
+#[tokio::test]
+async fn a_request_waiting_offline_fails_as_refused_when_the_client_is_denied() {
+    // Offline first, then denied: the queued request fails at once.
+    let target = Switchable {
+        hub: Arc::new(Mutex::new(None)),
+        attempts: Arc::new(AtomicUsize::new(0)),
+    };
+    let deny = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    #[derive(Clone)]
+    struct Flip(Switchable, Arc<std::sync::atomic::AtomicBool>);
+    #[async_trait]
+    impl Connector for Flip {
+        fn codec(&self) -> WireCodec {
+            self.0.codec()
+        }
+        async fn connect(&self) -> Result<Link, ConnectError> {
+            if self.1.load(Ordering::SeqCst) {
+                return Err(ConnectError::Denied("HTTP 403 Forbidden".into()));
+            }
+            self.0.connect().await
+        }
+    }
+    let client = Client::builder(Flip(target, deny.clone()))
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .build();
+    let request = {
+        let client = client.clone();
+        tokio::spawn(async move { client.request::<Add, Sum>(&Add { a: 1, b: 1 }, WAIT).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    deny.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let err = request.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused(r) if r.contains("403")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < WAIT / 2, "not by its timeout");
+    assert_eq!(client.queued_offline(), 0);
+}
+
+#[tokio::test]
+async fn the_connected_hook_sends_first_at_every_connect() {
+    let target = Switchable {
+        hub: Arc::new(Mutex::new(None)),
+        attempts: Arc::new(AtomicUsize::new(0)),
+    };
+    let client = Client::builder(target.clone())
+        .backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .on_connected(|connected: &mut Connected<'_>| {
+            let text = if connected.is_reconnect() {
+                "hook again"
+            } else {
+                "hook"
+            };
+            connected.send(&Note { text: text.into() }).unwrap();
+        })
+        .build();
+    let mut incoming = client.incoming().unwrap();
+    client
+        .send(&Note {
+            text: "queued".into(),
+        })
+        .await
+        .unwrap();
+    let first = crate::Hub::builder(router())
+        .config(crate::Config {
+            drain_timeout: Duration::from_millis(50),
+            ..crate::Config::default()
+        })
+        .build();
+    *target.hub.lock() = Some(first.clone());
+    assert!(client.wait_connected(WAIT).await);
+    let mut next = async || {
+        let env = tokio::time::timeout(WAIT, incoming.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        env.decode_payload::<Noted>().unwrap().text
+    };
+    assert_eq!(next().await, "hook");
+    assert_eq!(next().await, "queued");
+    // A restart: the hook runs again.
+    *target.hub.lock() = Some(router().build());
+    first.shutdown().await;
+    assert_eq!(next().await, "hook again");
+}
+
+#[tokio::test]
+async fn errors_answering_sends_reach_the_typed_error_handler() {
+    let hub = router().build();
+    let (tx, mut rx) = mpsc::channel(4);
+    let client = Client::builder(InProcess::new(hub.clone(), "json").unwrap())
+        .on_error(move |error: Error, meta: Meta| {
+            let _ = tx.try_send((error, meta));
+        })
+        .build();
+    let mut incoming = client.incoming().unwrap();
+    // Unknown to the server.
+    client
+        .send_meta(
+            &Sum { sum: 1 },
+            Meta {
+                correlation_id: Some("mine".into()),
+                ..Meta::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (error, meta) = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*error.code(), signalbox_codec::ErrorCode::Unimplemented);
+    assert_eq!(meta.correlation_id.as_deref(), Some("mine"));
+    assert!(incoming.try_recv().is_err(), "not on the incoming stream");
 }

@@ -83,6 +83,39 @@ pub trait FrameSource: Send + 'static {
     fn liveness_by_transport(&self) -> bool {
         false
     }
+
+    /// The close the peer sent, once [`FrameSource::recv`] has returned
+    /// `Ok(None)` for it: its code and reason (WebSocket close frame,
+    /// docs/PROTOCOL.md §4). `None` when the peer sent none or the
+    /// transport does not report one (the default; the QUIC transport
+    /// does not yet).
+    fn peer_close(&self) -> Option<PeerClose> {
+        None
+    }
+}
+
+/// The close code and reason a peer sent when it closed the connection
+/// (WebSocket: docs/PROTOCOL.md §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerClose {
+    /// The close code (1000 normal, 1001 going away, 1008 policy, ...).
+    pub code: u16,
+    /// The reason text, possibly empty.
+    pub reason: String,
+}
+
+impl std::fmt::Display for PeerClose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.reason.is_empty() {
+            write!(f, "closed by the server with {}", self.code)
+        } else {
+            write!(
+                f,
+                "closed by the server with {}: {}",
+                self.code, self.reason
+            )
+        }
+    }
 }
 
 /// The write half of a connection.
