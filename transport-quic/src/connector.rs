@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use signalbox::client::{Client, ConnectError, Connector, Link};
 use signalbox::codec::WireCodec;
-use signalbox::connection::{Close, CloseKind, FrameSink, FrameSource, Inbound, TransportError};
+use signalbox::connection::{
+    Close, CloseKind, FrameSink, FrameSource, Inbound, PeerClose, TransportError,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -80,8 +82,10 @@ impl Connector for QuicConnector {
         Ok(Link {
             source: Box::new(ClientSource {
                 _endpoint: parts.endpoint,
+                connection: parts.connection.clone(),
                 recv: parts.recv,
                 decoder: parts.decoder,
+                peer_close: None,
             }),
             sink: Box::new(ClientSink {
                 connection: parts.connection,
@@ -121,8 +125,32 @@ fn connect_error(error: QuicError) -> ConnectError {
 struct ClientSource {
     // Kept so the endpoint's socket outlives the connection's reader.
     _endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
     recv: quinn::RecvStream,
     decoder: FrameDecoder,
+    peer_close: Option<PeerClose>,
+}
+
+/// How long the client waits, once the server's stream ended, for the
+/// connection close that says why (the server finishes its stream, then
+/// closes the connection with its application code).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+impl ClientSource {
+    /// The server's application close code and reason (docs/PROTOCOL.md
+    /// §5), if it closed the connection within [`CLOSE_WAIT`].
+    async fn learn_close(&mut self) {
+        if self.peer_close.is_some() {
+            return;
+        }
+        let closed = tokio::time::timeout(CLOSE_WAIT, self.connection.closed()).await;
+        if let Ok(quinn::ConnectionError::ApplicationClosed(close)) = closed {
+            self.peer_close = Some(PeerClose {
+                code: u16::try_from(close.error_code.into_inner()).unwrap_or(u16::MAX),
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            });
+        }
+    }
 }
 
 #[async_trait]
@@ -131,20 +159,30 @@ impl FrameSource for ClientSource {
         // Cancel-safe: partial frames stay in the decoder.
         match read_frame(&mut self.recv, &mut self.decoder).await {
             Ok(Some(frame)) => Ok(Some(Inbound::Message(frame))),
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                self.learn_close().await;
+                Ok(None)
+            }
             Err(QuicError::Frame(error)) => Err(TransportError::TooBig(error.to_string())),
             Err(QuicError::Truncated) => Err(TransportError::Protocol(
                 "stream ended inside a frame".to_owned(),
             )),
             Err(QuicError::Read(
                 quinn::ReadError::ConnectionLost(_) | quinn::ReadError::Reset(_),
-            )) => Ok(None),
+            )) => {
+                self.learn_close().await;
+                Ok(None)
+            }
             Err(other) => Err(TransportError::Other(other.to_string())),
         }
     }
 
     fn liveness_by_transport(&self) -> bool {
         true
+    }
+
+    fn peer_close(&self) -> Option<PeerClose> {
+        self.peer_close.clone()
     }
 }
 

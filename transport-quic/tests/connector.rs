@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use signalbox::client::{Client, ConnectError, Connector};
-use signalbox::connection::{Close, CloseKind};
+use signalbox::client::{Client, ConnectError, ConnectionState, Connector};
+use signalbox::connection::{Close, CloseKind, PeerClose};
 use signalbox_quic::{Identity, QuicConnector, QuicServer};
 use std::time::Duration;
 
@@ -59,6 +59,28 @@ async fn the_client_reconnects_when_the_server_drops_it() {
     hub.connection(&first.id)
         .unwrap()
         .close(Close::new(CloseKind::Policy, "go away"));
+    // The application close code (3, policy) and reason reach the client.
+    let mut state = client.state();
+    let state = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| !matches!(s, ConnectionState::Connected)),
+    )
+    .await
+    .expect("the close was noticed")
+    .unwrap()
+    .clone();
+    let close = match state {
+        ConnectionState::Disconnected { close, .. }
+        | ConnectionState::Reconnecting { close, .. } => close,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(
+        close,
+        Some(PeerClose {
+            code: 3,
+            reason: "go away".into()
+        })
+    );
     let second = tokio::time::timeout(WAIT, async {
         loop {
             if let Ok(you) = client

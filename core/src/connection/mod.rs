@@ -85,20 +85,21 @@ pub trait FrameSource: Send + 'static {
     }
 
     /// The close the peer sent, once [`FrameSource::recv`] has returned
-    /// `Ok(None)` for it: its code and reason (WebSocket close frame,
-    /// docs/PROTOCOL.md §4). `None` when the peer sent none or the
-    /// transport does not report one (the default; the QUIC transport
-    /// does not yet).
+    /// `Ok(None)` for it: its code and reason (a WebSocket close frame,
+    /// docs/PROTOCOL.md §4; a QUIC application close, §5). `None` when the
+    /// peer sent none or the transport does not report one (the default).
     fn peer_close(&self) -> Option<PeerClose> {
         None
     }
 }
 
 /// The close code and reason a peer sent when it closed the connection
-/// (WebSocket: docs/PROTOCOL.md §4).
+/// (WebSocket: docs/PROTOCOL.md §4; QUIC: §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerClose {
-    /// The close code (1000 normal, 1001 going away, 1008 policy, ...).
+    /// The close code in the transport's numbering: WebSocket 1000 normal,
+    /// 1001 going away, 1008 policy, ...; QUIC 0 normal, 1 going away,
+    /// 2 protocol, 3 policy, 4 internal.
     pub code: u16,
     /// The reason text, possibly empty.
     pub reason: String,
