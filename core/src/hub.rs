@@ -751,10 +751,10 @@ impl HubInner {
     /// lock it takes the replay and joins as a member, so no publication
     /// can fall between the two. A replay that fits in half the
     /// connection's outbound queue (in bytes and in messages) is queued
-    /// right there, with the
-    /// `$sb:subscribed` notice, and the member needs no gate. A longer one
-    /// is sent by a task at the pace the peer reads, while the member's
-    /// gate holds the live publications that come meanwhile.
+    /// right there, with the `$sb:subscribed` notice, and the member needs
+    /// no gate. A longer one is sent by a task at the pace the peer reads,
+    /// while the member's gate holds the live publications that come
+    /// meanwhile.
     fn subscribe_in_memory(
         self: &Arc<Self>,
         mut member: Member,
