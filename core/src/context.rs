@@ -2,7 +2,7 @@
 //! one message with its connection.
 //!
 //! Applications extend the context with their own methods through an
-//! extension trait, implemented once for every `Ctx<M>` (the seed's
+//! extension trait, implemented once for every `Ctx<M>` (bun-ws-router's
 //! `ExtendedContext`, without wrapping a single handler):
 //!
 //! ```

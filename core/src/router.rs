@@ -401,7 +401,7 @@ impl Router {
         self
     }
 
-    /// Takes every route, hook and state of `other` (the seed's
+    /// Takes every route, hook and state of `other` (bun-ws-router's
     /// `addRoutes`). `other`'s middleware stays scoped to `other`'s routes;
     /// this router's middleware applies to all. Lifecycle hooks of both
     /// run; `other`'s error sink and topic hook are used only if this

@@ -2,7 +2,7 @@
 //! and migrates them, so the handler only ever sees the current one.
 //!
 //! The version travels in the payload's `version` field (absent means 1,
-//! as in the seed's guide). A payload of the current version decodes
+//! as in bun-ws-router's guide). A payload of the current version decodes
 //! directly; an older one goes through [`Versioned::migrate`]; any other
 //! version is refused with INVALID_ARGUMENT on `payload.version`.
 //!

@@ -1,4 +1,4 @@
-//! Typed per-connection data (the seed's `getData` / `setData`).
+//! Typed per-connection data (bun-ws-router's `getData` / `setData`).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;

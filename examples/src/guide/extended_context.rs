@@ -1,4 +1,4 @@
-//! Custom Context Extensions: the seed's `ExtendedContext` (`has_role`,
+//! Custom Context Extensions: bun-ws-router's `ExtendedContext` (`has_role`,
 //! `send_error`, `broadcast`, `reply`) as an extension trait implemented
 //! once for every `Ctx<M>` — no handler is wrapped.
 

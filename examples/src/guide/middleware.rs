@@ -56,7 +56,7 @@ pub struct Stats {
 }
 message!(Stats = "STATS_REPORT");
 
-/// The seed's `requireAuth`.
+/// bun-ws-router's `requireAuth`.
 pub async fn require_auth(req: Request, next: Next) -> Result<(), Error> {
     if req.conn().data::<Authenticated>().is_none() {
         return Err(Error::unauthenticated("Authentication required"));
@@ -64,7 +64,7 @@ pub async fn require_auth(req: Request, next: Next) -> Result<(), Error> {
     next.run(req).await
 }
 
-/// The seed's `logMessages`, recording into shared [`Stats`].
+/// bun-ws-router's `logMessages`, recording into shared [`Stats`].
 pub fn log_messages(stats: Arc<Mutex<Stats>>) -> impl Middleware {
     move |req: Request, next: Next| {
         let stats = stats.clone();
