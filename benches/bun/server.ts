@@ -1,4 +1,4 @@
-// The ws-kit on Bun baseline: the chat protocol of CONTRACT §8 (JOIN_ROOM,
+// The ws-kit on Bun baseline: the chat protocol of docs/PROTOCOL.md §9 (JOIN_ROOM,
 // USER_JOINED, SEND_MESSAGE, NEW_MESSAGE, LEAVE_ROOM, USER_LEFT, ECHO with
 // correlationId) plus the bench-only BENCH_SUBSCRIBE (a silent join, see
 // benches/src/proto.rs), served with @ws-kit/bun and Bun's native publish.

@@ -13,11 +13,14 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use redis_server::Redis;
 use serde::{Deserialize, Serialize};
 use signalbox::testing::TestHub;
 use signalbox::{Config, Ctx, HistoryLimits, Hub, Router, TopicPattern, message};
 use signalbox_redis::RedisBroker;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Publish `text` from `user` to `topic`.
@@ -46,38 +49,6 @@ fn router() -> Router {
         ctx.publish(&topic, &ChatMessage { user, text }).await?;
         Ok(())
     })
-}
-
-struct Redis(Option<Child>, String);
-
-impl Redis {
-    fn start(url: Option<String>) -> Redis {
-        if let Some(url) = url {
-            return Redis(None, url);
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (run scripts/setup)");
-        std::thread::sleep(Duration::from_millis(300));
-        Redis(Some(child), format!("redis://127.0.0.1:{port}/"))
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> i64 {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora (fuzz/seeds/<target>/) from the envelopes below.
+"""Writes the fuzzers' starting corpora (fuzz/seeds/<target>/) from the envelopes below.
 
 Run from anywhere: python3 fuzz/seeds/generate.py. Needs the `msgpack`
 package. Seeds are small on purpose: the fuzzer grows its own corpus in

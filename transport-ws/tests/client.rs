@@ -80,11 +80,9 @@ async fn serve_on(addr: SocketAddr) -> signalbox::Hub {
     hub
 }
 
-#[tokio::test]
-async fn the_client_reconnects_after_a_server_restart() {
-    let (first, addr) = start(Config::default()).await;
-    let client = quick(WsConnector::new(&format!("ws://{addr}/ws"), "msgpack").unwrap()).build();
-    assert!(client.wait_connected(WAIT).await);
+/// Shuts `first` down, waits until `client` noticed, serves a new hub on
+/// `addr` and waits until `client` is connected to it.
+async fn restart(first: signalbox::Hub, addr: SocketAddr, client: &Client) -> signalbox::Hub {
     let mut state = client.state();
     first.shutdown().await;
     tokio::time::timeout(
@@ -96,6 +94,15 @@ async fn the_client_reconnects_after_a_server_restart() {
     .unwrap();
     let second = serve_on(addr).await;
     assert!(client.wait_connected(WAIT).await);
+    second
+}
+
+#[tokio::test]
+async fn the_client_reconnects_after_a_server_restart() {
+    let (first, addr) = start(Config::default()).await;
+    let client = quick(WsConnector::new(&format!("ws://{addr}/ws"), "msgpack").unwrap()).build();
+    assert!(client.wait_connected(WAIT).await);
+    let second = restart(first, addr, &client).await;
     let reply: Echo = client
         .request(&echo_of(serde_json::json!(1)), WAIT)
         .await
@@ -343,17 +350,7 @@ async fn the_connected_hook_rejoins_a_room_after_a_server_restart() {
         })
         .build();
     assert!(client.wait_connected(WAIT).await);
-    let mut state = client.state();
-    first.shutdown().await;
-    tokio::time::timeout(
-        WAIT,
-        state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let second = serve_on(addr).await;
-    assert!(client.wait_connected(WAIT).await);
+    let second = restart(first, addr, &client).await;
     // A round trip after the reconnect: the hook's JOIN was handled before.
     let _: Echo = client
         .request(&echo_of(serde_json::json!(0)), WAIT)

@@ -78,9 +78,10 @@ pub struct HistoryLimits {
     /// was away longer is told its topics were not recovered.
     pub max_age: Duration,
     /// Bytes of live publications held for one subscriber while its replay
-    /// is read (only a broker's history is read asynchronously). Past it,
-    /// the subscriber is told "not recovered" and starts from the live
-    /// position. Default 1 MiB.
+    /// goes out (a broker's history, read asynchronously, or a replay
+    /// longer than half the subscriber's outbound queue, sent at the pace
+    /// it reads). Past it, the subscriber is told "not recovered" and
+    /// starts from the live position. Default 1 MiB.
     pub max_pending_bytes: usize,
 }
 
@@ -279,10 +280,10 @@ impl TopicHistory {
         Position::new(self.epoch.clone(), self.top)
     }
 
-    /// What to replay for `start`.
-    pub(crate) fn plan(&self, start: &Start) -> Replay<Entry> {
-        let entries: Vec<Entry> = self.entries.iter().cloned().collect();
-        plan(&self.epoch, self.top, &entries, |e| e.offset, start)
+    /// What to replay for `start` (only the entries replayed are copied).
+    pub(crate) fn plan(&mut self, start: &Start) -> Replay<Entry> {
+        let entries = self.entries.make_contiguous();
+        plan(&self.epoch, self.top, entries, |e| e.offset, start)
     }
 }
 
