@@ -329,10 +329,20 @@ pub fn hub_with(config: Config) -> Hub {
 /// The chat hub's builder: the router, `config`, and history and presence
 /// for rooms. Add a broker to it to span nodes.
 pub fn builder(config: Config) -> HubBuilder {
-    Hub::builder(router())
+    builder_with(config, false)
+}
+
+/// Like [`builder`]; with `presence_events` rooms also send their members
+/// `$sb:join` / `$sb:leave` (docs/PROTOCOL.md §8.2).
+pub fn builder_with(config: Config, presence_events: bool) -> HubBuilder {
+    let builder = Hub::builder(router())
         .config(config)
-        .history(TopicPattern::prefix("room:"), HISTORY)
-        .presence(TopicPattern::prefix("room:"))
+        .history(TopicPattern::prefix("room:"), HISTORY);
+    if presence_events {
+        builder.presence_events(TopicPattern::prefix("room:"))
+    } else {
+        builder.presence(TopicPattern::prefix("room:"))
+    }
 }
 
 /// The WebSocket listener of the chat: the page at `/`, its script at
