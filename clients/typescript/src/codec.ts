@@ -51,7 +51,10 @@ export class DecodeError extends Error {
   /** @param message what is wrong */
   constructor(message: string) {
     super(message);
-    this.name = "DecodeError";
+  }
+
+  override get name(): string {
+    return "DecodeError";
   }
 }
 

@@ -37,12 +37,19 @@ export class SignalboxError extends Error {
   /** @param message for humans */
   constructor(message: string) {
     super(message);
-    this.name = new.target.name;
+  }
+
+  override get name(): string {
+    return "SignalboxError";
   }
 }
 
 /** An error the server sent: {@link MessageError} (`ERROR`) or {@link RpcError} (`RPC_ERROR`). */
 export class ServerError extends SignalboxError {
+  override get name(): string {
+    return "ServerError";
+  }
+
   /** The envelope type the error came in. */
   readonly kind: "ERROR" | "RPC_ERROR";
   /** The error code. */
@@ -78,6 +85,10 @@ export class ServerError extends SignalboxError {
  * is not a request/response route, or an error the server sent on its own.
  */
 export class MessageError extends ServerError {
+  override get name(): string {
+    return "MessageError";
+  }
+
   /** @param payload the error payload @param correlationId its correlation id */
   constructor(payload: ErrorPayload, correlationId?: string) {
     super("ERROR", payload, correlationId);
@@ -86,6 +97,10 @@ export class MessageError extends ServerError {
 
 /** `RPC_ERROR`: a request/response route failed the request (docs/PROTOCOL.md §6, §7). */
 export class RpcError extends ServerError {
+  override get name(): string {
+    return "RpcError";
+  }
+
   /** @param payload the error payload @param correlationId its correlation id */
   constructor(payload: ErrorPayload, correlationId?: string) {
     super("RPC_ERROR", payload, correlationId);
@@ -98,6 +113,10 @@ export class RpcError extends ServerError {
  * be sent; if so, the server may still run it (a late reply is discarded).
  */
 export class TimeoutError extends SignalboxError {
+  override get name(): string {
+    return "TimeoutError";
+  }
+
   /** Whether the request was written before the deadline. */
   readonly sent: boolean;
   /** @param sent whether it was written @param timeoutMs the timeout */
@@ -117,6 +136,10 @@ export class TimeoutError extends SignalboxError {
  * cancel a request the server has: a late reply is discarded).
  */
 export class AbortedError extends SignalboxError {
+  override get name(): string {
+    return "AbortedError";
+  }
+
   /** Whether the request was written before the abort. */
   readonly sent: boolean;
   /** The signal's reason. */
@@ -131,6 +154,10 @@ export class AbortedError extends SignalboxError {
 
 /** The connection was lost after the request was written: the server may or may not have run it. */
 export class DisconnectedError extends SignalboxError {
+  override get name(): string {
+    return "DisconnectedError";
+  }
+
   constructor() {
     super("connection lost before the reply");
   }
@@ -138,6 +165,10 @@ export class DisconnectedError extends SignalboxError {
 
 /** Offline, and the offline queue refused the message (policy `"reject"`). */
 export class QueueFullError extends SignalboxError {
+  override get name(): string {
+    return "QueueFullError";
+  }
+
   /** @param capacity the queue's capacity */
   constructor(capacity: number) {
     super(`offline queue full (${capacity} messages)`);
@@ -146,6 +177,10 @@ export class QueueFullError extends SignalboxError {
 
 /** The client is closed. */
 export class ClosedError extends SignalboxError {
+  override get name(): string {
+    return "ClosedError";
+  }
+
   constructor() {
     super("client closed");
   }
@@ -153,6 +188,10 @@ export class ClosedError extends SignalboxError {
 
 /** A reply with the request's correlation id but not of the reply type the request expects. */
 export class UnexpectedReplyError extends SignalboxError {
+  override get name(): string {
+    return "UnexpectedReplyError";
+  }
+
   /** The type that came. */
   readonly type: string;
   /** @param type the type that came @param expected the type expected */
