@@ -215,7 +215,7 @@ export interface ClientStats {
   heartbeatsSent: number;
   /** `__heartbeat_ack` messages received. */
   heartbeatAcks: number;
-  /** Connections made (1 after the first connect). */
+  /** Connections opened (1 after the first connect; failed attempts not counted). */
   connections: number;
   /** Envelopes sent compressed (docs/PROTOCOL.md §3). */
   compressedSent: number;
@@ -321,7 +321,10 @@ export class Client<M extends MessageMap = AnyMessages> {
   private readonly tracker: Positions;
   private readonly presence: Presence;
   private link: Link | undefined;
+  /** Connection attempts made. */
   private links = 0;
+  /** Connections opened. */
+  private opens = 0;
   private nextId = 1;
   private closed = false;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -387,7 +390,7 @@ export class Client<M extends MessageMap = AnyMessages> {
 
   /** Counters of what was dropped or seen. */
   stats(): ClientStats {
-    return { ...this.counters, queuedOffline: this.offline.length, connections: this.links };
+    return { ...this.counters, queuedOffline: this.offline.length, connections: this.opens };
   }
 
   /** The last position seen per topic with history (docs/PROTOCOL.md §8.1). */
@@ -574,8 +577,10 @@ export class Client<M extends MessageMap = AnyMessages> {
     this.closed = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     const link = this.link;
+    if (link !== undefined) this.end(link, 1000, "closed by the client");
+    else this.stop(undefined, "closed by the client");
     const done = new Promise<void>((resolve) => {
-      if (link === undefined || link.ended) {
+      if (link === undefined) {
         resolve();
         return;
       }
@@ -590,8 +595,6 @@ export class Client<M extends MessageMap = AnyMessages> {
         resolve();
       }
     });
-    if (link !== undefined) this.end(link, 1000, "closed by the client");
-    else this.stop(undefined, "closed by the client");
     return done;
   }
 
@@ -648,7 +651,8 @@ export class Client<M extends MessageMap = AnyMessages> {
     link.open = true;
     link.lastHeard = Date.now();
     this.backoff.reset();
-    const reconnect = link.id > 1;
+    this.opens += 1;
+    const reconnect = this.opens > 1;
     this.setState({ state: "connected", codec: name, reconnect });
     // A reconnect asks for the topics it held first, so that what waited
     // offline is handled by a server that knows them again.

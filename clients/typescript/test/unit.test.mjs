@@ -96,6 +96,37 @@ describe("requests", () => {
   });
 });
 
+describe("connecting", () => {
+  test("failed attempts are retried with backoff and do not count as connections", async () => {
+    const client = new Client("ws://scripted/ws", {
+      WebSocket: ScriptedSocket,
+      heartbeatIntervalMs: 0,
+      initialBackoffMs: 1,
+      maxBackoffMs: 2,
+    });
+    const states = [];
+    client.onState((s) => states.push(s));
+    await Promise.resolve();
+    const first = ScriptedSocket.last;
+    first.close(1006, "");
+    await new Promise((r) => setTimeout(r, 20));
+    const second = ScriptedSocket.last;
+    assert.notEqual(second, first);
+    second.accept();
+    assert.deepEqual(
+      states.map((s) => s.state),
+      ["connecting", "reconnecting", "connected"],
+    );
+    assert.equal(states[1].attempt, 1);
+    assert.equal(states[1].code, 1006);
+    assert.equal(states[1].reason, "the connection could not be made");
+    assert.equal(states[2].reconnect, false);
+    assert.equal(client.stats().connections, 1);
+    await client.close();
+    assert.deepEqual(states.at(-1), { state: "closed", code: 1000, reason: "closed by the client" });
+  });
+});
+
 describe("positions", () => {
   test("a publication seen already is dropped; the resume lists the last position", async () => {
     const { client, socket } = await connected({ initialBackoffMs: 1, maxBackoffMs: 1 });
