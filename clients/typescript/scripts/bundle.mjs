@@ -11,9 +11,16 @@ import { gzipSync } from "node:zlib";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const outfile = path.join(root, "dist", "signalbox.browser.js");
 
+/** The notice of the bundled @msgpack/msgpack (ISC: it travels with every copy). */
+function msgpackNotice() {
+  const license = readFileSync(path.join(root, "node_modules", "@msgpack", "msgpack", "LICENSE"), "utf8");
+  return `/*! @signalbox/client browser bundle. It includes @msgpack/msgpack, under this license:\n\n${license.trim().replaceAll("*/", "* /")}\n*/`;
+}
+
 /** The bundle's text, built from the sources. */
 export async function bundle() {
   const result = await build({
+    banner: { js: msgpackNotice() },
     entryPoints: [path.join(root, "src", "index.ts")],
     bundle: true,
     format: "esm",

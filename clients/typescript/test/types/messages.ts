@@ -53,3 +53,19 @@ client.on("NEW_MESSAGE", (m) => {
 client.on("JOIN_ROOM", () => undefined);
 // @ts-expect-error: not a codec
 new Client<ChatMessages>("ws://127.0.0.1:1/ws", { WebSocket, codecs: ["cbor"] });
+
+// A map with a typed reply: request("ADD") resolves with SUM's payload.
+type Adder = {
+  send: { ADD: { a: number; b: number } };
+  receive: { SUM: { sum: number } };
+  requests: { ADD: "SUM" };
+};
+const adder = new Client<Adder>("ws://127.0.0.1:1/ws", { WebSocket, replyTypes: { ADD: "SUM" } });
+void adder.request("ADD", { a: 1, b: 2 }).then((reply) => {
+  const sum: number = reply.sum;
+  // @ts-expect-error: SUM has no total
+  void reply.total;
+  return sum;
+});
+// @ts-expect-error: b is missing
+void adder.request("ADD", { a: 1 });
