@@ -29,8 +29,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The chat web page, served at `/`.
 pub const INDEX_HTML: &[u8] = include_bytes!("../web/index.html");
-/// The MessagePack library the page uses, served at `/msgpack.min.js`.
-pub const MSGPACK_JS: &[u8] = include_bytes!("../web/msgpack.min.js");
+/// The page's client library, served at `/signalbox.js`: the committed
+/// browser bundle of the TypeScript client (clients/typescript, one ES
+/// module with MessagePack included), so that the chat needs no npm. Its
+/// own tests check it against its sources (`npm run bundle` rebuilds it).
+pub const SIGNALBOX_JS: &[u8] =
+    include_bytes!("../../clients/typescript/dist/signalbox.browser.js");
 
 /// Room ids have 1..=128 characters.
 const ROOM_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=128;
@@ -345,17 +349,17 @@ pub fn builder_with(config: Config, presence_events: bool) -> HubBuilder {
     }
 }
 
-/// The WebSocket listener of the chat: the page at `/`, its script at
-/// `/msgpack.min.js`, WebSocket at `/ws`.
+/// The WebSocket listener of the chat: the page at `/`, its client library
+/// at `/signalbox.js`, WebSocket at `/ws`.
 pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
     WsServer::builder(hub)
         .path("/ws")
         .static_file("/", "text/html; charset=utf-8", INDEX_HTML)
         .static_file("/index.html", "text/html; charset=utf-8", INDEX_HTML)
         .static_file(
-            "/msgpack.min.js",
+            "/signalbox.js",
             "text/javascript; charset=utf-8",
-            MSGPACK_JS,
+            SIGNALBOX_JS,
         )
         .bind(addr)
         .await

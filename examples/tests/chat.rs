@@ -291,10 +291,10 @@ async fn the_page_and_its_script_are_served() {
             Some(signalbox_examples::chat::INDEX_HTML),
         ),
         (
-            "/msgpack.min.js",
+            "/signalbox.js",
             200,
             "text/javascript",
-            Some(signalbox_examples::chat::MSGPACK_JS),
+            Some(signalbox_examples::chat::SIGNALBOX_JS),
         ),
         ("/nope", 404, "text/plain", None),
     ] {

@@ -1,6 +1,7 @@
 //! The third-party clients against the chat over WebSocket: the Node client
 //! (npm `ws`, `@msgpack/msgpack`), the Python client (`websockets`,
-//! `msgpack`) and the chat page in headless Debian chromium (playwright-core).
+//! `msgpack`) and the chat page in headless Debian chromium (playwright-core),
+//! with a Node member on the TypeScript client.
 //!
 //! Their dependencies come from `scripts/setup`; a missing one fails the
 //! test with a message saying so, never a silent pass.
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 const SETUP: &str = "run scripts/setup to install the interop and browser test dependencies";
 /// Each script has its own overall timeout; this one only guards the test.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn tests_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -109,20 +110,21 @@ async fn the_python_websockets_client_passes_every_check() {
     assert_passed("python_websockets_client.py", &out);
 }
 
+/// The page, in chromium, against the chat binary, which the script starts
+/// itself: it kills and restarts it on the same port (server restart case).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_page_works_in_headless_chromium() {
     let dir = tests_dir("browser");
     require("node", "node", &["--version"], &dir);
-    require_node_modules(&dir, &["playwright-core"]);
+    require_node_modules(&dir, &["playwright-core", "ws"]);
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).is_file(),
         "{chromium} missing: {SETUP}"
     );
-    let (_hub, addr) = start_chat().await;
     let out = run(
         "node",
-        vec!["chat_page.mjs".into(), format!("http://{addr}")],
+        vec!["chat_page.mjs".into(), env!("CARGO_BIN_EXE_chat").into()],
         dir,
     )
     .await;

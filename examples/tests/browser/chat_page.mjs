@@ -1,29 +1,47 @@
-// Drives the chat example's web page in headless Debian chromium.
+// Drives the chat example's web page (examples/web/index.html, on the
+// TypeScript client's browser bundle, clients/typescript/dist) in headless Debian
+// chromium, against the chat binary it starts itself:
 //
-//   node chat_page.mjs http://127.0.0.1:8080
+//   node chat_page.mjs PATH_TO_CHAT_BINARY
 //
-// For each codec (json, msgpack): two pages join room "browser-<codec>", each
-// sends a message, and both pages must show both messages; the second joiner
-// sees the first one's earlier message (room history) and both names in the
-// member list. Then resume: a page whose connection (through a TCP proxy
-// here) is reset reconnects by itself and shows every message said while it
-// was away, exactly once. Exits 0 on success, 1 with a message on failure.
-// Needs /usr/bin/chromium (scripts/setup).
+// For each codec (json, msgpack; the first case also json+gzip and msgpack+gzip):
+// - two pages join room "browser-<codec>", each sends a message, and both
+//   pages must show both messages; the second joiner sees the first one's
+//   earlier message (room history) and both names in the member list;
+// - resume: a page whose connection (through a TCP proxy here) is reset
+//   reconnects by itself and shows every message said while it was away,
+//   exactly once, told that nothing was missed;
+// - server restart: a page and a Node member (the same client bundle, with
+//   `ws`) talk; sending before joining joins first, without an error. The
+//   chat process is killed and started again on the same port; the Node
+//   member reconnects first (the page is held off by its proxy) and says
+//   something; the page reconnects by itself, shows that it could not
+//   recover the old epoch (§8.1 of docs/PROTOCOL.md), shows what the Node
+//   member said after the restart exactly once, and the two talk again.
+// Exits 0 on success, 1 with a message on failure. Needs /usr/bin/chromium
+// (scripts/setup).
 import { chromium } from "playwright-core";
+import WebSocket from "ws";
+import { spawn } from "node:child_process";
 import net from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { Client } from "../../../clients/typescript/dist/signalbox.browser.js";
 
-const BASE = process.argv[2];
-if (!BASE) {
-  console.error("usage: node chat_page.mjs BASE_URL   (e.g. http://127.0.0.1:8080)");
+const CHAT_BIN = process.argv[2];
+if (!CHAT_BIN) {
+  console.error("usage: node chat_page.mjs PATH_TO_CHAT_BINARY   (e.g. target/debug/chat)");
   process.exit(2);
 }
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const STEP_TIMEOUT = 5_000;
-const OVERALL_TIMEOUT = 90_000;
+const OVERALL_TIMEOUT = 150_000;
 const CODECS = ["json", "msgpack"];
+// The plain exchange also runs with compressed envelopes (docs/PROTOCOL.md §3).
+const GZIP_CODECS = ["json+gzip", "msgpack+gzip"];
+let BASE;
 
 const overall = setTimeout(() => {
   console.error(`FAIL: browser test did not finish within ${OVERALL_TIMEOUT / 1000} s`);
@@ -44,6 +62,55 @@ async function step(what, fn) {
   } catch (e) {
     throw new Error(`${what}: ${e.message.split("\n")[0]}`);
   }
+}
+
+// The chat binary on 127.0.0.1:`port` (0: any); resolves once it listens.
+async function startChat(port = 0) {
+  const child = spawn(CHAT_BIN, ["--ws", `127.0.0.1:${port}`, "--quic", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d) => { stderr += d; });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  const first = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${CHAT_BIN} did not start: ${stderr}`)), 20_000);
+    createInterface({ input: child.stdout }).once("line", (l) => { clearTimeout(timer); resolve(l); });
+    exited.then((code) => { clearTimeout(timer); reject(new Error(`${CHAT_BIN} exited (${code}): ${stderr}`)); });
+  });
+  const addr = /ws=(\S+)/.exec(first)?.[1];
+  check(addr, `unexpected first line of the chat: ${first}`);
+  return {
+    addr,
+    port: Number(addr.slice(addr.lastIndexOf(":") + 1)),
+    async stop(signal = "SIGKILL") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+// Polls `pred` until it holds; fails with `what` after `ms`.
+async function waitUntil(what, pred, ms = STEP_TIMEOUT) {
+  const until = Date.now() + ms;
+  while (!(await pred())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+// A chat member in Node: the page's client bundle over `ws`, joining `roomId`
+// at every (re)connect, as an application would.
+function nodeMember(url, codec, roomId, username) {
+  const client = new Client(url, {
+    WebSocket,
+    codecs: [codec],
+    initialBackoffMs: 50,
+    maxBackoffMs: 500,
+    onConnected: (ctx) => ctx.send("JOIN_ROOM", { roomId, username }),
+  });
+  const texts = [];
+  const errors = [];
+  client.on("NEW_MESSAGE", (p) => texts.push(p.text));
+  client.onError((e) => errors.push(`${e.code}: ${e.message}`));
+  return { client, texts, errors };
 }
 
 // A TCP proxy to the chat whose connections can be reset at once, and which
@@ -76,7 +143,7 @@ async function openPage(name, codec, errors, query = "", room = `browser-${codec
   page.on("pageerror", (e) => errors.push(`${name}: page error: ${e.message}`));
   page.on("console", (m) => {
     // Failed loads are reported with their URL by the "response" handler below.
-    // The resume scenario resets connections on purpose: their failures are expected there.
+    // The resume and restart scenarios break connections on purpose: their failures are expected there.
     const expected = query && /WebSocket connection to .* failed/.test(m.text());
     if (m.type() === "error" && !m.text().startsWith("Failed to load resource") && !expected) {
       errors.push(`${name}: console error: ${m.text()}`);
@@ -86,8 +153,6 @@ async function openPage(name, codec, errors, query = "", room = `browser-${codec
     if (r.status() >= 400 && !r.url().endsWith("/favicon.ico")) errors.push(`${name}: HTTP ${r.status()} for ${r.url()}`);
   });
   await step(`${name}: load ${BASE}/${query}`, () => page.goto(BASE + "/" + query, { waitUntil: "load" }));
-  await step(`${name}: msgpack global`, async () =>
-    check(await page.evaluate(() => typeof window.MessagePack?.encode === "function"), "window.MessagePack missing (/msgpack.min.js not served?)"));
   await page.selectOption("#codec", codec);
   await page.fill("#username", `${name}-${codec}`);
   await page.fill("#room", room);
@@ -204,9 +269,80 @@ async function runResume(codec) {
   proxy.close();
 }
 
+// Lines of `page` in #messages whose text is exactly `text`.
+const shownTimes = (page, text) =>
+  page.locator("#messages .msg .text", { hasText: new RegExp(`^${text}$`) }).count();
+
+async function runRestart(codec) {
+  const errors = [];
+  const room = `restart-${codec}`;
+  const proxy = await startProxy(new URL(BASE));
+  const node = nodeMember(`ws://${chat.addr}/ws`, codec, room, `N-${codec}`);
+  try {
+    check(await node.client.waitConnected(STEP_TIMEOUT), "N: not connected");
+    const e = await openPage("E", codec, errors, `?ws=ws://127.0.0.1:${proxy.port}/ws`, room);
+    // Sending before joining joins first: no error, and the message arrives.
+    await e.fill("#text", "E speaks before joining");
+    await e.click("#send");
+    await waitMessage(e, "E", "E speaks before joining");
+    await waitUntil("N to get E's first message", () => node.texts.includes("E speaks before joining"));
+    await node.client.send("SEND_MESSAGE", { roomId: room, text: "N before the restart" });
+    await waitMessage(e, "E", "N before the restart");
+    await step("E: member list names E and N", () =>
+      e.waitForFunction((names) => {
+        const shown = [...document.querySelectorAll("#members li")].map((li) => li.textContent);
+        return names.every((n) => shown.includes(n));
+      }, [`E-${codec}`, `N-${codec}`]));
+
+    // The chat dies; the page stays away (its proxy refuses) until the Node
+    // member is back on the new process and has said what the page must catch up on.
+    proxy.down = true;
+    await chat.stop("SIGKILL");
+    await step("E: sees its connection drop", () =>
+      e.waitForFunction(() => document.querySelector("#status")?.dataset.state === "reconnecting"));
+    chat = await startChat(chat.port);
+    check(await node.client.waitConnected(15_000), `N: not reconnected: ${JSON.stringify(node.client.state)}`);
+    const meanwhile = ["N after the restart 1", "N after the restart 2", "N after the restart 3"];
+    for (const text of meanwhile) await node.client.send("SEND_MESSAGE", { roomId: room, text });
+    await waitUntil("N to get its own messages back after the restart", () => meanwhile.every((t) => node.texts.includes(t)));
+    check(await e.locator("#status").getAttribute("data-state") !== "connected", "E reconnected while its proxy refused");
+    proxy.down = false;
+
+    await step("E: reconnects by itself", () =>
+      e.waitForFunction(() => document.querySelector("#status")?.dataset.state === "connected", null, { timeout: 15_000 }));
+    await step("E: told the old room could not be recovered", () =>
+      e.locator("#messages .not-recovered").first().waitFor({ state: "visible" }));
+    for (const text of meanwhile) await waitMessage(e, "E", text);
+    await e.fill("#text", "E is back");
+    await e.press("#text", "Enter");
+    await waitUntil("N to get E's message after the restart", () => node.texts.includes("E is back"));
+    await waitMessage(e, "E", "E is back");
+    for (const text of ["E speaks before joining", "N before the restart", ...meanwhile, "E is back"]) {
+      const n = await shownTimes(e, text);
+      check(n === 1, `E: "${text}" shown ${n} times, expected once`);
+    }
+    await step("E: member list names E and N on the new process", () =>
+      e.waitForFunction((names) => {
+        const shown = [...document.querySelectorAll("#members li")].map((li) => li.textContent);
+        return names.every((n) => shown.includes(n));
+      }, [`E-${codec}`, `N-${codec}`]));
+    const errLines = await e.locator("#messages .error").allTextContents();
+    check(errLines.length === 0, `E: unexpected error lines: ${errLines.join(" | ")}`);
+    check(node.errors.length === 0, `N: errors: ${node.errors.join(" | ")}`);
+    check(errors.length === 0, errors.join("\n"));
+    await e.close();
+  } finally {
+    await node.client.close();
+    proxy.close();
+  }
+}
+
 let failed = false;
 let passed = 0;
+let chat;
 try {
+  chat = await startChat();
+  BASE = `http://${chat.addr}`;
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
@@ -223,12 +359,21 @@ try {
     await runResume(codec);
     console.log(`ok - browser chat page resumes after a reset, codec ${codec}`);
     passed++;
+    await runRestart(codec);
+    console.log(`ok - browser chat page recovers from a server restart, talking with a Node member, codec ${codec}`);
+    passed++;
+  }
+  for (const codec of GZIP_CODECS) {
+    await runCodec(codec);
+    console.log(`ok - browser chat page, codec ${codec}`);
+    passed++;
   }
 } catch (e) {
   failed = true;
   console.error(`FAIL: ${e.message}`);
 } finally {
   await context?.close().catch(() => {});
+  await chat?.stop("SIGTERM").catch(() => {});
   rmSync(userDataDir, { recursive: true, force: true });
 }
 console.log(`${passed} passed, ${failed ? 1 : 0} failed`);
