@@ -7,7 +7,8 @@
 // For each codec (json, msgpack; the first case also json+gzip and msgpack+gzip):
 // - two pages join room "browser-<codec>", each sends a message, and both
 //   pages must show both messages; the second joiner sees the first one's
-//   earlier message (room history) and both names in the member list;
+//   earlier message (room history) and both names in the member list; then
+//   it switches codec (a new connection) and shows nothing twice;
 // - resume: a page whose connection (through a TCP proxy here) is reset
 //   reconnects by itself and shows every message said while it was away,
 //   exactly once, told that nothing was missed;
@@ -178,6 +179,10 @@ async function waitMessage(page, name, text) {
     page.locator("#messages .msg", { hasText: text }).first().waitFor({ state: "visible" }));
 }
 
+// Lines of `page` in #messages whose text is exactly `text`.
+const shownTimes = (page, text) =>
+  page.locator("#messages .msg .text", { hasText: new RegExp(`^${text}$`) }).count();
+
 async function runCodec(codec) {
   const errors = [];
   const a = await openPage("A", codec, errors);
@@ -214,6 +219,25 @@ async function runCodec(codec) {
   const errLines = await a.locator("#messages .error").allTextContents();
   check(errLines.length === 0, `A: unexpected ERROR lines: ${errLines.join(" | ")}`);
   check(errors.length === 0, errors.join("\n"));
+
+  // B switches codec: a new connection that joins its room again; what the
+  // room replays to it is shown already, and is not shown twice.
+  const other = codec.startsWith("json") ? codec.replace("json", "msgpack") : codec.replace("msgpack", "json");
+  await b.selectOption("#codec", other);
+  await step(`B: reconnects with ${other}`, () =>
+    b.waitForFunction(
+      (c) => document.querySelector("#status")?.dataset.state === "connected" &&
+        document.querySelector("#protocol")?.textContent === `(${c})`,
+      other,
+    ));
+  await step("B: joined again on its new connection (A sees it)", () => waitJoined(a, "A", 3));
+  await a.fill("#text", `after B switched to ${other}`);
+  await a.click("#send");
+  await waitMessage(b, "B", `after B switched to ${other}`);
+  for (const text of ["said before B came", "hello from A", "hello from B"]) {
+    const n = await shownTimes(b, text);
+    check(n === 1, `B: "${text}" shown ${n} times after the codec switch, expected once`);
+  }
 
   await a.click("#leave");
   await step("B: expected USER_LEFT after A leaves", () =>
@@ -268,10 +292,6 @@ async function runResume(codec) {
   await d.close();
   proxy.close();
 }
-
-// Lines of `page` in #messages whose text is exactly `text`.
-const shownTimes = (page, text) =>
-  page.locator("#messages .msg .text", { hasText: new RegExp(`^${text}$`) }).count();
 
 async function runRestart(codec) {
   const errors = [];
