@@ -86,19 +86,25 @@ async fn start_quic(
     Ok(server)
 }
 
-async fn shutdown_signal() -> Result<(), ChatError> {
+/// Listens for SIGINT and SIGTERM from now on (so that a signal sent as
+/// soon as `listening` is printed stops the chat gracefully instead of
+/// killing it); the future resolves at the first one.
+fn shutdown_signal() -> Result<impl Future<Output = Result<(), ChatError>>, ChatError> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).map_err(ChatError::Signal)?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(ChatError::Signal),
-            _ = term.recv() => Ok(()),
-        }
+        let mut int = signal(SignalKind::interrupt()).map_err(ChatError::Signal)?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => Ok(()),
+                _ = term.recv() => Ok(()),
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await.map_err(ChatError::Signal)
+        Ok(async { tokio::signal::ctrl_c().await.map_err(ChatError::Signal) })
     }
 }
 
@@ -126,9 +132,10 @@ async fn run(args: Args) -> Result<(), ChatError> {
     };
     let ws = start_ws(&hub, &args.ws).await?;
     let quic = start_quic(&hub, &args.quic, args.cert_out.as_deref()).await?;
+    let signal = shutdown_signal()?;
     println!("listening ws={ws} quic={}", quic.local_addr());
     let _ = std::io::stdout().flush();
-    let signalled = shutdown_signal().await;
+    let signalled = signal.await;
     eprintln!("chat: shutting down");
     hub.shutdown().await;
     if let Some(broker) = broker {
