@@ -8,7 +8,7 @@
 //! | `SEND_MESSAGE` | → | `{"roomId", "text"}` (text 1..=4096 characters) |
 //! | `NEW_MESSAGE` | ← to every member, sender included | `{"roomId", "userId", "text", "timestamp"}` |
 //! | `LEAVE_ROOM` | → | `{"roomId"}` |
-//! | `USER_LEFT` | ← to the room | `{"roomId", "userId"}` |
+//! | `USER_LEFT` | ← to the room, for a member announced by `USER_JOINED` | `{"roomId", "userId"}` |
 //! | `ECHO` | → request, ← reply | any payload, returned byte for byte |
 //! | `ROOM_MEMBERS` | ← to a joiner | `{"roomId", "members": [{"userId", "username"?}]}` |
 //!
@@ -270,8 +270,10 @@ async fn send(ctx: Ctx<SendMessage>) -> Result<(), Error> {
 async fn leave(ctx: Ctx<LeaveRoom>) -> Result<(), Error> {
     let room_id = &ctx.payload().room_id;
     let topic = room_topic(room_id);
-    ctx.update_data(|a: &mut Announced| a.0.remove(&topic));
-    if ctx.unsubscribe(&topic) {
+    // USER_LEFT answers a USER_JOINED: a connection that only resumed the
+    // room (docs/PROTOCOL.md §9) leaves it silently.
+    let announced = ctx.update_data(|a: &mut Announced| a.0.remove(&topic));
+    if ctx.unsubscribe(&topic) && announced {
         let left = UserLeft {
             room_id: room_id.clone(),
             user_id: ctx.client_id().to_owned(),
@@ -281,10 +283,15 @@ async fn leave(ctx: Ctx<LeaveRoom>) -> Result<(), Error> {
     Ok(())
 }
 
-/// A disconnect leaves every room: the connection still lists its topics
-/// when the close hook runs.
+/// A disconnect leaves every room it was announced in (the connection still
+/// holds its topics when the close hook runs); rooms it only resumed are
+/// left silently, as by `LEAVE_ROOM`.
 async fn left_everything(conn: Conn, _close: Close) {
+    let announced = conn.update_data(|a: &mut Announced| std::mem::take(&mut a.0));
     for topic in conn.topics() {
+        if !announced.contains(&topic) {
+            continue;
+        }
         let Some(room_id) = room_of_topic(&topic) else {
             continue;
         };

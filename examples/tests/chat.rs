@@ -216,6 +216,64 @@ async fn leaving_tells_the_room_and_ends_membership() {
     );
 }
 
+/// A connection that resumed a room (docs/PROTOCOL.md §8.1) without
+/// joining it again was never announced: leaving it, or disconnecting,
+/// tells the room nothing; an announced member's leaving still does.
+#[tokio::test]
+async fn a_resumed_member_not_announced_again_leaves_silently() {
+    let (hub, addr) = start_chat().await;
+    let topic = signalbox_examples::chat::room_topic("quiet");
+    let mut alice = connect(addr, "json").await;
+    join(&mut alice, "quiet", None).await;
+    // Carol and Dave resume the room from an epoch that is gone: members
+    // again (not recovered), never announced.
+    let resume = json!({"topics": [{"topic": topic, "epoch": "gone", "offset": 3}]});
+    let mut carol = connect(addr, "json").await;
+    let mut dave = connect(addr, "msgpack").await;
+    for (who, peer) in [("carol", &mut carol), ("dave", &mut dave)] {
+        peer.send_json("$sb:resume", Some(who), resume.clone())
+            .await;
+        let subscribed = json(&peer.expect("$sb:subscribed").await);
+        assert_eq!(subscribed["recovered"], json!(false), "{who}");
+        let resumed = json(&peer.expect("$sb:resumed").await);
+        assert_eq!(resumed["topics"], json!([{"topic": topic}]), "{who}");
+    }
+    assert_eq!(hub.topic_size(&topic), 3);
+
+    carol
+        .send_json("LEAVE_ROOM", None, json!({"roomId": "quiet"}))
+        .await;
+    carol.sync("c-sync").await; // the leave was handled
+    drop(dave);
+    wait_until("dave gone from the room", WAIT, || {
+        hub.topic_size(&topic) == 1
+    })
+    .await;
+
+    // Bob joins and leaves (announced both times); Alice hears of Bob only.
+    let mut bob = connect(addr, "json").await;
+    let bob_id = json(&join(&mut bob, "quiet", None).await)["userId"].clone();
+    bob.send_json("LEAVE_ROOM", None, json!({"roomId": "quiet"}))
+        .await;
+    let mut heard = Vec::new();
+    loop {
+        let env = alice.recv().await;
+        let payload = json(&env);
+        heard.push((env.ty.clone(), payload["userId"].clone()));
+        if env.ty == "USER_LEFT" {
+            break;
+        }
+    }
+    assert_eq!(
+        heard,
+        [
+            ("USER_JOINED".to_owned(), bob_id.clone()),
+            ("USER_LEFT".to_owned(), bob_id)
+        ],
+        "only Bob's arrival and departure"
+    );
+}
+
 #[tokio::test]
 async fn a_disconnect_leaves_every_room() {
     let (hub, addr) = start_chat().await;
