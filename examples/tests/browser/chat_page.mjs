@@ -109,9 +109,11 @@ function nodeMember(url, codec, roomId, username) {
   });
   const texts = [];
   const errors = [];
+  const left = [];
   client.on("NEW_MESSAGE", (p) => texts.push(p.text));
+  client.on("USER_LEFT", (p) => left.push(p.userId));
   client.onError((e) => errors.push(`${e.code}: ${e.message}`));
-  return { client, texts, errors };
+  return { client, texts, errors, left };
 }
 
 // A TCP proxy to the chat whose connections can be reset at once, and which
@@ -341,11 +343,13 @@ async function runRestart(codec) {
       const n = await shownTimes(e, text);
       check(n === 1, `E: "${text}" shown ${n} times, expected once`);
     }
-    await step("E: member list names E and N on the new process", () =>
+    await step("E: member list is E and N on the new process, nobody else", () =>
       e.waitForFunction((names) => {
         const shown = [...document.querySelectorAll("#members li")].map((li) => li.textContent);
-        return names.every((n) => shown.includes(n));
+        return shown.length === names.length && names.every((n) => shown.includes(n));
       }, [`E-${codec}`, `N-${codec}`]));
+    // E's rejoin of the room it could not recover is silent to the others.
+    check(node.left.length === 0, `N: saw USER_LEFT of ${node.left.join(", ")}`);
     const errLines = await e.locator("#messages .error").allTextContents();
     check(errLines.length === 0, `E: unexpected error lines: ${errLines.join(" | ")}`);
     check(node.errors.length === 0, `N: errors: ${node.errors.join(" | ")}`);
