@@ -37,6 +37,7 @@ const ROOM_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=128;
 
 /// `JOIN_ROOM`: become a member of a room (a no-op for a member).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct JoinRoom {
     /// The room.
     #[serde(rename = "roomId")]
@@ -53,6 +54,7 @@ message!(JoinRoom = "JOIN_ROOM", |m| validate::chars(
 
 /// `USER_JOINED`: someone (perhaps the receiver) joined a room.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct UserJoined {
     /// The room.
     #[serde(rename = "roomId")]
@@ -68,6 +70,7 @@ message!(UserJoined = "USER_JOINED");
 
 /// `SEND_MESSAGE`: say something in a room the sender is a member of.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SendMessage {
     /// The room.
     #[serde(rename = "roomId")]
@@ -82,6 +85,7 @@ message!(SendMessage = "SEND_MESSAGE", |m| {
 
 /// `NEW_MESSAGE`: a message said in a room, to every member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct NewMessage {
     /// The room.
     #[serde(rename = "roomId")]
@@ -98,6 +102,7 @@ message!(NewMessage = "NEW_MESSAGE");
 
 /// `LEAVE_ROOM`: stop being a member (a no-op for a non-member).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct LeaveRoom {
     /// The room.
     #[serde(rename = "roomId")]
@@ -111,6 +116,7 @@ message!(LeaveRoom = "LEAVE_ROOM", |m| validate::chars(
 
 /// `USER_LEFT`: someone left a room, or disconnected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct UserLeft {
     /// The room.
     #[serde(rename = "roomId")]
@@ -123,6 +129,7 @@ message!(UserLeft = "USER_LEFT");
 
 /// One member of a room, as [`RoomMembers`] lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Member {
     /// The member's connection id.
     #[serde(rename = "userId")]
@@ -134,6 +141,7 @@ pub struct Member {
 
 /// `ROOM_MEMBERS`: who is in a room (on every node), sent to a joiner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct RoomMembers {
     /// The room.
     #[serde(rename = "roomId")]
@@ -321,10 +329,20 @@ pub fn hub_with(config: Config) -> Hub {
 /// The chat hub's builder: the router, `config`, and history and presence
 /// for rooms. Add a broker to it to span nodes.
 pub fn builder(config: Config) -> HubBuilder {
-    Hub::builder(router())
+    builder_with(config, false)
+}
+
+/// Like [`builder`]; with `presence_events` rooms also send their members
+/// `$sb:join` / `$sb:leave` (docs/PROTOCOL.md §8.2).
+pub fn builder_with(config: Config, presence_events: bool) -> HubBuilder {
+    let builder = Hub::builder(router())
         .config(config)
-        .history(TopicPattern::prefix("room:"), HISTORY)
-        .presence(TopicPattern::prefix("room:"))
+        .history(TopicPattern::prefix("room:"), HISTORY);
+    if presence_events {
+        builder.presence_events(TopicPattern::prefix("room:"))
+    } else {
+        builder.presence(TopicPattern::prefix("room:"))
+    }
 }
 
 /// The WebSocket listener of the chat: the page at `/`, its script at
@@ -342,6 +360,9 @@ pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
         .bind(addr)
         .await
 }
+
+#[cfg(test)]
+mod typescript;
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH] [--redis URL]
-//!      [--presence-refresh SECS]
+//!      [--presence-refresh SECS] [--presence-events]
 //! ```
 //!
 //! Prints `listening ws=ADDR quic=ADDR` once both listeners are ready; stops
@@ -37,6 +37,10 @@ struct Args {
     /// lists after three intervals.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     presence_refresh: f64,
+    /// Also send room members `$sb:join` / `$sb:leave` as members come and
+    /// go (docs/PROTOCOL.md §8.2), besides `USER_JOINED` / `USER_LEFT`.
+    #[arg(long)]
+    presence_events: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +103,12 @@ async fn shutdown_signal() -> Result<(), ChatError> {
 }
 
 async fn run(args: Args) -> Result<(), ChatError> {
+    let builder = signalbox_examples::chat::builder_with(
+        signalbox_examples::chat::config(),
+        args.presence_events,
+    );
     let (hub, broker) = match &args.redis {
-        None => (signalbox_examples::chat::hub(), None),
+        None => (builder.build(), None),
         Some(url) => {
             let refresh = Duration::try_from_secs_f64(args.presence_refresh)
                 .ok()
@@ -109,9 +117,7 @@ async fn run(args: Args) -> Result<(), ChatError> {
             let broker = signalbox_redis::RedisBroker::builder(url.as_str())
                 .membership_refresh(refresh)
                 .build()?;
-            let hub = signalbox_examples::chat::builder(signalbox_examples::chat::config())
-                .broker(broker.clone())
-                .build();
+            let hub = builder.broker(broker.clone()).build();
             if !broker.wait_connected(Duration::from_secs(5)).await {
                 eprintln!("chat: Redis at {url} not reachable yet; retrying in the background");
             }
