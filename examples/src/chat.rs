@@ -23,7 +23,7 @@ use signalbox::{
     Config, Conn, Ctx, Error, HistoryLimits, Hub, HubBuilder, PublishOptions, Router,
     SubscribeOptions, TopicPattern, message, validate,
 };
-use signalbox_ws::{ServerError, WsServer};
+use signalbox_ws::{ServerError, WsServer, WsServerBuilder};
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -348,6 +348,12 @@ pub fn builder_with(config: Config, presence_events: bool) -> HubBuilder {
 /// The WebSocket listener of the chat: the page at `/`, its script at
 /// `/msgpack.min.js`, WebSocket at `/ws`.
 pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
+    ws_builder(hub).bind(addr).await
+}
+
+/// [`ws_server`] before it binds, for more settings (TLS:
+/// [`WsServerBuilder::tls`]; the page then picks `wss://` by itself).
+pub fn ws_builder(hub: Hub) -> WsServerBuilder {
     WsServer::builder(hub)
         .path("/ws")
         .static_file("/", "text/html; charset=utf-8", INDEX_HTML)
@@ -357,8 +363,6 @@ pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
             "text/javascript; charset=utf-8",
             MSGPACK_JS,
         )
-        .bind(addr)
-        .await
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 // Drives the chat example's web page in headless Debian chromium.
 //
 //   node chat_page.mjs http://127.0.0.1:8080
+//   node chat_page.mjs https://localhost:8443 server-cert.pem
 //
+// Over https, chromium trusts the server's certificate by its public key
+// (--ignore-certificate-errors-spki-list: only that key, no blanket "ignore
+// certificate errors"), and every WebSocket the pages open must be wss://.
 // For each codec (json, msgpack): two pages join room "browser-<codec>", each
 // sends a message, and both pages must show both messages; the second joiner
 // sees the first one's earlier message (room history) and both names in the
@@ -11,15 +15,25 @@
 // Needs /usr/bin/chromium (scripts/setup).
 import { chromium } from "playwright-core";
 import net from "node:net";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { X509Certificate, createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const BASE = process.argv[2];
+const TRUST_PEM = process.argv[3];
 if (!BASE) {
-  console.error("usage: node chat_page.mjs BASE_URL   (e.g. http://127.0.0.1:8080)");
+  console.error("usage: node chat_page.mjs BASE_URL [CERT_PEM]   (e.g. http://127.0.0.1:8080)");
   process.exit(2);
 }
+const SECURE = new URL(BASE).protocol === "https:";
+// The SHA-256 of the certificate's SubjectPublicKeyInfo, base64: the form
+// chromium's --ignore-certificate-errors-spki-list takes.
+const trustArgs = TRUST_PEM
+  ? [`--ignore-certificate-errors-spki-list=${createHash("sha256")
+      .update(new X509Certificate(readFileSync(TRUST_PEM)).publicKey.export({ type: "spki", format: "der" }))
+      .digest("base64")}`]
+  : [];
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const STEP_TIMEOUT = 5_000;
 const OVERALL_TIMEOUT = 90_000;
@@ -81,6 +95,9 @@ async function openPage(name, codec, errors, query = "", room = `browser-${codec
     if (m.type() === "error" && !m.text().startsWith("Failed to load resource") && !expected) {
       errors.push(`${name}: console error: ${m.text()}`);
     }
+  });
+  page.on("websocket", (ws) => {
+    if (SECURE && !ws.url().startsWith("wss://")) errors.push(`${name}: page over https opened ${ws.url()}`);
   });
   page.on("response", (r) => {
     if (r.status() >= 400 && !r.url().endsWith("/favicon.ico")) errors.push(`${name}: HTTP ${r.status()} for ${r.url()}`);
@@ -161,8 +178,10 @@ async function runCodec(codec) {
 async function runResume(codec) {
   const errors = [];
   const room = `resume-${codec}`;
-  const proxy = await startProxy(new URL(BASE));
-  const c = await openPage("C", codec, errors, `?ws=ws://127.0.0.1:${proxy.port}/ws`, room);
+  const base = new URL(BASE);
+  const proxy = await startProxy(base);
+  const wsScheme = SECURE ? "wss" : "ws";
+  const c = await openPage("C", codec, errors, `?ws=${wsScheme}://${base.hostname}:${proxy.port}/ws`, room);
   const d = await openPage("D", codec, errors, "", room);
   await c.click("#join");
   await waitJoined(c, "C", 1);
@@ -213,6 +232,7 @@ try {
     args: [
       "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ...trustArgs,
     ],
     timeout: 15_000,
   });
