@@ -23,7 +23,7 @@ use signalbox::{
     Config, Conn, Ctx, Error, HistoryLimits, Hub, HubBuilder, PublishOptions, Router,
     SubscribeOptions, TopicPattern, message, validate,
 };
-use signalbox_ws::{ServerError, WsServer};
+use signalbox_ws::{HealthPaths, ServerError, WsServer};
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -328,10 +328,12 @@ pub fn builder(config: Config) -> HubBuilder {
 }
 
 /// The WebSocket listener of the chat: the page at `/`, its script at
-/// `/msgpack.min.js`, WebSocket at `/ws`.
+/// `/msgpack.min.js`, WebSocket at `/ws`, liveness at `/healthz` and
+/// readiness at `/readyz` ([`HealthPaths`]).
 pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
     WsServer::builder(hub)
         .path("/ws")
+        .health(HealthPaths::default())
         .static_file("/", "text/html; charset=utf-8", INDEX_HTML)
         .static_file("/index.html", "text/html; charset=utf-8", INDEX_HTML)
         .static_file(

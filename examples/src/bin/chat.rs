@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH] [--redis URL]
-//!      [--presence-refresh SECS]
+//!      [--presence-refresh SECS] [--drain-delay SECS]
 //! ```
 //!
-//! Prints `listening ws=ADDR quic=ADDR` once both listeners are ready; stops
-//! on SIGINT or SIGTERM, closing every client as going away (WebSocket 1001,
-//! QUIC 1).
+//! Prints `listening ws=ADDR quic=ADDR` once both listeners are ready (and
+//! reports ready at `/readyz` from then on); stops on SIGINT or SIGTERM:
+//! not ready for `--drain-delay`, then every client is closed as going away
+//! (WebSocket 1001, QUIC 1).
 
 use clap::Parser;
 use signalbox::Hub;
@@ -37,6 +38,11 @@ struct Args {
     /// lists after three intervals.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     presence_refresh: f64,
+    /// On SIGTERM, how long `/readyz` answers 503 while clients are still
+    /// served, before they are closed: time for a load balancer's health
+    /// checks to notice.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    drain_delay: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,8 @@ enum ChatError {
     Signal(std::io::Error),
     #[error("--presence-refresh {0}: not a positive number of seconds")]
     PresenceRefresh(f64),
+    #[error("--drain-delay {0}: not a number of seconds")]
+    DrainDelay(f64),
 }
 
 /// Starts the WebSocket listener; returns its address.
@@ -99,8 +107,11 @@ async fn shutdown_signal() -> Result<(), ChatError> {
 }
 
 async fn run(args: Args) -> Result<(), ChatError> {
+    let mut config = signalbox_examples::chat::config();
+    config.drain_delay = Duration::try_from_secs_f64(args.drain_delay)
+        .map_err(|_| ChatError::DrainDelay(args.drain_delay))?;
     let (hub, broker) = match &args.redis {
-        None => (signalbox_examples::chat::hub(), None),
+        None => (signalbox_examples::chat::hub_with(config), None),
         Some(url) => {
             let refresh = Duration::try_from_secs_f64(args.presence_refresh)
                 .ok()
@@ -109,7 +120,7 @@ async fn run(args: Args) -> Result<(), ChatError> {
             let broker = signalbox_redis::RedisBroker::builder(url.as_str())
                 .membership_refresh(refresh)
                 .build()?;
-            let hub = signalbox_examples::chat::builder(signalbox_examples::chat::config())
+            let hub = signalbox_examples::chat::builder(config)
                 .broker(broker.clone())
                 .build();
             if !broker.wait_connected(Duration::from_secs(5)).await {
@@ -120,6 +131,8 @@ async fn run(args: Args) -> Result<(), ChatError> {
     };
     let ws = start_ws(&hub, &args.ws).await?;
     let quic = start_quic(&hub, &args.quic, args.cert_out.as_deref()).await?;
+    // Listeners up, Redis connected or knowingly degraded (retrying).
+    hub.set_ready();
     println!("listening ws={ws} quic={}", quic.local_addr());
     let _ = std::io::stdout().flush();
     let signalled = shutdown_signal().await;
