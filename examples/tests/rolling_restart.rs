@@ -118,7 +118,7 @@ impl Cluster {
             }
             _ => panic!(
                 "scripts/cluster did not start (exit {:?}; is haproxy installed? scripts/setup installs it)",
-                cluster.child.try_wait()
+                cluster.child.wait()
             ),
         }
     }
@@ -446,7 +446,7 @@ async fn a_rolling_restart_behind_haproxy_loses_nothing_and_clients_only_reconne
         let seen = m.seen.lock().expect("seen");
         let (epoch, top) = &tops[&m.room];
         common::assert_exactly_once_in_order(&seen.offsets, *top);
-        assert_eq!(&seen.epochs, &[epoch.clone()], "{}: one epoch", m.name);
+        assert_eq!(seen.epochs, [epoch.as_str()], "{}: one epoch", m.name);
         assert!(
             seen.errors.is_empty(),
             "{}: errors {:?}",

@@ -9,7 +9,7 @@ use signalbox::codec::{Envelope, WireCodec};
 use signalbox::connection::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE};
 use signalbox_ws::Rejection;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 fn echo_payload(env: &Envelope) -> serde_json::Value {
     env.decode_payload().unwrap()
