@@ -23,7 +23,7 @@ use signalbox::{
     Config, Conn, Ctx, Error, HistoryLimits, Hub, HubBuilder, PublishOptions, Router,
     SubscribeOptions, TopicPattern, message, validate,
 };
-use signalbox_ws::{ServerError, WsServer, WsServerBuilder};
+use signalbox_ws::{HealthPaths, ServerError, WsServer, WsServerBuilder};
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -346,7 +346,8 @@ pub fn builder_with(config: Config, presence_events: bool) -> HubBuilder {
 }
 
 /// The WebSocket listener of the chat: the page at `/`, its script at
-/// `/msgpack.min.js`, WebSocket at `/ws`.
+/// `/msgpack.min.js`, WebSocket at `/ws`, liveness at `/healthz` and
+/// readiness at `/readyz` ([`HealthPaths`]).
 pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
     ws_builder(hub).bind(addr).await
 }
@@ -356,6 +357,7 @@ pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
 pub fn ws_builder(hub: Hub) -> WsServerBuilder {
     WsServer::builder(hub)
         .path("/ws")
+        .health(HealthPaths::default())
         .static_file("/", "text/html; charset=utf-8", INDEX_HTML)
         .static_file("/index.html", "text/html; charset=utf-8", INDEX_HTML)
         .static_file(

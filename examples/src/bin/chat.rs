@@ -3,14 +3,16 @@
 //! ```text
 //! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH]
 //!      [--tls-cert PATH --tls-key PATH] [--redis URL] [--presence-refresh SECS]
-//!      [--presence-events] [--log-format text|json]
+//!      [--presence-events] [--drain-delay SECS] [--log-format text|json]
 //! ```
 //!
 //! Every flag can also come from an environment variable (`SIGNALBOX_WS`,
 //! `SIGNALBOX_TLS_CERT`, …; see `--help`); a flag on the command line wins.
 //! Prints `listening ws=ADDR quic=ADDR` on stdout once both listeners are
-//! ready; logs go to stderr (level from `RUST_LOG`). Stops on SIGINT or
-//! SIGTERM, closing every client as going away (WebSocket 1001, QUIC 1).
+//! ready (and reports ready at `/readyz` from then on); logs go to stderr
+//! (level from `RUST_LOG`). Stops on SIGINT or SIGTERM: not ready for
+//! `--drain-delay`, then every client is closed as going away (WebSocket
+//! 1001, QUIC 1).
 
 use clap::{Parser, ValueEnum};
 use signalbox::Hub;
@@ -85,6 +87,16 @@ struct Args {
     /// go (docs/PROTOCOL.md §8.2), besides `USER_JOINED` / `USER_LEFT`.
     #[arg(long, env = "SIGNALBOX_PRESENCE_EVENTS")]
     presence_events: bool,
+    /// On SIGTERM, how long `/readyz` answers 503 while clients are still
+    /// served, before they are closed: time for a load balancer's health
+    /// checks to notice.
+    #[arg(
+        long,
+        env = "SIGNALBOX_DRAIN_DELAY",
+        value_name = "SECS",
+        default_value_t = 0.0
+    )]
+    drain_delay: f64,
     /// Log lines on stderr as text or as one JSON object each; the level
     /// comes from RUST_LOG (default: warnings, and the chat's own start and
     /// stop).
@@ -131,6 +143,8 @@ enum ChatError {
     WsTls(#[from] signalbox_ws::tls::TlsError),
     #[error("--tls-cert/--tls-key: {0}")]
     QuicTls(signalbox_quic::QuicError),
+    #[error("--drain-delay {0}: not a number of seconds")]
+    DrainDelay(f64),
 }
 
 /// The certificate of `--tls-cert`/`--tls-key`, read once for both
@@ -220,10 +234,10 @@ async fn run(args: Args) -> Result<(), ChatError> {
         (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
         _ => None,
     };
-    let builder = signalbox_examples::chat::builder_with(
-        signalbox_examples::chat::config(),
-        args.presence_events,
-    );
+    let mut config = signalbox_examples::chat::config();
+    config.drain_delay = Duration::try_from_secs_f64(args.drain_delay)
+        .map_err(|_| ChatError::DrainDelay(args.drain_delay))?;
+    let builder = signalbox_examples::chat::builder_with(config, args.presence_events);
     let (hub, broker) = match &args.redis {
         None => (builder.build(), None),
         Some(url) => {
@@ -245,6 +259,8 @@ async fn run(args: Args) -> Result<(), ChatError> {
     let (ws_tls, identity) = tls.map(|tls| (tls.ws, tls.quic)).unzip();
     let ws = start_ws(&hub, &args.ws, ws_tls).await?;
     let quic = start_quic(&hub, &args.quic, identity, args.cert_out.as_deref()).await?;
+    // Listeners up, Redis connected or knowingly degraded (retrying).
+    hub.set_ready();
     println!("listening ws={ws} quic={}", quic.local_addr());
     let _ = std::io::stdout().flush();
     tracing::info!(ws = %ws, quic = %quic.local_addr(), tls = secure, "listening");
