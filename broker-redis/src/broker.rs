@@ -419,6 +419,11 @@ impl Broker for RedisBroker {
         true
     }
 
+    /// Both Redis connections are up ([`RedisBroker::status`]).
+    fn is_connected(&self) -> bool {
+        self.status().is_connected()
+    }
+
     fn interest(&self, topic: &str, interested: bool) {
         let _ = interested; // The tasks read the truth from the hub.
         let shared = self.shared();

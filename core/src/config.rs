@@ -70,6 +70,14 @@ pub struct Config {
     /// On shutdown, how long queued outbound messages may take to drain
     /// before connections are closed regardless. Default 5 s.
     pub drain_timeout: Duration,
+    /// On shutdown, how long the hub reports itself not ready
+    /// ([`crate::Hub::readiness`]) while still serving everything, before it
+    /// stops accepting and closes connections: time for a load balancer's
+    /// health checks to take the process out of rotation, so that clients
+    /// reconnecting after the close are not sent back to it. Set it to the
+    /// balancer's check interval times the failed checks it needs, plus a
+    /// margin (docs/DEPLOYMENT.md, "Health"). Default 0 (no balancer).
+    pub drain_delay: Duration,
     /// Topic rules: name length and characters, subscriptions per
     /// connection, fan-out chunk size.
     pub topics: TopicLimits,
@@ -113,6 +121,7 @@ impl Default for Config {
                 burst: 2_000,
             }),
             drain_timeout: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
             topics: TopicLimits::default(),
             store_keys: crate::state::KeyRule::default(),
             incomplete: IncompleteLimits::default(),

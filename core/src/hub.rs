@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -121,6 +121,53 @@ pub struct Subscribed {
     pub recovered: Option<bool>,
 }
 
+/// Whether a hub should be given new connections, as a load balancer's
+/// readiness check asks (`signalbox_ws::WsServerBuilder::health` serves it;
+/// docs/DEPLOYMENT.md, "Health").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The application has not called [`Hub::set_ready`] yet: its
+    /// listeners are not all up, or its broker has not connected and it
+    /// has not decided to go on without it. Not ready.
+    Starting,
+    /// Ready: marked ready, and the broker connected.
+    Ready,
+    /// Ready, knowingly degraded: marked ready, but the broker is not
+    /// connected now ([`Broker::is_connected`]). Local delivery works;
+    /// publishes that must cross nodes are answered UNAVAILABLE until it
+    /// is back. Ready rather than not, since every node shares the broker:
+    /// taking them all out of rotation would turn a broker outage into a
+    /// full one.
+    Degraded,
+    /// [`Hub::shutdown`] began: not ready, while it waits
+    /// [`Config::drain_delay`] and then closes every connection.
+    Draining,
+}
+
+impl Readiness {
+    /// Whether a balancer should send new connections here
+    /// ([`Readiness::Ready`] or [`Readiness::Degraded`]).
+    pub fn is_ready(self) -> bool {
+        matches!(self, Readiness::Ready | Readiness::Degraded)
+    }
+
+    /// A short description, as the readiness endpoint answers it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::Starting => "starting",
+            Readiness::Ready => "ready",
+            Readiness::Degraded => "ready, degraded: broker not connected",
+            Readiness::Draining => "draining",
+        }
+    }
+}
+
+impl std::fmt::Display for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub(crate) struct HubInner {
     pub(crate) routes: HashMap<Box<str>, Arc<RouteEntry>>,
     pub(crate) hooks: Hooks,
@@ -131,6 +178,10 @@ pub(crate) struct HubInner {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) shutdown: CancellationToken,
+    /// Set by [`Hub::set_ready`].
+    ready: AtomicBool,
+    /// Set when [`Hub::shutdown`] begins, before its drain delay.
+    draining: AtomicBool,
     pub(crate) tracker: TaskTracker,
     pub(crate) conns: Mutex<HashMap<Arc<str>, Conn>>,
     pub(crate) rules: TopicRules,
@@ -247,6 +298,8 @@ impl HubBuilder {
             broker: self.broker,
             clock: self.clock,
             shutdown: CancellationToken::new(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             conns: Mutex::new(HashMap::new()),
             rules: self.rules,
@@ -314,10 +367,46 @@ impl Hub {
         async move { token.cancelled().await }
     }
 
-    /// Shuts down gracefully: every connection is closed as going away
-    /// (WS 1001, QUIC 1) after its queued messages are written, up to the
-    /// drain timeout. Resolves when every connection is done.
+    /// Marks the hub ready for new connections: the application calls it
+    /// once its listeners are up and its broker connected (or it decided to
+    /// go on without it). See [`Hub::readiness`].
+    pub fn set_ready(&self) {
+        self.inner.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether a load balancer should send new connections here: not
+    /// before [`Hub::set_ready`], not once [`Hub::shutdown`] began, and
+    /// [`Readiness::Degraded`] (still ready) while the broker is not
+    /// connected.
+    pub fn readiness(&self) -> Readiness {
+        if self.inner.draining.load(Ordering::Acquire) || self.is_shutting_down() {
+            Readiness::Draining
+        } else if !self.inner.ready.load(Ordering::Acquire) {
+            Readiness::Starting
+        } else if !self.inner.broker.is_connected() {
+            Readiness::Degraded
+        } else {
+            Readiness::Ready
+        }
+    }
+
+    /// Shuts down gracefully. First the hub reports itself not ready
+    /// ([`Readiness::Draining`]) and keeps serving everything for
+    /// [`Config::drain_delay`], so that a load balancer takes it out of
+    /// rotation; then the transports stop accepting and every connection
+    /// is closed as going away (WS 1001, QUIC 1) after its queued messages
+    /// are written, up to the drain timeout. Resolves when every
+    /// connection is done.
     pub async fn shutdown(&self) {
+        let first = !self.inner.draining.swap(true, Ordering::AcqRel);
+        let delay = self.inner.config.drain_delay;
+        if !delay.is_zero() && !self.is_shutting_down() {
+            if first {
+                tracing::info!(?delay, "not ready; draining before closing connections");
+            }
+            // A second call waits for the first one's delay (at most as long).
+            let _ = tokio::time::timeout(delay, self.inner.shutdown.cancelled()).await;
+        }
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;

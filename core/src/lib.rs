@@ -70,8 +70,8 @@ pub use config::{Config, RateLimit, TopicLimits};
 pub use context::{Conn, Ctx, ERROR_TYPE, PROGRESS_TYPE, RPC_ERROR_TYPE};
 pub use error::Error;
 pub use hub::{
-    Hub, HubBuilder, PublishOptions, SUBSCRIBED_TYPE, SubscribeOptions, Subscribed, TopicAction,
-    UNSUBSCRIBED_TYPE,
+    Hub, HubBuilder, PublishOptions, Readiness, SUBSCRIBED_TYPE, SubscribeOptions, Subscribed,
+    TopicAction, UNSUBSCRIBED_TYPE,
 };
 pub use message::{Invalid, Message, Opaque, validate};
 pub use middleware::{Middleware, Next, Request};

@@ -23,7 +23,7 @@ use signalbox::{
     Config, Conn, Ctx, Error, HistoryLimits, Hub, HubBuilder, PublishOptions, Router,
     SubscribeOptions, TopicPattern, message, validate,
 };
-use signalbox_ws::{ServerError, WsServer};
+use signalbox_ws::{HealthPaths, ServerError, WsServer, WsServerBuilder};
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -357,10 +357,18 @@ pub fn builder_with(config: Config, presence_events: bool) -> HubBuilder {
 }
 
 /// The WebSocket listener of the chat: the page at `/`, its client library
-/// at `/signalbox.js`, WebSocket at `/ws`.
+/// at `/signalbox.js`, WebSocket at `/ws`, liveness at `/healthz` and
+/// readiness at `/readyz` ([`HealthPaths`]).
 pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
+    ws_builder(hub).bind(addr).await
+}
+
+/// [`ws_server`] before it binds, for more settings (TLS:
+/// [`WsServerBuilder::tls`]; the page then picks `wss://` by itself).
+pub fn ws_builder(hub: Hub) -> WsServerBuilder {
     WsServer::builder(hub)
         .path("/ws")
+        .health(HealthPaths::default())
         .static_file("/", "text/html; charset=utf-8", INDEX_HTML)
         .static_file("/index.html", "text/html; charset=utf-8", INDEX_HTML)
         .static_file(
@@ -368,8 +376,6 @@ pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
             "text/javascript; charset=utf-8",
             SIGNALBOX_JS,
         )
-        .bind(addr)
-        .await
 }
 
 #[cfg(test)]

@@ -369,14 +369,27 @@ async fn performance_batches_compresses_and_broadcasts_in_chunks() {
     // Compression above the threshold, and the per-route opt-out.
     c.send(json!({"type": "REPORT", "meta": {"correlationId": "r"}, "payload": {"size": 5000}}))
         .await;
+    for _ in 0..4 {
+        c.expect("$ws:rpc-progress").await;
+    }
     let env = c.expect("COMPRESSED").await;
     assert_eq!(env["payload"]["encoding"], "gzip");
     c.send(
         json!({"type": "RAW_REPORT", "meta": {"correlationId": "raw"}, "payload": {"size": 5000}}),
     )
     .await;
-    let env = c.expect("REPORT_READY").await;
-    assert_eq!(env["payload"]["text"].as_str().unwrap().len(), 5000);
+    // Progress after each quarter of the report, then the reply.
+    for done in [1250, 2500, 3750, 5000] {
+        let env = c.recv().await.expect("a message");
+        assert_eq!(env["type"], "$ws:rpc-progress");
+        assert_eq!(env["meta"]["correlationId"], "raw");
+        assert_eq!(env["payload"], json!({"done": done, "total": 5000}));
+    }
+    let env = c.recv().await.expect("a message");
+    assert_eq!(env["type"], "REPORT_READY");
+    let text = env["payload"]["text"].as_str().unwrap();
+    assert_eq!(text.len(), 5000);
+    assert!(text.starts_with("signalbox signalbox "), "{}", &text[..40]);
     // A burst arrives whole and in order.
     c.send(json!({"type": "BURST", "payload": {"count": 5000}}))
         .await;

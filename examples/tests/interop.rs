@@ -1,7 +1,8 @@
 //! The third-party clients against the chat over WebSocket: the Node client
 //! (npm `ws`, `@msgpack/msgpack`), the Python client (`websockets`,
 //! `msgpack`) and the chat page in headless Debian chromium (playwright-core),
-//! with a Node member on the TypeScript client.
+//! over `http://` (against the chat binary, which it restarts, with a Node
+//! member on the TypeScript client) and over `https://`.
 //!
 //! Their dependencies come from `scripts/setup`; a missing one fails the
 //! test with a message saying so, never a silent pass.
@@ -129,4 +130,51 @@ async fn the_chat_page_works_in_headless_chromium() {
     )
     .await;
     assert_passed("chat_page.mjs", &out);
+}
+
+/// The page over `https://` from the chat's TLS listener, its WebSockets
+/// `wss://` (chromium trusts the server's key only, see chat_page.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_page_works_over_https_in_headless_chromium() {
+    let dir = tests_dir("browser");
+    require("node", "node", &["--version"], &dir);
+    require_node_modules(&dir, &["playwright-core", "ws"]);
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "{chromium} missing: {SETUP}"
+    );
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert_pem = certified.cert.pem();
+    let cert_file =
+        std::env::temp_dir().join(format!("signalbox-https-page-{}.pem", std::process::id()));
+    std::fs::write(&cert_file, &cert_pem).unwrap();
+    let tls = signalbox_ws::tls::server_config(
+        cert_pem.as_bytes(),
+        certified.signing_key.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let hub = signalbox_examples::chat::hub();
+    let server = signalbox_examples::chat::ws_builder(hub.clone())
+        .tls(tls)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+
+    let out = run(
+        "node",
+        vec![
+            "chat_page.mjs".into(),
+            format!("https://{addr}"),
+            cert_file.display().to_string(),
+        ],
+        dir,
+    )
+    .await;
+    let _ = std::fs::remove_file(&cert_file);
+    assert_passed("chat_page.mjs over https", &out);
 }

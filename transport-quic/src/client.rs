@@ -137,9 +137,11 @@ pub struct QuicClient {
 }
 
 impl QuicClient {
-    /// A client trusting the certificates in `roots` (for a server with a
-    /// self-signed certificate: that certificate, see
-    /// [`roots_from_pem`](crate::roots_from_pem)).
+    /// A client trusting the certificates in `roots`: for a server with a
+    /// self-signed certificate or one from a private CA, that certificate
+    /// or CA (see [`roots_from_pem`](crate::roots_from_pem)); for a server
+    /// with a certificate from a public CA,
+    /// [`public_roots`](crate::public_roots).
     pub fn builder(roots: RootCertStore) -> QuicClientBuilder {
         QuicClientBuilder {
             roots,

@@ -52,6 +52,25 @@ impl QuicConnector {
         })
     }
 
+    /// A connector to `addr` trusting the public roots
+    /// ([`public_roots`](crate::public_roots)), for a server whose
+    /// certificate from a public certificate authority covers
+    /// `server_name`, speaking the codec named `codec`.
+    pub fn with_public_roots(
+        addr: SocketAddr,
+        server_name: impl Into<String>,
+        codec: &str,
+    ) -> Result<Self, ConnectError> {
+        let codec = WireCodec::from_name(codec)
+            .ok_or_else(|| ConnectError::Config(format!("unknown codec {codec:?}")))?;
+        Ok(QuicConnector {
+            addr,
+            builder: crate::QuicClient::builder(tls::public_roots())
+                .codec(codec)
+                .server_name(server_name),
+        })
+    }
+
     /// A connector using a configured [`QuicClientBuilder`] (server name,
     /// timeouts, maximum message size).
     pub fn with_builder(addr: SocketAddr, builder: QuicClientBuilder) -> Self {

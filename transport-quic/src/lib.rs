@@ -80,8 +80,8 @@
 //! # Clients
 //!
 //! [`QuicConnector`] puts [`signalbox::client::Client`] (typed requests,
-//! handlers, reconnects) on QUIC, trusting a PEM certificate and asking
-//! for its codec by ALPN. [`QuicClient`] is the bare client: frames on the
+//! handlers, reconnects) on QUIC, trusting a PEM certificate (or the public
+//! roots, [`public_roots`]) and asking for its codec by ALPN. [`QuicClient`] is the bare client: frames on the
 //! main stream, and [`QuicClient::request`] for the request-stream lane.
 //!
 //! # Shutdown
@@ -107,7 +107,8 @@ pub use connector::{QuicConnector, connect};
 pub use error::QuicError;
 pub use server::{ClientAuth, QuicServer, QuicServerBuilder};
 pub use tls::{
-    ALPN_PREFIX, DEFAULT_NAMES, Identity, alpn_for, alpn_protocols, codec_for_alpn, roots_from_pem,
+    ALPN_PREFIX, DEFAULT_NAMES, Identity, alpn_for, alpn_protocols, codec_for_alpn, public_roots,
+    roots_from_pem,
 };
 
 /// The quinn crate, re-exported for clients and advanced configuration.

@@ -147,6 +147,20 @@ pub fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, QuicError> {
     Ok(roots)
 }
 
+/// The public root certificates: Mozilla's root program as compiled in by
+/// the `webpki-roots` crate, for a server with a certificate from a public
+/// certificate authority (`QuicClient::builder(public_roots())`).
+///
+/// Compiled in rather than read from the operating system's store: the
+/// same trust on every platform, also in minimal container images without
+/// a CA bundle, and nothing to fail at start. A private CA is trusted
+/// through [`roots_from_pem`] instead.
+pub fn public_roots() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
 fn der_to_pem(der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -201,5 +215,14 @@ mod tests {
         assert_eq!(identity.chain()[0], *certified.cert.der());
         assert!(Identity::from_pem(b"", b"").is_err());
         assert!(roots_from_pem(b"not pem").is_err());
+    }
+
+    #[test]
+    fn the_public_roots_are_many_and_exclude_a_self_signed_certificate() {
+        let roots = public_roots();
+        assert!(roots.len() > 100, "{}", roots.len());
+        let identity = Identity::self_signed::<&str>(&[]).unwrap();
+        let own = roots_from_pem(identity.cert_pem().as_bytes()).unwrap();
+        assert!(!roots.roots.iter().any(|r| own.roots.contains(r)));
     }
 }

@@ -82,8 +82,10 @@ impl WsConnector {
         })
     }
 
-    /// The TLS configuration for `wss://` (see
-    /// [`crate::tls::client_config`]). Required for `wss://` URLs.
+    /// The TLS configuration for `wss://`: [`crate::tls::client_config`]
+    /// to trust given certificates (a private CA, a self-signed server).
+    /// Without one, `wss://` trusts the public roots
+    /// ([`crate::tls::client_config_with_public_roots`]).
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
         self
@@ -113,10 +115,11 @@ impl WsConnector {
         let _ = tcp.set_nodelay(true);
         let config = stream::websocket_config(&CodecLimits::default(), self.buffers);
         if self.secure {
-            let tls = self
-                .tls
-                .clone()
-                .ok_or_else(|| ConnectError::Config("wss:// needs a TLS configuration".into()))?;
+            let tls = match &self.tls {
+                Some(config) => config.clone(),
+                None => crate::tls::client_config_with_public_roots()
+                    .map_err(|e| ConnectError::Config(format!("TLS: {e}")))?,
+            };
             let name = rustls_pki_types::ServerName::try_from(self.host.clone())
                 .map_err(|e| ConnectError::Config(format!("server name: {e}")))?;
             let stream = tokio_rustls::TlsConnector::from(tls)
@@ -188,7 +191,8 @@ impl Connector for WsConnector {
 }
 
 /// A [`Client`] for `url` speaking `codec`, with the default client
-/// configuration; use [`Client::builder`] with a [`WsConnector`] to tune it.
+/// configuration (`wss://` trusts the public roots); use
+/// [`Client::builder`] with a [`WsConnector`] to tune it.
 pub fn connect(url: &str, codec: &str) -> Result<Client, ConnectError> {
     Ok(Client::builder(WsConnector::new(url, codec)?).build())
 }

@@ -103,8 +103,8 @@ mod upgrade;
 
 pub use client::{WsConnector, connect};
 pub use server::{
-    DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_PENDING, MIN_MAX_HEADER_SIZE, ServerError, WsServer,
-    WsServerBuilder,
+    DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_PENDING, HealthPaths, MIN_MAX_HEADER_SIZE, ServerError,
+    WsServer, WsServerBuilder,
 };
 pub use stream::{
     Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, Linger, WsSink, WsSource, split,

@@ -1,5 +1,6 @@
 //! The standalone listener: TCP (optionally TLS), HTTP/1.1 with upgrades,
-//! the WebSocket path and a few static files.
+//! the WebSocket path, a few static files and, on request, the health
+//! endpoints.
 
 use crate::stream::Buffers;
 use crate::upgrade::{HandshakeRequest, Rejection, Upgrader, UpgraderBuilder, text_response};
@@ -46,6 +47,35 @@ pub enum ServerError {
     },
 }
 
+/// The paths of the health endpoints ([`WsServerBuilder::health`]).
+///
+/// - **Liveness** (`GET /healthz` by default): `200 live` whenever the
+///   listener answers HTTP, also while the broker is down and while the
+///   hub drains. A failing liveness check means "restart the process".
+/// - **Readiness** (`GET /readyz` by default): the hub's
+///   [`signalbox::Readiness`]: `200` when ready (`ready`, or `ready,
+///   degraded: broker not connected` while the broker is down), `503` before
+///   [`signalbox::Hub::set_ready`] (`starting`) and from the moment
+///   [`signalbox::Hub::shutdown`] begins (`draining`), through the hub's
+///   drain delay, until the listener stops. A failing readiness check means
+///   "send no new connections here".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthPaths {
+    /// The liveness path. Default `/healthz`.
+    pub live: String,
+    /// The readiness path. Default `/readyz`.
+    pub ready: String,
+}
+
+impl Default for HealthPaths {
+    fn default() -> Self {
+        HealthPaths {
+            live: "/healthz".to_owned(),
+            ready: "/readyz".to_owned(),
+        }
+    }
+}
+
 struct StaticFile {
     content_type: HeaderValue,
     body: Bytes,
@@ -59,6 +89,7 @@ pub struct WsServerBuilder {
     tls: Option<Arc<rustls::ServerConfig>>,
     max_pending: usize,
     max_header_size: usize,
+    health: Option<HealthPaths>,
 }
 
 impl std::fmt::Debug for WsServerBuilder {
@@ -70,6 +101,7 @@ impl std::fmt::Debug for WsServerBuilder {
             .field("tls", &self.tls.is_some())
             .field("max_pending", &self.max_pending)
             .field("max_header_size", &self.max_header_size)
+            .field("health", &self.health)
             .finish()
     }
 }
@@ -96,6 +128,15 @@ impl WsServerBuilder {
                 body: body.into(),
             },
         );
+        self
+    }
+
+    /// Serves the liveness and readiness endpoints at `paths` (GET and
+    /// HEAD; see [`HealthPaths`] for what they answer). Off by default.
+    /// Readiness stays `503 starting` until the application calls
+    /// [`signalbox::Hub::set_ready`].
+    pub fn health(mut self, paths: HealthPaths) -> Self {
+        self.health = Some(paths);
         self
     }
 
@@ -190,6 +231,7 @@ impl WsServerBuilder {
                 path: self.path,
                 statics: self.statics,
                 max_header_size: self.max_header_size,
+                health: self.health,
             }),
             tls: self.tls.map(TlsAcceptor::from),
             pending: Arc::new(Semaphore::new(self.max_pending)),
@@ -202,6 +244,7 @@ struct Shared {
     path: String,
     statics: HashMap<String, StaticFile>,
     max_header_size: usize,
+    health: Option<HealthPaths>,
 }
 
 /// A bound WebSocket listener for one hub; [`WsServer::serve`] runs it.
@@ -233,6 +276,7 @@ impl WsServer {
             tls: None,
             max_pending: DEFAULT_MAX_PENDING,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            health: None,
         }
     }
 
@@ -332,9 +376,24 @@ impl Shared {
         if path == self.path {
             return self.upgrader.upgrade(req, Some(peer)).await;
         }
-        let Some(file) = self.statics.get(path) else {
+        let health = self.health.as_ref().and_then(|h| {
+            if path == h.live {
+                Some((StatusCode::OK, "live"))
+            } else if path == h.ready {
+                let readiness = self.upgrader.hub().readiness();
+                let status = if readiness.is_ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                Some((status, readiness.as_str()))
+            } else {
+                None
+            }
+        });
+        if health.is_none() && !self.statics.contains_key(path) {
             return text_response(StatusCode::NOT_FOUND, "not found");
-        };
+        }
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -345,6 +404,16 @@ impl Shared {
                     .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                 return response;
             }
+        };
+        if let Some((status, body)) = health {
+            let mut response = text_response(status, if head { "" } else { body });
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return response;
+        }
+        let Some(file) = self.statics.get(path) else {
+            return text_response(StatusCode::NOT_FOUND, "not found");
         };
         let mut response = Response::new(if head {
             Bytes::new()

@@ -164,7 +164,7 @@ describe("requests", () => {
     }
   });
 
-  test("RPC_ERROR answers a request/response route (guide_performance REPORT)", async () => {
+  test("RPC_ERROR and progress from a request/response route (guide_performance REPORT)", async () => {
     const guide = await startGuidePerformance();
     const c = anyClient(guide.url, { codecs: ["json+gzip"] });
     try {
@@ -175,8 +175,11 @@ describe("requests", () => {
       assert.equal(err.code, "INVALID_ARGUMENT");
       assert.match(err.message, /size/);
       // The same route answers a valid request (compressed: 20,000 bytes).
-      const report = await c.request("REPORT", { size: 20_000 });
+      const progress = [];
+      const report = await c.request("REPORT", { size: 20_000 }, { onProgress: (p) => progress.push(p) });
       assert.equal(report.text.length, 20_000);
+      // Long work shows progress: one message per quarter, before the reply.
+      assert.deepEqual(progress, [5_000, 10_000, 15_000, 20_000].map((done) => ({ done, total: 20_000 })));
       assert.ok(c.stats().compressedReceived >= 1);
       // A wrong shape, too.
       const shape = await c.request("REPORT", { size: "big" }).catch((e) => e);

@@ -484,6 +484,13 @@ pub trait Broker: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Whether the engine is reachable now: when false the hub reports
+    /// itself [`crate::Readiness::Degraded`]. Default true (nothing to
+    /// reach).
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// Whether the engine keeps topic history and assigns positions
     /// itself, so that positions are the same on every node. When false
     /// (the default) the hub keeps history in memory, per node.

@@ -1,46 +1,122 @@
 //! The chat server of docs/PROTOCOL.md §9.
 //!
 //! ```text
-//! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH] [--redis URL]
-//!      [--presence-refresh SECS] [--presence-events]
+//! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH]
+//!      [--tls-cert PATH --tls-key PATH] [--redis URL] [--presence-refresh SECS]
+//!      [--presence-events] [--drain-delay SECS] [--log-format text|json]
 //! ```
 //!
-//! Prints `listening ws=ADDR quic=ADDR` once both listeners are ready; stops
-//! on SIGINT or SIGTERM, closing every client as going away (WebSocket 1001,
-//! QUIC 1).
+//! Every flag can also come from an environment variable (`SIGNALBOX_WS`,
+//! `SIGNALBOX_TLS_CERT`, …; see `--help`); a flag on the command line wins.
+//! Prints `listening ws=ADDR quic=ADDR` on stdout once both listeners are
+//! ready (and reports ready at `/readyz` from then on); logs go to stderr
+//! (level from `RUST_LOG`). Stops on SIGINT or SIGTERM: not ready for
+//! `--drain-delay`, then every client is closed as going away (WebSocket
+//! 1001, QUIC 1).
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use signalbox::Hub;
-use std::io::Write;
+use signalbox_quic::Identity;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The chat example: a web page at `/`, WebSocket at `/ws`.
+/// The chat example: a web page at `/`, WebSocket at `/ws`, QUIC beside it.
 #[derive(Debug, Parser)]
 #[command(name = "chat", version, about)]
 struct Args {
     /// WebSocket (and web page) address.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "SIGNALBOX_WS",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     ws: String,
     /// QUIC (UDP) address.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4433")]
+    #[arg(
+        long,
+        env = "SIGNALBOX_QUIC",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:4433"
+    )]
     quic: String,
     /// Where to write the QUIC certificate (PEM) for clients to trust.
-    #[arg(long, value_name = "PATH")]
-    cert_out: Option<std::path::PathBuf>,
+    #[arg(long, env = "SIGNALBOX_CERT_OUT", value_name = "PATH")]
+    cert_out: Option<PathBuf>,
+    /// Certificate chain (PEM, leaf first) for both listeners: WebSocket
+    /// becomes wss:// (the page https://) and QUIC serves it instead of a
+    /// self-signed one. Needs --tls-key.
+    #[arg(
+        long,
+        env = "SIGNALBOX_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        env = "SIGNALBOX_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Share rooms with other chat processes through Redis.
-    #[arg(long, value_name = "URL")]
+    #[arg(
+        long,
+        env = "SIGNALBOX_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     redis: Option<String>,
     /// With --redis: how often this process rewrites its room members in
     /// Redis; a process that dies drops out of other processes' member
     /// lists after three intervals.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(
+        long,
+        env = "SIGNALBOX_PRESENCE_REFRESH",
+        value_name = "SECS",
+        default_value_t = 5.0
+    )]
     presence_refresh: f64,
     /// Also send room members `$sb:join` / `$sb:leave` as members come and
     /// go (docs/PROTOCOL.md §8.2), besides `USER_JOINED` / `USER_LEFT`.
-    #[arg(long)]
+    #[arg(long, env = "SIGNALBOX_PRESENCE_EVENTS")]
     presence_events: bool,
+    /// On SIGTERM, how long `/readyz` answers 503 while clients are still
+    /// served, before they are closed: time for a load balancer's health
+    /// checks to notice.
+    #[arg(
+        long,
+        env = "SIGNALBOX_DRAIN_DELAY",
+        value_name = "SECS",
+        default_value_t = 0.0
+    )]
+    drain_delay: f64,
+    /// Log lines on stderr as text or as one JSON object each; the level
+    /// comes from RUST_LOG (default: warnings, and the chat's own start and
+    /// stop).
+    #[arg(
+        long,
+        env = "SIGNALBOX_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format).
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,29 +133,80 @@ enum ChatError {
     Signal(std::io::Error),
     #[error("--presence-refresh {0}: not a positive number of seconds")]
     PresenceRefresh(f64),
+    #[error("{flag} {path}: {source}")]
+    TlsRead {
+        flag: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--tls-cert/--tls-key: {0}")]
+    WsTls(#[from] signalbox_ws::tls::TlsError),
+    #[error("--tls-cert/--tls-key: {0}")]
+    QuicTls(signalbox_quic::QuicError),
+    #[error("--drain-delay {0}: not a number of seconds")]
+    DrainDelay(f64),
 }
 
-/// Starts the WebSocket listener; returns its address.
-async fn start_ws(hub: &Hub, addr: &str) -> Result<SocketAddr, ChatError> {
-    let server = signalbox_examples::chat::ws_server(hub.clone(), addr).await?;
+/// The certificate of `--tls-cert`/`--tls-key`, read once for both
+/// listeners.
+struct Tls {
+    ws: Arc<rustls::ServerConfig>,
+    quic: Identity,
+}
+
+impl Tls {
+    fn load(cert: &Path, key: &Path) -> Result<Tls, ChatError> {
+        let read = |flag, path: &Path| {
+            std::fs::read(path).map_err(|source| ChatError::TlsRead {
+                flag,
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let (cert, key) = (read("--tls-cert", cert)?, read("--tls-key", key)?);
+        Ok(Tls {
+            ws: signalbox_ws::tls::server_config(&cert, &key)?,
+            quic: Identity::from_pem(&cert, &key).map_err(ChatError::QuicTls)?,
+        })
+    }
+}
+
+/// Starts the WebSocket listener (TLS when `tls` is given); returns its
+/// address.
+async fn start_ws(
+    hub: &Hub,
+    addr: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<SocketAddr, ChatError> {
+    let mut builder = signalbox_examples::chat::ws_builder(hub.clone());
+    if let Some(config) = tls {
+        builder = builder.tls(config);
+    }
+    let server = builder.bind(addr).await?;
     let local = server.local_addr();
     tokio::spawn(server.serve());
     Ok(local)
 }
 
-/// Starts the QUIC listener on the same hub (self-signed certificate,
-/// written to `cert_out` as PEM when given).
+/// Starts the QUIC listener on the same hub with `identity`, or a
+/// self-signed certificate; writes the certificate to `cert_out` as PEM
+/// when given.
 async fn start_quic(
     hub: &Hub,
     addr: &str,
-    cert_out: Option<&std::path::Path>,
+    identity: Option<Identity>,
+    cert_out: Option<&Path>,
 ) -> Result<signalbox_quic::QuicServer, ChatError> {
     let bind = tokio::net::lookup_host(addr)
         .await
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| ChatError::QuicAddr(addr.to_owned()))?;
-    let server = signalbox_quic::QuicServer::builder(bind).start(hub)?;
+    let mut builder = signalbox_quic::QuicServer::builder(bind);
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
+    }
+    let server = builder.start(hub)?;
     if let Some(path) = cert_out {
         server.write_cert_pem(path)?;
     }
@@ -109,10 +236,14 @@ fn shutdown_signal() -> Result<impl Future<Output = Result<(), ChatError>>, Chat
 }
 
 async fn run(args: Args) -> Result<(), ChatError> {
-    let builder = signalbox_examples::chat::builder_with(
-        signalbox_examples::chat::config(),
-        args.presence_events,
-    );
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+        _ => None,
+    };
+    let mut config = signalbox_examples::chat::config();
+    config.drain_delay = Duration::try_from_secs_f64(args.drain_delay)
+        .map_err(|_| ChatError::DrainDelay(args.drain_delay))?;
+    let builder = signalbox_examples::chat::builder_with(config, args.presence_events);
     let (hub, broker) = match &args.redis {
         None => (builder.build(), None),
         Some(url) => {
@@ -125,18 +256,23 @@ async fn run(args: Args) -> Result<(), ChatError> {
                 .build()?;
             let hub = builder.broker(broker.clone()).build();
             if !broker.wait_connected(Duration::from_secs(5)).await {
-                eprintln!("chat: Redis at {url} not reachable yet; retrying in the background");
+                tracing::warn!("Redis not reachable yet; retrying in the background");
             }
             (hub, Some(broker))
         }
     };
-    let ws = start_ws(&hub, &args.ws).await?;
-    let quic = start_quic(&hub, &args.quic, args.cert_out.as_deref()).await?;
+    let secure = tls.is_some();
+    let (ws_tls, identity) = tls.map(|tls| (tls.ws, tls.quic)).unzip();
+    let ws = start_ws(&hub, &args.ws, ws_tls).await?;
+    let quic = start_quic(&hub, &args.quic, identity, args.cert_out.as_deref()).await?;
+    // Listeners up, Redis connected or knowingly degraded (retrying).
+    hub.set_ready();
     let signal = shutdown_signal()?;
     println!("listening ws={ws} quic={}", quic.local_addr());
     let _ = std::io::stdout().flush();
+    tracing::info!(ws = %ws, quic = %quic.local_addr(), tls = secure, "listening");
     let signalled = signal.await;
-    eprintln!("chat: shutting down");
+    tracing::info!("shutting down");
     hub.shutdown().await;
     if let Some(broker) = broker {
         broker.shutdown().await;
@@ -146,19 +282,29 @@ async fn run(args: Args) -> Result<(), ChatError> {
     signalled
 }
 
+/// Logs to stderr in `format` (colours only on a terminal); the level comes
+/// from `RUST_LOG`, by default warnings and the chat's own start and stop.
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chat=info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    init_logs(args.log_format);
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("chat: {error}");
+            tracing::error!("{error}");
             ExitCode::FAILURE
         }
     }

@@ -10,9 +10,13 @@
 //! 3. Chunked broadcast — publishing to a big topic yields to other tasks
 //!    every `fanout_chunk` subscribers (100 here, as in the guide), encoding
 //!    the message once per codec.
+//!
+//! Long work shows progress: a report is built in quarters, and the
+//! requester gets a `$ws:rpc-progress` message ([`ReportProgress`],
+//! docs/PROTOCOL.md §7) after each one, before the reply.
 
 use serde::{Deserialize, Serialize};
-use signalbox::{Config, Ctx, Hub, Route, Router, message};
+use signalbox::{Config, Ctx, Error, Hub, Route, Router, message};
 
 /// Subscribers served per fan-out step.
 pub const CHUNK: usize = 100;
@@ -93,14 +97,34 @@ pub struct Report {
 }
 message!(Report = "REPORT_READY");
 
-fn report(size: usize) -> Report {
-    Report {
-        text: "signalbox "
-            .repeat(size / 10 + 1)
-            .chars()
-            .take(size)
-            .collect(),
+/// The payload of the progress messages of `REPORT` / `RAW_REPORT`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReportProgress {
+    /// Bytes of the report built so far.
+    pub done: usize,
+    /// Bytes of the whole report.
+    pub total: usize,
+}
+
+/// Builds the report of `size` bytes in four parts, telling the requester
+/// after each one.
+async fn report<M: signalbox::Message>(ctx: &Ctx<M>, size: usize) -> Result<Report, Error> {
+    let pattern = "signalbox ";
+    let mut text = String::with_capacity(size);
+    for quarter in 1..=4 {
+        let until = size * quarter / 4;
+        while text.len() < until {
+            let offset = text.len() % pattern.len();
+            let take = (until - text.len()).min(pattern.len() - offset);
+            text.push_str(&pattern[offset..offset + take]);
+        }
+        ctx.progress(&ReportProgress {
+            done: text.len(),
+            total: size,
+        })?;
+        tokio::task::yield_now().await;
     }
+    Ok(Report { text })
 }
 
 /// Feed, bursts and reports.
@@ -126,10 +150,12 @@ pub fn router() -> Router {
             }
             Ok(())
         })
-        .rpc(|ctx: Ctx<ReportRequest>| async move { Ok(report(ctx.payload().size)) })
+        .rpc(|ctx: Ctx<ReportRequest>| async move { report(&ctx, ctx.payload().size).await })
         .route(
-            Route::rpc(|ctx: Ctx<RawReportRequest>| async move { Ok(report(ctx.payload().size)) })
-                .uncompressed(),
+            Route::rpc(|ctx: Ctx<RawReportRequest>| async move {
+                report(&ctx, ctx.payload().size).await
+            })
+            .uncompressed(),
         )
 }
 

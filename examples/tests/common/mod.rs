@@ -32,8 +32,14 @@ pub async fn start_chat() -> (signalbox::Hub, SocketAddr) {
 /// from its first line, `listening ws=ADDR quic=ADDR`. Its stderr goes to
 /// `stderr`.
 pub async fn spawn_chat_binary(stderr: Stdio) -> (Child, SocketAddr) {
+    spawn_chat_binary_with(&[], stderr).await
+}
+
+/// Like [`spawn_chat_binary`], with more arguments (`--redis URL`, ...).
+pub async fn spawn_chat_binary_with(args: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
         .args(["--ws", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -167,6 +173,22 @@ impl Client {
     }
 }
 
+/// `GET path` on a new connection: the status and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("an answer within the wait")
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head[9..12].parse().unwrap(), body.to_owned())
+}
+
 pub fn json(env: &Envelope) -> serde_json::Value {
     env.decode_payload().unwrap()
 }
@@ -268,6 +290,12 @@ impl RedisServer {
         }
     }
 
+    /// Kills the server ([`RedisServer::restart_empty`] brings it back).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Kills the server and starts a new one, empty, on the same port.
     pub async fn restart_empty(&mut self) {
         let _ = self.child.kill();
@@ -323,6 +351,15 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Sends SIGTERM to `child` (what a process manager does to stop it).
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {}", child.id());
 }
 
 /// Waits until `done`, checking every 5 ms; fails the test past `limit`.

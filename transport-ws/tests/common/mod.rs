@@ -403,3 +403,44 @@ impl RssSampler {
         grown
     }
 }
+
+/// A plain HTTP/1.1 request on a new connection (`Connection: close`):
+/// the status, the head and the body.
+pub async fn http_get(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> (u16, String, Vec<u8>) {
+    http_request(addr, method, path, 0).await
+}
+
+/// A request with an `X-Pad` header of `pad` bytes (none when 0).
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    pad: usize,
+) -> (u16, String, Vec<u8>) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let pad = if pad == 0 {
+        String::new()
+    } else {
+        format!("X-Pad: {}\r\n", "p".repeat(pad))
+    };
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{pad}Connection: close\r\n\r\n");
+    // A server that refuses a long head may stop reading and close.
+    let _ = tcp.write_all(request.as_bytes()).await;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Read what arrives until EOF (or a reset, after a refusal).
+    while let Ok(n) = tcp.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+    }
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(response[..split].to_vec()).unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, head, response[split + 4..].to_vec())
+}
