@@ -20,7 +20,7 @@
 //! (docs/PROTOCOL.md §8).
 
 use crate::wire;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 use redis::{FromRedisValue, RedisResult};
 use signalbox::{BrokerMessage, HistoryLimits, Position};
 use std::hash::{BuildHasher, Hasher};
@@ -28,7 +28,9 @@ use std::sync::OnceLock;
 
 /// Appends a publication and publishes it. KEYS: position hash, stream.
 /// ARGV: epoch candidate, frame head, max_len, max_age in ms (≥ 1),
-/// channel. Returns `{epoch, offset}`.
+/// channel, the publish command (`PUBLISH`, or `SPUBLISH` on a cluster,
+/// where the channel carries the keys' hash tag). Returns `{epoch,
+/// offset}`.
 pub(crate) const PUBLISH_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -64,7 +66,7 @@ redis.call('PEXPIRE', KEYS[2], age)
 if redis.call('PTTL', KEYS[1]) < age then
   redis.call('PEXPIRE', KEYS[1], age)
 end
-redis.call('PUBLISH', ARGV[5], frame)
+redis.call(ARGV[6], ARGV[5], frame)
 return {epoch, offset}
 ";
 
@@ -114,6 +116,19 @@ end
 return 0
 ";
 
+/// Gives a topic a new epoch when Redis went back on its offsets. KEYS:
+/// position hash, stream. ARGV: the epoch that went back, the new one.
+/// Does nothing when the epoch already changed (another node did it).
+/// Returns 1 when it changed the epoch.
+pub(crate) const REWIND_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'top', 0)
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+";
+
 /// A Lua script run with `EVALSHA`, loaded into Redis on first use and
 /// again whenever Redis answers `NOSCRIPT` (a restarted or flushed
 /// script cache).
@@ -130,7 +145,7 @@ impl LuaScript {
         }
     }
 
-    async fn load(&self, conn: &mut MultiplexedConnection) -> RedisResult<String> {
+    async fn load<C: ConnectionLike + Send>(&self, conn: &mut C) -> RedisResult<String> {
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(self.source)
@@ -141,9 +156,9 @@ impl LuaScript {
     }
 
     /// Runs the script with `keys` and `args`.
-    pub(crate) async fn run<T: FromRedisValue>(
+    pub(crate) async fn run<T: FromRedisValue, C: ConnectionLike + Send>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut C,
         keys: &[String],
         args: &[Vec<u8>],
     ) -> RedisResult<T> {

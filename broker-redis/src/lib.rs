@@ -151,6 +151,7 @@
 
 mod broker;
 mod config;
+mod conn;
 mod history;
 mod tasks;
 pub mod wire;

@@ -1,0 +1,197 @@
+//! A throwaway Redis Cluster on loopback: `redis-server --cluster-enabled
+//! yes` × N, joined by `redis-cli --cluster create`.
+
+use super::{RedisServer, free_port};
+use std::time::{Duration, Instant};
+
+/// A cluster of masters, each with its replicas.
+pub struct RedisCluster {
+    pub servers: Vec<RedisServer>,
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub master: bool,
+    pub failed: bool,
+    /// For a replica, its master's id.
+    pub master_id: Option<String>,
+    /// Slot ranges served (masters).
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// Runs `redis-cli` against `port`; its standard output.
+pub async fn cli(port: u16, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli runs (scripts/setup installs it with redis-server)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl RedisCluster {
+    /// Starts `masters` masters with `replicas` replicas each and waits
+    /// until the cluster is up and every replica in sync.
+    pub async fn start(masters: usize, replicas: usize) -> Self {
+        let mut servers = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                // Any replica may take over, however far behind it is.
+                "--cluster-replica-validity-factor",
+                "0",
+                // The slots of the other masters keep serving while one
+                // master is down.
+                "--cluster-require-full-coverage",
+                "no",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            servers.push(RedisServer::start_with(free_port(), extra, false).await);
+        }
+        let addresses: Vec<String> = servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addresses.iter().map(String::as_str));
+        let replicas = replicas.to_string();
+        args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
+        let out = tokio::process::Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .await
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { servers };
+        cluster.wait_healthy(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    /// The seed URLs of every server.
+    pub fn seeds(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| format!("redis://127.0.0.1:{}/", s.port()))
+            .collect()
+    }
+
+    /// The server listening on `port`.
+    pub fn server(&mut self, port: u16) -> &mut RedisServer {
+        self.servers
+            .iter_mut()
+            .find(|s| s.port() == port)
+            .expect("a server of the cluster")
+    }
+
+    /// `CLUSTER NODES` as seen by the server on `port`.
+    pub async fn nodes_seen_by(port: u16) -> Vec<ClusterNode> {
+        cli(port, &["cluster", "nodes"])
+            .await
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() < 8 {
+                    return None;
+                }
+                let port = f[1].split('@').next()?.rsplit(':').next()?.parse().ok()?;
+                let flags = f[2];
+                let slots = f[8..]
+                    .iter()
+                    .filter(|s| !s.starts_with('['))
+                    .filter_map(|s| match s.split_once('-') {
+                        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                        None => s.parse().ok().map(|n| (n, n)),
+                    })
+                    .collect();
+                Some(ClusterNode {
+                    id: f[0].to_owned(),
+                    port,
+                    master: flags.contains("master"),
+                    failed: flags.contains("fail"),
+                    master_id: (f[3] != "-").then(|| f[3].to_owned()),
+                    slots,
+                })
+            })
+            .collect()
+    }
+
+    /// The port of the master serving `slot`, as the server on `ask` sees
+    /// it.
+    pub async fn master_of_slot(ask: u16, slot: u16) -> Option<u16> {
+        Self::nodes_seen_by(ask)
+            .await
+            .into_iter()
+            .find(|n| {
+                n.master && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
+            .map(|n| n.port)
+    }
+
+    /// The slot of `key` (asked of the server on `ask`).
+    pub async fn slot_of(ask: u16, key: &str) -> u16 {
+        cli(ask, &["cluster", "keyslot", key])
+            .await
+            .trim()
+            .parse()
+            .expect("a slot number")
+    }
+
+    /// The ports of the replicas of the master on `port`.
+    pub async fn replicas_of(ask: u16, port: u16) -> Vec<u16> {
+        let nodes = Self::nodes_seen_by(ask).await;
+        let Some(master) = nodes.iter().find(|n| n.port == port) else {
+            return Vec::new();
+        };
+        nodes
+            .iter()
+            .filter(|n| n.master_id.as_deref() == Some(&master.id))
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// Waits until every running server says `cluster_state:ok` and every
+    /// running replica's link to its master is up.
+    pub async fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut ok = true;
+            for server in self.servers.iter().filter(|s| s.pid().is_some()) {
+                let info = cli(server.port(), &["cluster", "info"]).await;
+                if !info.contains("cluster_state:ok") {
+                    ok = false;
+                    break;
+                }
+                let replication = cli(server.port(), &["info", "replication"]).await;
+                if replication.contains("role:slave")
+                    && !replication.contains("master_link_status:up")
+                {
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
