@@ -370,3 +370,81 @@ impl RedisBrokerBuilder {
         RedisBroker::start(self.config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(cluster: bool) -> RedisConfig {
+        let topology = if cluster {
+            Topology::Cluster(vec!["redis://127.0.0.1:7000".into()])
+        } else {
+            Topology::Single
+        };
+        RedisBrokerBuilder::new("redis://127.0.0.1:7000", topology)
+            .prefix("sb:")
+            .config()
+            .clone()
+    }
+
+    /// The hash tag of a Redis key: what lies between its first `{` and
+    /// the first `}` after it when that is not empty, else the whole key.
+    fn tag(key: &str) -> &str {
+        if let Some(open) = key.find('{')
+            && let Some(len) = key[open + 1..].find('}')
+            && len > 0
+        {
+            return &key[open + 1..open + 1 + len];
+        }
+        key
+    }
+
+    #[test]
+    fn one_server_keeps_the_names_it_always_had() {
+        let c = config(false);
+        assert_eq!(c.channel("room"), "sb:room");
+        assert_eq!(c.members_key("room"), "sb:members:room");
+        assert_eq!(c.position_key("room"), "sb:position:room");
+        assert_eq!(c.history_key("room"), "sb:history:room");
+        assert_eq!(c.presence_key("room"), "sb:presence:room");
+        assert_eq!(c.topic_of("sb:room"), Some("room"));
+        assert_eq!(c.topic_of("other:room"), None);
+        assert_eq!(c.publish_command(), "PUBLISH");
+    }
+
+    #[test]
+    fn on_a_cluster_every_name_of_a_topic_has_the_same_hash_tag() {
+        let c = config(true);
+        assert_eq!(c.channel("room"), "sb:{room}");
+        assert_eq!(c.history_key("room"), "sb:{room}:history");
+        assert_eq!(c.publish_command(), "SPUBLISH");
+        for topic in ["room", "a{b", "}x", "a}b{c}", "{", "}", "", "#0000:x", "é"] {
+            let names = [
+                c.channel(topic),
+                c.members_key(topic),
+                c.position_key(topic),
+                c.history_key(topic),
+                c.presence_key(topic),
+            ];
+            let first = tag(&names[0]);
+            assert!(
+                !first.is_empty() && first != names[0],
+                "{topic:?}: {names:?}"
+            );
+            for name in &names {
+                assert_eq!(tag(name), first, "{topic:?}: {name}");
+            }
+            assert_eq!(c.topic_of(&names[0]), Some(topic), "{topic:?}: {names:?}");
+        }
+        // Distinct topics, distinct names.
+        let topics = ["a", "a}", "a}b", "#x", "b"];
+        let channels: std::collections::HashSet<String> =
+            topics.iter().map(|t| c.channel(t)).collect();
+        assert_eq!(channels.len(), topics.len());
+        // Not ours, or a hash that does not match its topic.
+        assert_eq!(c.topic_of("sb:room"), None);
+        assert_eq!(c.topic_of("sb:{}"), None);
+        assert_eq!(c.topic_of("sb:{#0000000000000000}:a}"), None);
+        assert_eq!(c.topic_of("x:{room}"), None);
+    }
+}

@@ -292,6 +292,18 @@ pub fn broker_builder(url: &str, node: &str, prefix: &str) -> RedisBrokerBuilder
         .membership_refresh(Duration::from_millis(200))
 }
 
+/// A cluster broker's builder with timings short enough for tests.
+pub fn cluster_broker_builder(seeds: &[String], node: &str, prefix: &str) -> RedisBrokerBuilder {
+    RedisBroker::cluster_builder(seeds.iter().cloned())
+        .node_id(node)
+        .prefix(prefix)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .health_interval(Duration::from_millis(100))
+        .publish_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .membership_refresh(Duration::from_millis(200))
+}
+
 impl Node {
     /// Starts a node and waits until its broker is connected.
     pub async fn start(url: &str, name: &str, prefix: &str) -> Self {

@@ -49,6 +49,8 @@ impl HistoryNode {
     pub async fn start(broker: RedisBroker) -> Self {
         let mut config = Config::default();
         config.outbound_queue = 1 << 15;
+        // Braces allowed, to try the names of topics that hold them.
+        config.topics.extra_chars.push_str("{}");
         let hub = TestHub::from_builder(
             Hub::builder(router())
                 .config(config)
