@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::cluster::{RedisCluster, cli};
 use support::positions::{HistoryNode, enter, resume, resumed, said};
+use support::tls::pki;
 use support::{Node, Posted, cluster_broker_builder, eventually, post};
 
 fn broker(cluster: &RedisCluster, node: &str, prefix: &str) -> RedisBroker {
@@ -24,8 +25,9 @@ fn broker(cluster: &RedisCluster, node: &str, prefix: &str) -> RedisBroker {
 /// The port of the master serving `topic`'s channel.
 async fn master_of(cluster: &RedisCluster, broker: &RedisBroker, topic: &str) -> u16 {
     let ask = cluster.servers[0].port();
-    let slot = RedisCluster::slot_of(ask, &broker.config().channel(topic)).await;
-    RedisCluster::master_of_slot(ask, slot)
+    let slot = cluster.slot_of(ask, &broker.config().channel(topic)).await;
+    cluster
+        .master_of_slot(ask, slot)
         .await
         .expect("a master serves the slot")
 }
@@ -99,6 +101,37 @@ async fn history_on_a_cluster_is_shared_and_resumed_on_the_other_node() {
     let cluster = RedisCluster::start(3, 1).await;
     let a = HistoryNode::start(broker(&cluster, "a", "clh:")).await;
     let b = HistoryNode::start(broker(&cluster, "b", "clh:")).await;
+    history_is_shared(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_carries_messages_and_history() {
+    let pki = pki("signalbox test CA");
+    let cluster = RedisCluster::start_tls(3, 1, &pki).await;
+    assert!(cluster.seeds()[0].starts_with("rediss://"));
+    let tls = |node: &str| {
+        cluster_broker_builder(&cluster.seeds(), node, "cltls:")
+            .tls_ca_pem(pki.ca_pem.as_bytes())
+            .tls_client_cert(pki.client_pem.as_bytes(), pki.client_key.as_bytes())
+            .build()
+            .expect("broker builds")
+    };
+    let a = HistoryNode::start(tls("a")).await;
+    let b = HistoryNode::start(tls("b")).await;
+    history_is_shared(&a, &b).await;
+    // Without the client certificate the cluster refuses the broker.
+    let refused = cluster_broker_builder(&cluster.seeds(), "x", "cltls:")
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .build()
+        .expect("broker builds");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!refused.status().publisher);
+}
+
+/// Publications on A reach B's subscriber with their positions, and a
+/// client resumes on A from history; for topic names with and without
+/// braces.
+async fn history_is_shared(a: &HistoryNode, b: &HistoryNode) {
     // Braces in a topic name (when the hub allows them) do not break the
     // hash tag: a `}` makes the tag the topic's hash.
     for topic in ["room:plain", "room:{odd", "room:}odd{"] {
@@ -172,7 +205,7 @@ async fn publications_keep_flowing_when_a_master_fails_over_to_its_replica() {
     let start = enter(&mut on_b, topic).await;
     b.subscribed(topic).await;
     let master = master_of(&cluster, &a.broker, topic).await;
-    let replica = RedisCluster::replicas_of(cluster.servers[0].port(), master).await[0];
+    let replica = cluster.replicas_of(cluster.servers[0].port(), master).await[0];
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let running = publisher(&a, topic, stop.clone());
@@ -243,7 +276,7 @@ async fn publications_a_failover_lost_are_reported_and_resumes_are_not_recovered
     let start = enter(&mut on_b, topic).await;
     b.subscribed(topic).await;
     let master = master_of(&cluster, &a.broker, topic).await;
-    let replica = RedisCluster::replicas_of(cluster.servers[0].port(), master).await[0];
+    let replica = cluster.replicas_of(cluster.servers[0].port(), master).await[0];
     for n in 1..=3 {
         a.publish_retrying(topic, n, Duration::from_secs(1)).await;
     }

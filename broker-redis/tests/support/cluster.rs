@@ -1,12 +1,15 @@
 //! A throwaway Redis Cluster on loopback: `redis-server --cluster-enabled
 //! yes` × N, joined by `redis-cli --cluster create`.
 
+use super::tls::{Pki, write_pem};
 use super::{RedisServer, free_port};
 use std::time::{Duration, Instant};
 
 /// A cluster of masters, each with its replicas.
 pub struct RedisCluster {
     pub servers: Vec<RedisServer>,
+    /// `redis-cli`'s TLS arguments when the cluster speaks TLS only.
+    cli_tls: Vec<String>,
 }
 
 /// One line of `CLUSTER NODES`.
@@ -24,7 +27,12 @@ pub struct ClusterNode {
 
 /// Runs `redis-cli` against `port`; its standard output.
 pub async fn cli(port: u16, args: &[&str]) -> String {
+    cli_with(&[], port, args).await
+}
+
+async fn cli_with(tls: &[String], port: u16, args: &[&str]) -> String {
     let out = tokio::process::Command::new("redis-cli")
+        .args(tls)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .output()
@@ -37,9 +45,61 @@ impl RedisCluster {
     /// Starts `masters` masters with `replicas` replicas each and waits
     /// until the cluster is up and every replica in sync.
     pub async fn start(masters: usize, replicas: usize) -> Self {
+        Self::start_with(masters, replicas, None).await
+    }
+
+    /// The same, every port (clients, cluster bus, replication) speaking
+    /// TLS only with `pki`'s server certificate and requiring a client
+    /// certificate from its CA.
+    pub async fn start_tls(masters: usize, replicas: usize, pki: &Pki) -> Self {
+        Self::start_with(masters, replicas, Some(pki)).await
+    }
+
+    async fn start_with(masters: usize, replicas: usize, pki: Option<&Pki>) -> Self {
         let mut servers = Vec::new();
+        let mut server_tls = Vec::new();
+        let mut cli_tls = Vec::new();
+        if let Some(pki) = pki {
+            let dir =
+                std::env::temp_dir().join(format!("signalbox-redis-cluster-tls-{}", free_port()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ca = write_pem(&dir, "ca.pem", &pki.ca_pem);
+            // The nodes present the server certificate to each other too
+            // (cluster bus, replication): it is good for both ends.
+            let cert = write_pem(&dir, "server.pem", &pki.server_pem);
+            let key = write_pem(&dir, "server.key", &pki.server_key);
+            let client = write_pem(&dir, "client.pem", &pki.client_pem);
+            let client_key = write_pem(&dir, "client.key", &pki.client_key);
+            server_tls = [
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "yes",
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            cli_tls = [
+                "--tls",
+                "--cacert",
+                &ca,
+                "--cert",
+                &client,
+                "--key",
+                &client_key,
+            ]
+            .map(str::to_owned)
+            .to_vec();
+        }
         for _ in 0..masters * (1 + replicas) {
-            let extra = [
+            let mut extra = [
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -56,7 +116,8 @@ impl RedisCluster {
             ]
             .map(str::to_owned)
             .to_vec();
-            servers.push(RedisServer::start_with(free_port(), extra, false).await);
+            extra.extend(server_tls.iter().cloned());
+            servers.push(RedisServer::start_with(free_port(), extra, pki.is_some()).await);
         }
         let addresses: Vec<String> = servers
             .iter()
@@ -67,6 +128,7 @@ impl RedisCluster {
         let replicas = replicas.to_string();
         args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
         let out = tokio::process::Command::new("redis-cli")
+            .args(&cli_tls)
             .args(&args)
             .output()
             .await
@@ -77,17 +139,27 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { servers };
+        let cluster = RedisCluster { servers, cli_tls };
         cluster.wait_healthy(Duration::from_secs(30)).await;
         cluster
     }
 
-    /// The seed URLs of every server.
+    /// The seed URLs of every server (`rediss://` when it speaks TLS).
     pub fn seeds(&self) -> Vec<String> {
+        let scheme = if self.cli_tls.is_empty() {
+            "redis"
+        } else {
+            "rediss"
+        };
         self.servers
             .iter()
-            .map(|s| format!("redis://127.0.0.1:{}/", s.port()))
+            .map(|s| format!("{scheme}://127.0.0.1:{}/", s.port()))
             .collect()
+    }
+
+    /// Runs `redis-cli` against the server on `port`.
+    pub async fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli_with(&self.cli_tls, port, args).await
     }
 
     /// The server listening on `port`.
@@ -99,8 +171,8 @@ impl RedisCluster {
     }
 
     /// `CLUSTER NODES` as seen by the server on `port`.
-    pub async fn nodes_seen_by(port: u16) -> Vec<ClusterNode> {
-        cli(port, &["cluster", "nodes"])
+    pub async fn nodes_seen_by(&self, port: u16) -> Vec<ClusterNode> {
+        self.cli(port, &["cluster", "nodes"])
             .await
             .lines()
             .filter_map(|line| {
@@ -132,8 +204,8 @@ impl RedisCluster {
 
     /// The port of the master serving `slot`, as the server on `ask` sees
     /// it.
-    pub async fn master_of_slot(ask: u16, slot: u16) -> Option<u16> {
-        Self::nodes_seen_by(ask)
+    pub async fn master_of_slot(&self, ask: u16, slot: u16) -> Option<u16> {
+        self.nodes_seen_by(ask)
             .await
             .into_iter()
             .find(|n| {
@@ -143,8 +215,8 @@ impl RedisCluster {
     }
 
     /// The slot of `key` (asked of the server on `ask`).
-    pub async fn slot_of(ask: u16, key: &str) -> u16 {
-        cli(ask, &["cluster", "keyslot", key])
+    pub async fn slot_of(&self, ask: u16, key: &str) -> u16 {
+        self.cli(ask, &["cluster", "keyslot", key])
             .await
             .trim()
             .parse()
@@ -152,8 +224,8 @@ impl RedisCluster {
     }
 
     /// The ports of the replicas of the master on `port`.
-    pub async fn replicas_of(ask: u16, port: u16) -> Vec<u16> {
-        let nodes = Self::nodes_seen_by(ask).await;
+    pub async fn replicas_of(&self, ask: u16, port: u16) -> Vec<u16> {
+        let nodes = self.nodes_seen_by(ask).await;
         let Some(master) = nodes.iter().find(|n| n.port == port) else {
             return Vec::new();
         };
@@ -171,12 +243,12 @@ impl RedisCluster {
         loop {
             let mut ok = true;
             for server in self.servers.iter().filter(|s| s.pid().is_some()) {
-                let info = cli(server.port(), &["cluster", "info"]).await;
+                let info = self.cli(server.port(), &["cluster", "info"]).await;
                 if !info.contains("cluster_state:ok") {
                     ok = false;
                     break;
                 }
-                let replication = cli(server.port(), &["info", "replication"]).await;
+                let replication = self.cli(server.port(), &["info", "replication"]).await;
                 if replication.contains("role:slave")
                     && !replication.contains("master_link_status:up")
                 {

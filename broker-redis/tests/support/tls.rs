@@ -20,14 +20,14 @@ pub struct Pki {
 fn leaf(
     ca: &CertifiedIssuer<'static, KeyPair>,
     name: &str,
-    usage: ExtendedKeyUsagePurpose,
+    usage: Vec<ExtendedKeyUsagePurpose>,
 ) -> (String, String) {
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     params
         .subject_alt_names
         .push(SanType::IpAddress([127, 0, 0, 1].into()));
     params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![usage];
+    params.extended_key_usages = usage;
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, ca).unwrap();
     (cert.pem(), key.serialize_pem())
@@ -40,8 +40,17 @@ pub fn pki(name: &str) -> Pki {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(DnType::CommonName, name);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let (server_pem, server_key) = leaf(&ca, "redis", ExtendedKeyUsagePurpose::ServerAuth);
-    let (client_pem, client_key) = leaf(&ca, "node", ExtendedKeyUsagePurpose::ClientAuth);
+    // The server certificate is a client one too: cluster nodes and
+    // replicas present it to each other.
+    let (server_pem, server_key) = leaf(
+        &ca,
+        "redis",
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    );
+    let (client_pem, client_key) = leaf(&ca, "node", vec![ExtendedKeyUsagePurpose::ClientAuth]);
     Pki {
         ca_pem: ca.pem(),
         server_pem,
@@ -51,7 +60,8 @@ pub fn pki(name: &str) -> Pki {
     }
 }
 
-fn write(dir: &Path, name: &str, pem: &str) -> String {
+/// Writes `pem` to `dir/name`; the path.
+pub fn write_pem(dir: &Path, name: &str, pem: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, pem).unwrap();
     path.to_string_lossy().into_owned()
@@ -66,11 +76,11 @@ pub async fn server(pki: &Pki) -> RedisServer {
     std::fs::create_dir_all(&dir).unwrap();
     let extra = vec![
         "--tls-cert-file".to_owned(),
-        write(&dir, "server.pem", &pki.server_pem),
+        write_pem(&dir, "server.pem", &pki.server_pem),
         "--tls-key-file".to_owned(),
-        write(&dir, "server.key", &pki.server_key),
+        write_pem(&dir, "server.key", &pki.server_key),
         "--tls-ca-cert-file".to_owned(),
-        write(&dir, "ca.pem", &pki.ca_pem),
+        write_pem(&dir, "ca.pem", &pki.ca_pem),
         "--tls-auth-clients".to_owned(),
         "yes".to_owned(),
     ];
