@@ -87,8 +87,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Positioned publications that arrived with an offset at or below
     /// one this node had already delivered of the same epoch: Redis lost
-    /// publications it had acknowledged (a failover to a replica that had
-    /// not received them, or a restart from an older snapshot). Each time
+    /// publications it had acknowledged (a restart from an older
+    /// snapshot; on a cluster a failover starts a new epoch instead). Each time
     /// the topic gets a new epoch, so clients resuming from before are
     /// told "not recovered" (docs/PROTOCOL.md §8) rather than silently
     /// missing what the lost offsets were reused for.
@@ -185,6 +185,7 @@ impl Shared {
             history::new_epoch().into_bytes(),
             history::read_mode(after).into_bytes(),
             history::age_ms(&limits).to_string().into_bytes(),
+            history::mode(config.is_cluster()).to_vec(),
         ];
         let read = tokio::time::timeout(
             config.publish_timeout,
@@ -556,6 +557,7 @@ impl Broker for RedisBroker {
             history::age_ms(&limits).to_string().into_bytes(),
             config.channel(&msg.topic).into_bytes(),
             config.publish_command().as_bytes().to_vec(),
+            history::mode(config.is_cluster()).to_vec(),
         ];
         let sent = tokio::time::timeout(
             config.publish_timeout,

@@ -113,10 +113,10 @@
 //!   pass the old top (the hub's gate compares offsets only); it is not
 //!   handled.
 //!
-//! - **Redis went back.** Redis replication is asynchronous: a master
-//!   that dies may take publications it acknowledged with it, and the
-//!   replica that takes over (or a server restarted from an older
-//!   snapshot) gives their offsets again to new publications. A node that
+//! - **Redis went back.** A server restarted from an older snapshot (or,
+//!   were it not for the new epoch of a failover, below, a promoted replica
+//!   that lacks the last publications) gives the offsets of the lost
+//!   publications again to new ones. A node that
 //!   receives a publication at or below an offset it already delivered of
 //!   the same epoch reports it: [`Stats::rewound`], a warning, the hub's
 //!   live subscribers take the publications from there
@@ -166,8 +166,17 @@
 //!   promoted (about the cluster's node timeout, plus the election),
 //!   publishes to its slots fail at once or within the publish timeout and
 //!   are answered UNAVAILABLE; the other masters' slots keep working when
-//!   the cluster runs with `cluster-require-full-coverage no`. What the
-//!   failover lost is reported as under "Redis went back" above.
+//!   the cluster runs with `cluster-require-full-coverage no`. The
+//!   promoted replica may lack the last publications the dead master
+//!   acknowledged (replication is asynchronous), and nothing tells which:
+//!   so the position hash of a topic names the master that wrote it
+//!   (`node`, its `CLUSTER MYID`), and the publish and read scripts take a
+//!   position written by another master as lost — the topic starts a new
+//!   epoch. Every topic of a failed-over (or resharded) slot thus starts a
+//!   new epoch: live subscribers go on (as under "Epochs" above; what a
+//!   node missed of the new epoch while resubscribing is read back), and a
+//!   client resuming from before the failover is told "not recovered",
+//!   even when nothing was lost.
 //! - **Several keys at once** (membership counts, presence, the position
 //!   refresh): one pipeline or script per topic, many in flight, instead
 //!   of one pipeline for many topics.

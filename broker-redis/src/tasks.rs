@@ -668,9 +668,9 @@ async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage
 
 /// A positioned publication came with an offset this node had already
 /// delivered of the same epoch: Redis lost publications it had
-/// acknowledged (a cluster failed over to a replica that had not received
-/// them, or a server restarted from an older snapshot) and reuses their
-/// offsets. Reported, never silent: counted ([`crate::Stats::rewound`]),
+/// acknowledged (a server restarted from an older snapshot; a cluster's
+/// failover starts a new epoch instead, see `history::PUBLISH_SCRIPT`) and
+/// reuses their offsets. Reported, never silent: counted ([`crate::Stats::rewound`]),
 /// logged, and the topic gets a new epoch in Redis (so a client resuming
 /// from a position of the old one is told "not recovered",
 /// docs/PROTOCOL.md §8); this node's live subscribers take the
