@@ -32,9 +32,13 @@ pub enum RedisBrokerError {
     /// tag that keeps a topic's keys in one slot.
     #[error("a Redis Cluster prefix cannot hold '{{' or '}}': {0:?}")]
     InvalidPrefix(String),
-    /// A cluster builder was given no seed node.
-    #[error("a Redis Cluster needs at least one seed node")]
+    /// A cluster or Sentinel builder was given no seed node or Sentinel.
+    #[error("a Redis Cluster needs a seed node, and Sentinel a Sentinel")]
     NoSeeds,
+    /// TLS settings were given for a master found through Sentinel (not
+    /// built).
+    #[error("TLS to a master found through Sentinel is not supported")]
+    SentinelTls,
     /// `build` was called outside a tokio runtime.
     #[error("a RedisBroker must be built inside a tokio runtime")]
     NoRuntime,
@@ -185,7 +189,7 @@ impl Shared {
             history::new_epoch().into_bytes(),
             history::read_mode(after).into_bytes(),
             history::age_ms(&limits).to_string().into_bytes(),
-            history::mode(config.is_cluster()).to_vec(),
+            config.writer_check().to_vec(),
         ];
         let read = tokio::time::timeout(
             config.publish_timeout,
@@ -257,7 +261,13 @@ impl Shared {
 /// Errors after which a connection is not worth keeping: it is replaced
 /// rather than tried again.
 fn is_connection_error(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        // A master demoted to a replica (a failover behind Sentinel): the
+        // next connection goes to the new master.
+        || e.code() == Some("READONLY")
 }
 
 /// What became of a command sent on the publishing connection of
@@ -338,8 +348,34 @@ impl RedisBroker {
         RedisBrokerBuilder::new(url, Topology::Cluster(seeds))
     }
 
+    /// Starts configuring a broker for the master that Redis Sentinel
+    /// monitors as `service`, asked of any of `sentinels`
+    /// (`redis://host:26379`). The master is looked up again at every
+    /// reconnection, so after a failover the broker follows the promoted
+    /// replica. See the crate documentation, "Sentinel".
+    pub fn sentinel_builder<I, S>(sentinels: I, service: impl Into<String>) -> RedisBrokerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
+        let url = sentinels.first().cloned().unwrap_or_default();
+        RedisBrokerBuilder::new(
+            url,
+            Topology::Sentinel {
+                sentinels,
+                service: service.into(),
+            },
+        )
+    }
+
     pub(crate) fn start(config: RedisConfig) -> Result<Self, RedisBrokerError> {
-        if matches!(&config.topology, Topology::Cluster(seeds) if seeds.is_empty()) {
+        let no_seeds = match &config.topology {
+            Topology::Single => false,
+            Topology::Cluster(seeds) => seeds.is_empty(),
+            Topology::Sentinel { sentinels, .. } => sentinels.is_empty(),
+        };
+        if no_seeds {
             return Err(RedisBrokerError::NoSeeds);
         }
         let client = RedisClient::new(&config)?;
@@ -557,7 +593,7 @@ impl Broker for RedisBroker {
             history::age_ms(&limits).to_string().into_bytes(),
             config.channel(&msg.topic).into_bytes(),
             config.publish_command().as_bytes().to_vec(),
-            history::mode(config.is_cluster()).to_vec(),
+            config.writer_check().to_vec(),
         ];
         let sent = tokio::time::timeout(
             config.publish_timeout,

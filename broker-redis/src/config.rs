@@ -34,6 +34,15 @@ pub(crate) enum Topology {
     /// (`SPUBLISH`/`SSUBSCRIBE`), every key and the channel of a topic in
     /// one hash slot.
     Cluster(Vec<String>),
+    /// The master of `service`, found through these Sentinels (and found
+    /// again at every reconnection, so a failover moves the broker to the
+    /// promoted replica).
+    Sentinel {
+        /// The Sentinels' URLs.
+        sentinels: Vec<String>,
+        /// The name the Sentinels monitor the master under.
+        service: String,
+    },
 }
 
 /// TLS settings for `rediss://` URLs.
@@ -90,7 +99,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 impl RedisConfig {
     /// The Redis URL (`redis://host:port/db` or `rediss://…`); on a
-    /// cluster, the first seed node's.
+    /// cluster, the first seed node's; behind Sentinel, the first
+    /// Sentinel's.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -155,6 +165,17 @@ impl RedisConfig {
         let topic = rest[close..].strip_prefix("}:")?;
         let hash = rest[..close].strip_prefix('#')?;
         (hash == format!("{:016x}", fnv1a(topic.as_bytes()))).then_some(topic)
+    }
+
+    /// What the history scripts check the position's writer against (see
+    /// `history::PUBLISH_SCRIPT`): the cluster node, the master's
+    /// replication id behind Sentinel, nothing on one server.
+    pub(crate) fn writer_check(&self) -> &'static [u8] {
+        match self.topology {
+            Topology::Single => b"single",
+            Topology::Cluster(_) => b"cluster",
+            Topology::Sentinel { .. } => b"replicated",
+        }
     }
 
     /// The command that publishes on a channel: `PUBLISH`, or

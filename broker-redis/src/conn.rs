@@ -22,6 +22,14 @@ pub(crate) enum RedisClient {
     /// A cluster: the seed nodes' client (every connection it makes finds
     /// the cluster's nodes and slots by itself).
     Cluster(ClusterClient),
+    /// The master named `service` by these Sentinels, asked again at every
+    /// connection.
+    Sentinel {
+        /// The Sentinels.
+        sentinels: Vec<redis::ConnectionInfo>,
+        /// The monitored master's name.
+        service: String,
+    },
 }
 
 impl RedisClient {
@@ -33,6 +41,7 @@ impl RedisClient {
         let seeds = match &config.topology {
             Topology::Single => std::slice::from_ref(&config.url),
             Topology::Cluster(seeds) => seeds.as_slice(),
+            Topology::Sentinel { sentinels, .. } => sentinels.as_slice(),
         };
         if seeds.iter().any(|url| url.starts_with("rediss://")) {
             // The redis client's TLS takes the process's rustls provider;
@@ -51,6 +60,22 @@ impl RedisClient {
                         .map_err(RedisBrokerError::InvalidUrl)?,
                 };
                 Ok(RedisClient::Single(client))
+            }
+            Topology::Sentinel { sentinels, service } => {
+                if certificates.is_some() || sentinels.iter().any(|u| u.starts_with("rediss://")) {
+                    return Err(RedisBrokerError::SentinelTls);
+                }
+                let sentinels = sentinels
+                    .iter()
+                    .map(|url| {
+                        redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                            .map_err(RedisBrokerError::InvalidUrl)
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(RedisClient::Sentinel {
+                    sentinels,
+                    service: service.clone(),
+                })
             }
             Topology::Cluster(seeds) => {
                 if config.prefix.contains(['{', '}']) {
@@ -72,17 +97,33 @@ impl RedisClient {
 
     /// A connection for commands (publishes, scripts, counts).
     pub(crate) async fn connect(&self, config: &RedisConfig) -> RedisResult<Conn> {
+        let options = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.publish_timeout));
         match self {
-            RedisClient::Single(client) => {
-                let options = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.publish_timeout));
-                client
-                    .get_multiplexed_async_connection_with_config(&options)
-                    .await
-                    .map(Conn::Single)
-            }
             RedisClient::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            _ => self
+                .server()
+                .await?
+                .get_multiplexed_async_connection_with_config(&options)
+                .await
+                .map(Conn::Single),
+        }
+    }
+
+    /// The client of the one server to use now: the configured one, or the
+    /// master the Sentinels name now. Not for a cluster.
+    pub(crate) async fn server(&self) -> RedisResult<redis::Client> {
+        match self {
+            RedisClient::Single(client) => Ok(client.clone()),
+            RedisClient::Sentinel { sentinels, service } => {
+                let mut sentinel = redis::sentinel::Sentinel::build(sentinels.clone())?;
+                sentinel.async_master_for(service, None).await
+            }
+            RedisClient::Cluster(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a cluster has no one server",
+            ))),
         }
     }
 }

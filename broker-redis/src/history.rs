@@ -29,22 +29,25 @@ use std::sync::OnceLock;
 /// Appends a publication and publishes it. KEYS: position hash, stream.
 /// ARGV: epoch candidate, frame head, max_len, max_age in ms (≥ 1),
 /// channel, the publish command (`PUBLISH`, or `SPUBLISH` on a cluster,
-/// where the channel carries the keys' hash tag), `cluster` or `single`.
-/// Returns `{epoch, offset}`.
+/// where the channel carries the keys' hash tag), the writer check
+/// (`cluster`, `replicated` or `single`). Returns `{epoch, offset}`.
 ///
 /// On a cluster the position hash also names the master that wrote it
-/// (`node`, its `CLUSTER MYID`): a position written by another master —
-/// the topic's slot failed over to a replica, which may lack the last
-/// publications, or moved — is taken as lost, and the topic starts a new
-/// epoch.
+/// (`node`, its `CLUSTER MYID`); behind Sentinel, the master's replication
+/// id (`master_replid`, which a promoted replica changes). A position
+/// written by another master — a failover to a replica, which may lack the
+/// last publications, or a slot moved — is taken as lost, and the topic
+/// starts a new epoch.
 pub(crate) const PUBLISH_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local me = false
 if ARGV[7] == 'cluster' then
   me = redis.call('CLUSTER', 'MYID')
-  if epoch and redis.call('HGET', KEYS[1], 'node') ~= me then
-    epoch = false
-  end
+elseif ARGV[7] == 'replicated' then
+  me = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+end
+if me and epoch and redis.call('HGET', KEYS[1], 'node') ~= me then
+  epoch = false
 end
 if not epoch then
   epoch = ARGV[1]
@@ -88,8 +91,8 @@ return {epoch, offset}
 
 /// Reads a topic's position and kept publications. KEYS: position hash,
 /// stream. ARGV: epoch candidate, what to read (`all`, `none`, or the
-/// offset after which to read), max_age in ms (≥ 1), `cluster` or
-/// `single`. Returns `{epoch, top, entries}` with the entries as `XRANGE`
+/// offset after which to read), max_age in ms (≥ 1), the writer check
+/// (`cluster`, `replicated` or `single`). Returns `{epoch, top, entries}` with the entries as `XRANGE`
 /// gives them, newest first when an offset was given. A position written
 /// by another master is taken as lost, as in [`PUBLISH_SCRIPT`].
 pub(crate) const READ_SCRIPT: &str = r"
@@ -98,9 +101,11 @@ local age = tonumber(ARGV[3])
 local me = false
 if ARGV[4] == 'cluster' then
   me = redis.call('CLUSTER', 'MYID')
-  if epoch and redis.call('HGET', KEYS[1], 'node') ~= me then
-    epoch = false
-  end
+elseif ARGV[4] == 'replicated' then
+  me = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+end
+if me and epoch and redis.call('HGET', KEYS[1], 'node') ~= me then
+  epoch = false
 end
 if not epoch then
   epoch = ARGV[1]
@@ -142,12 +147,6 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 ";
-
-/// `cluster` or `single`: the last argument of the publish and read
-/// scripts.
-pub(crate) fn mode(cluster: bool) -> &'static [u8] {
-    if cluster { b"cluster" } else { b"single" }
-}
 
 /// Gives a topic a new epoch when Redis went back on its offsets. KEYS:
 /// position hash, stream. ARGV: the epoch that went back, the new one.

@@ -1,7 +1,7 @@
 //! signalbox-redis: a [`signalbox::Broker`] over Redis pub/sub, so that
 //! topics span every node (process) that shares one Redis server (over TLS
-//! with `rediss://`) or one Redis Cluster (sharded pub/sub, see "Redis
-//! Cluster" below).
+//! with `rediss://`), one Redis Cluster (sharded pub/sub, see "Redis
+//! Cluster" below) or a master found through Redis Sentinel.
 //!
 //! ```no_run
 //! use signalbox::{Hub, Router};
@@ -181,9 +181,21 @@
 //!   refresh): one pipeline or script per topic, many in flight, instead
 //!   of one pipeline for many topics.
 //!
+//! # Sentinel ([`RedisBroker::sentinel_builder`])
+//!
+//! Behind Redis Sentinel the broker works as with one server, on the
+//! master the Sentinels name: it asks them again at every reconnection, so
+//! after a failover (the old master unreachable, or answering `READONLY`
+//! as a replica) both connections move to the promoted replica and every
+//! held topic is subscribed again. As on a cluster, the replica may lack
+//! the last publications the old master acknowledged: the position hash
+//! names the master's replication id (`master_replid`, which a promoted
+//! replica changes) and a position written under another one starts a new
+//! epoch. TLS to a master found through Sentinel is not built.
+//!
 //! Topics without history have no positions: a message published while a
 //! node's subscription was being restored does not reach that node and is
-//! not reported, on a cluster as on one server.
+//! not reported, on a cluster or behind Sentinel as on one server.
 //!
 //! # Presence ([`signalbox::Hub::presence`])
 //!

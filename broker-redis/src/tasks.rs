@@ -161,9 +161,10 @@ pub(crate) async fn run_subscriber(shared: Arc<Shared>) {
     let mut sessions = 0u64;
     loop {
         let ended = match (&shared.client, &config.topology) {
-            (RedisClient::Single(client), _) => {
-                let connecting =
-                    tokio::time::timeout(config.connect_timeout, client.get_async_pubsub());
+            (RedisClient::Single(_) | RedisClient::Sentinel { .. }, _) => {
+                let connecting = tokio::time::timeout(config.connect_timeout, async {
+                    shared.client.server().await?.get_async_pubsub().await
+                });
                 let connected = tokio::select! {
                     () = shared.stop.cancelled() => return,
                     r = connecting => r,
@@ -186,7 +187,7 @@ pub(crate) async fn run_subscriber(shared: Arc<Shared>) {
             (RedisClient::Cluster(_), Topology::Cluster(seeds)) => {
                 cluster_subscriber_session(&shared, &delivery, seeds, &mut sessions).await
             }
-            (RedisClient::Cluster(_), Topology::Single) => return,
+            (RedisClient::Cluster(_), _) => return,
         };
         if let Some(ended) = ended {
             backoff.reset();
@@ -609,8 +610,10 @@ async fn on_message(shared: &Shared, delivery: &LocalDelivery, channel: &str, pa
 /// subscribers are restarted on the new epoch and those of its
 /// publications this node did not receive are read back the same way. Returns how many
 /// local deliveries that made. The reader waits for this read (one round
-/// trip, at most the publish timeout); what cannot be read back (trimmed,
-/// Redis unreachable) stays missed, and clients see the jump in offsets.
+/// trip, at most the publish timeout; when it fails, once more after the
+/// publishing connection is back, waiting at most the subscribe timeout);
+/// what cannot be read back (trimmed, Redis unreachable) stays missed, and
+/// clients see the jump in offsets.
 async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage) -> usize {
     let Some(position) = &msg.position else {
         return 0;
@@ -647,7 +650,24 @@ async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage
     if position.offset <= last.saturating_add(1) || delivery.topic_size(&msg.topic) == 0 {
         return 0;
     }
-    let read = match shared.read_kept(&msg.topic, Some(last)).await {
+    let mut read = shared.read_kept(&msg.topic, Some(last)).await;
+    if read.is_err() {
+        // The publishing connection may be a moment behind the subscriber
+        // (a failover: this message came from the new master while the
+        // publishing connection still pointed at the old one): once it is
+        // back, at most the subscribe timeout, read again.
+        let mut status = shared.status.subscribe();
+        let back = tokio::time::timeout(
+            shared.config.subscribe_timeout,
+            status.wait_for(|s| s.publisher),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if back {
+            read = shared.read_kept(&msg.topic, Some(last)).await;
+        }
+    }
+    let read = match read {
         Ok(read) if read.epoch == position.epoch => read,
         Ok(_) => return 0,
         Err(error) => {

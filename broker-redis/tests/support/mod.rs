@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod cluster;
 pub mod positions;
+pub mod sentinel;
 pub mod tls;
 
 /// A `redis-server` child process, killed on drop.
@@ -283,6 +284,24 @@ pub fn broker(url: &str, node: &str, prefix: &str) -> RedisBroker {
 /// The builder of [`broker`], to change a setting first.
 pub fn broker_builder(url: &str, node: &str, prefix: &str) -> RedisBrokerBuilder {
     RedisBroker::builder(url)
+        .node_id(node)
+        .prefix(prefix)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .health_interval(Duration::from_millis(100))
+        .publish_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .membership_refresh(Duration::from_millis(200))
+}
+
+/// A broker's builder for the master Sentinel names `service`, with
+/// timings short enough for tests.
+pub fn sentinel_broker_builder(
+    sentinels: &[String],
+    service: &str,
+    node: &str,
+    prefix: &str,
+) -> RedisBrokerBuilder {
+    RedisBroker::sentinel_builder(sentinels.iter().cloned(), service)
         .node_id(node)
         .prefix(prefix)
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
