@@ -10,6 +10,16 @@ pub struct RedisCluster {
     pub servers: Vec<RedisServer>,
     /// `redis-cli`'s TLS arguments when the cluster speaks TLS only.
     cli_tls: Vec<String>,
+    /// Where the TLS files are, removed on drop.
+    tls_dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.tls_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// One line of `CLUSTER NODES`.
@@ -59,6 +69,7 @@ impl RedisCluster {
         let mut servers = Vec::new();
         let mut server_tls = Vec::new();
         let mut cli_tls = Vec::new();
+        let mut tls_dir = None;
         if let Some(pki) = pki {
             let dir =
                 std::env::temp_dir().join(format!("signalbox-redis-cluster-tls-{}", free_port()));
@@ -70,6 +81,7 @@ impl RedisCluster {
             let key = write_pem(&dir, "server.key", &pki.server_key);
             let client = write_pem(&dir, "client.pem", &pki.client_pem);
             let client_key = write_pem(&dir, "client.key", &pki.client_key);
+            tls_dir = Some(dir.clone());
             server_tls = [
                 "--tls-cert-file",
                 &cert,
@@ -139,7 +151,11 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { servers, cli_tls };
+        let cluster = RedisCluster {
+            servers,
+            cli_tls,
+            tls_dir,
+        };
         cluster.wait_healthy(Duration::from_secs(30)).await;
         cluster
     }

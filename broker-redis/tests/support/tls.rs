@@ -84,5 +84,8 @@ pub async fn server(pki: &Pki) -> RedisServer {
         "--tls-auth-clients".to_owned(),
         "yes".to_owned(),
     ];
-    RedisServer::start_with(port, extra, true).await
+    let server = RedisServer::start_with(port, extra, true).await;
+    // Read at start; not needed any more.
+    let _ = std::fs::remove_dir_all(&dir);
+    server
 }
