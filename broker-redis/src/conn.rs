@@ -208,15 +208,16 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
-    /// Asks one node whether it answers (on a cluster, any node: the
-    /// cluster connection itself follows nodes that fail).
+    /// Asks one node whether it answers (on a cluster, any master: the
+    /// cluster connection itself follows nodes that fail, and a replica
+    /// that is down serves nothing the broker uses).
     pub(crate) async fn ping(&mut self) -> RedisResult<()> {
         match self {
             Conn::Single(c) => redis::cmd("PING").query_async::<String>(c).await.map(drop),
             Conn::Cluster(c) => c
                 .route_command(
                     redis::cmd("PING"),
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
                 )
                 .await
                 .map(drop),

@@ -353,3 +353,47 @@ async fn signal(pid: u32, which: &str) {
         .success();
     assert!(ok, "kill -{which} {pid}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_does_not_disturb_the_brokers() {
+    let mut cluster = RedisCluster::start(3, 1).await;
+    let a = Node::start_with(broker(&cluster, "a", "rep:")).await;
+    let b = Node::start_with(broker(&cluster, "b", "rep:")).await;
+    let topics: Vec<String> = (0..6).map(|i| format!("room-{i}")).collect();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for topic in &topics {
+        senders.push(a.member("json", topic).await);
+        receivers.push(b.member("json", topic).await);
+        b.subscribed(topic).await;
+    }
+    let ask = cluster.servers[0].port();
+    let master = master_of(&cluster, &a.broker, &topics[0]).await;
+    let replica = cluster.replicas_of(ask, master).await[0];
+    cluster.server(replica).kill();
+    // The brokers may notice (a node connection lost) and resubscribe
+    // once; then they settle, with the replica still down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for topic in &topics {
+        b.subscribed(topic).await;
+    }
+    let settled = (a.broker.stats().reconnects, b.broker.stats().reconnects);
+    for round in 0..5 {
+        for (topic, c) in topics.iter().zip(&mut senders) {
+            c.send(&post(topic, &format!("{round} {topic}"))).await;
+        }
+        for (topic, c) in topics.iter().zip(&mut receivers) {
+            assert_eq!(
+                c.expect::<Posted>().await.0.0.text,
+                format!("{round} {topic}")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        (a.broker.stats().reconnects, b.broker.stats().reconnects),
+        settled,
+        "the brokers kept reconnecting while a replica was down"
+    );
+    assert!(a.broker.status().is_connected() && b.broker.status().is_connected());
+}
