@@ -10,7 +10,7 @@
 //!
 //! Without a URL it starts a throwaway `redis-server` on a free loopback
 //! port (and stops it at the end). `--cluster` measures against a running
-//! Redis Cluster reached through the given seed URLs. For a `rediss://`
+//! Redis Cluster reached through the given startup URLs. For a `rediss://`
 //! URL, `REDIS_CA_PEM` (and `REDIS_CLIENT_CERT`, `REDIS_CLIENT_KEY`) name
 //! PEM files to trust and to present. Clients are in-memory (the core's test
 //! harness), so the numbers are the router plus Redis, without a network
@@ -61,12 +61,12 @@ fn router() -> Router {
     })
 }
 
-/// A broker's builder for the measured Redis: `seeds` when measuring a
+/// A broker's builder for the measured Redis: `nodes` when measuring a
 /// cluster, else the one server at `url`; with the TLS files named in the
 /// environment.
-fn builder(url: &str, seeds: &Option<Vec<String>>) -> RedisBrokerBuilder {
-    let mut builder = match seeds {
-        Some(seeds) => RedisBroker::cluster_builder(seeds.iter().cloned()),
+fn builder(url: &str, nodes: &Option<Vec<String>>) -> RedisBrokerBuilder {
+    let mut builder = match nodes {
+        Some(nodes) => RedisBroker::cluster_builder(nodes.iter().cloned()),
         None => RedisBroker::builder(url),
     };
     let read = |var: &str| {
@@ -197,11 +197,11 @@ async fn measure(
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let seeds: Option<Vec<String>> = match args.as_slice() {
+    let nodes: Option<Vec<String>> = match args.as_slice() {
         [flag, list] if flag == "--cluster" => Some(list.split(',').map(str::to_owned).collect()),
         _ => None,
     };
-    let redis = Redis::start(if seeds.is_some() {
+    let redis = Redis::start(if nodes.is_some() {
         Some(String::new())
     } else {
         args.first().cloned()
@@ -212,7 +212,7 @@ async fn main() {
     let local = measure(single.hub(), &single, "bench", || true).await;
 
     // One node with the Redis broker: local delivery plus a PUBLISH.
-    let solo = builder(&redis.1, &seeds)
+    let solo = builder(&redis.1, &nodes)
         .node_id("solo")
         .prefix("bench-solo:")
         .build()
@@ -226,12 +226,12 @@ async fn main() {
     let with_broker = measure(solo_hub.hub(), &solo_hub, "bench", || true).await;
 
     // Two nodes: publish on A, the subscriber on B.
-    let a = builder(&redis.1, &seeds)
+    let a = builder(&redis.1, &nodes)
         .node_id("a")
         .prefix("bench:")
         .build()
         .unwrap();
-    let b = builder(&redis.1, &seeds)
+    let b = builder(&redis.1, &nodes)
         .node_id("b")
         .prefix("bench:")
         .build()
@@ -248,12 +248,12 @@ async fn main() {
 
     // The same with history kept in Redis: each publish runs the publish
     // script (offset, stream, trim, PUBLISH).
-    let ha = builder(&redis.1, &seeds)
+    let ha = builder(&redis.1, &nodes)
         .node_id("ha")
         .prefix("bench:")
         .build()
         .unwrap();
-    let hb = builder(&redis.1, &seeds)
+    let hb = builder(&redis.1, &nodes)
         .node_id("hb")
         .prefix("bench:")
         .build()

@@ -32,9 +32,9 @@ pub enum RedisBrokerError {
     /// tag that keeps a topic's keys in one slot.
     #[error("a Redis Cluster prefix cannot hold '{{' or '}}': {0:?}")]
     InvalidPrefix(String),
-    /// A cluster or Sentinel builder was given no seed node or Sentinel.
-    #[error("a Redis Cluster needs a seed node, and Sentinel a Sentinel")]
-    NoSeeds,
+    /// A cluster or Sentinel builder was given no startup node or Sentinel.
+    #[error("a Redis Cluster needs a startup node, and Sentinel a Sentinel")]
+    NoNodes,
     /// TLS settings were given for a master found through Sentinel (not
     /// built).
     #[error("TLS to a master found through Sentinel is not supported")]
@@ -335,17 +335,17 @@ impl RedisBroker {
     }
 
     /// Starts configuring a broker for a Redis Cluster (Redis 7 or later),
-    /// reached through any of `seeds` (`redis://host:port` or
+    /// reached through any of `nodes` (`redis://host:port` or
     /// `rediss://host:port`; the others are found from the cluster). See
     /// the crate documentation, "Redis Cluster".
-    pub fn cluster_builder<I, S>(seeds: I) -> RedisBrokerBuilder
+    pub fn cluster_builder<I, S>(nodes: I) -> RedisBrokerBuilder
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
-        let url = seeds.first().cloned().unwrap_or_default();
-        RedisBrokerBuilder::new(url, Topology::Cluster(seeds))
+        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let url = nodes.first().cloned().unwrap_or_default();
+        RedisBrokerBuilder::new(url, Topology::Cluster(nodes))
     }
 
     /// Starts configuring a broker for the master that Redis Sentinel
@@ -370,13 +370,13 @@ impl RedisBroker {
     }
 
     pub(crate) fn start(config: RedisConfig) -> Result<Self, RedisBrokerError> {
-        let no_seeds = match &config.topology {
+        let no_nodes = match &config.topology {
             Topology::Single => false,
-            Topology::Cluster(seeds) => seeds.is_empty(),
+            Topology::Cluster(nodes) => nodes.is_empty(),
             Topology::Sentinel { sentinels, .. } => sentinels.is_empty(),
         };
-        if no_seeds {
-            return Err(RedisBrokerError::NoSeeds);
+        if no_nodes {
+            return Err(RedisBrokerError::NoNodes);
         }
         let client = RedisClient::new(&config)?;
         let runtime =

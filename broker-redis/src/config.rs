@@ -30,7 +30,7 @@ pub struct RedisConfig {
 pub(crate) enum Topology {
     /// One server (`PUBLISH`/`SUBSCRIBE`; keys named as before clusters).
     Single,
-    /// A Redis Cluster reached through these seed nodes: sharded pub/sub
+    /// A Redis Cluster reached through these startup nodes: sharded pub/sub
     /// (`SPUBLISH`/`SSUBSCRIBE`), every key and the channel of a topic in
     /// one hash slot.
     Cluster(Vec<String>),
@@ -99,7 +99,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 impl RedisConfig {
     /// The Redis URL (`redis://host:port/db` or `rediss://…`); on a
-    /// cluster, the first seed node's; behind Sentinel, the first
+    /// cluster, the first startup node's; behind Sentinel, the first
     /// Sentinel's.
     pub fn url(&self) -> &str {
         &self.url

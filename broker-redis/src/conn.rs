@@ -19,7 +19,7 @@ pub(crate) const BATCH: usize = 256;
 pub(crate) enum RedisClient {
     /// One server.
     Single(redis::Client),
-    /// A cluster: the seed nodes' client (every connection it makes finds
+    /// A cluster: the startup nodes' client (every connection it makes finds
     /// the cluster's nodes and slots by itself).
     Cluster(ClusterClient),
     /// The master named `service` by these Sentinels, asked again at every
@@ -38,12 +38,12 @@ impl RedisClient {
         if let Some(pem) = &config.tls.ca_pem {
             check_ca_pem(pem)?;
         }
-        let seeds = match &config.topology {
+        let nodes = match &config.topology {
             Topology::Single => std::slice::from_ref(&config.url),
-            Topology::Cluster(seeds) => seeds.as_slice(),
+            Topology::Cluster(nodes) => nodes.as_slice(),
             Topology::Sentinel { sentinels, .. } => sentinels.as_slice(),
         };
-        if seeds.iter().any(|url| url.starts_with("rediss://")) {
+        if nodes.iter().any(|url| url.starts_with("rediss://")) {
             // The redis client's TLS takes the process's rustls provider;
             // when the application chose none, ring (this crate's) is it.
             if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -77,11 +77,11 @@ impl RedisClient {
                     service: service.clone(),
                 })
             }
-            Topology::Cluster(seeds) => {
+            Topology::Cluster(nodes) => {
                 if config.prefix.contains(['{', '}']) {
                     return Err(RedisBrokerError::InvalidPrefix(config.prefix.clone()));
                 }
-                cluster_builder(config, seeds)
+                cluster_builder(config, nodes)
                     .build()
                     .map(RedisClient::Cluster)
                     .map_err(|e| {
@@ -154,10 +154,10 @@ fn certificates_given(config: &RedisConfig) -> bool {
     config.tls.certificates().is_some()
 }
 
-/// A cluster client for `seeds` with the broker's timeouts and TLS
+/// A cluster client for `nodes` with the broker's timeouts and TLS
 /// material (the subscriber adds RESP3 and its push sender).
-pub(crate) fn cluster_builder(config: &RedisConfig, seeds: &[String]) -> ClusterClientBuilder {
-    let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+pub(crate) fn cluster_builder(config: &RedisConfig, nodes: &[String]) -> ClusterClientBuilder {
+    let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.publish_timeout)
         // The broker retries at its own level (the next publish, the next

@@ -184,8 +184,8 @@ pub(crate) async fn run_subscriber(shared: Arc<Shared>) {
                     }
                 }
             }
-            (RedisClient::Cluster(_), Topology::Cluster(seeds)) => {
-                cluster_subscriber_session(&shared, &delivery, seeds, &mut sessions).await
+            (RedisClient::Cluster(_), Topology::Cluster(nodes)) => {
+                cluster_subscriber_session(&shared, &delivery, nodes, &mut sessions).await
             }
             (RedisClient::Cluster(_), _) => return,
         };
@@ -323,7 +323,7 @@ async fn subscriber_session(
 async fn cluster_subscriber_session(
     shared: &Arc<Shared>,
     delivery: &LocalDelivery,
-    seeds: &[String],
+    nodes: &[String],
     sessions: &mut u64,
 ) -> Option<String> {
     let config = &shared.config;
@@ -346,7 +346,7 @@ async fn cluster_subscriber_session(
             Ok(())
         }
     };
-    let client = match cluster_builder(config, seeds)
+    let client = match cluster_builder(config, nodes)
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(sender)
         .build()

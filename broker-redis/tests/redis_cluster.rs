@@ -18,7 +18,7 @@ use support::tls::pki;
 use support::{Node, Posted, cluster_broker_builder, eventually, post};
 
 fn broker(cluster: &RedisCluster, node: &str, prefix: &str) -> RedisBroker {
-    cluster_broker_builder(&cluster.seeds(), node, prefix)
+    cluster_broker_builder(&cluster.urls(), node, prefix)
         .build()
         .expect("broker builds")
 }
@@ -109,9 +109,9 @@ async fn history_on_a_cluster_is_shared_and_resumed_on_the_other_node() {
 async fn a_cluster_over_tls_carries_messages_and_history() {
     let pki = pki("signalbox test CA");
     let cluster = RedisCluster::start_tls(3, 1, &pki).await;
-    assert!(cluster.seeds()[0].starts_with("rediss://"));
+    assert!(cluster.urls()[0].starts_with("rediss://"));
     let tls = |node: &str| {
-        cluster_broker_builder(&cluster.seeds(), node, "cltls:")
+        cluster_broker_builder(&cluster.urls(), node, "cltls:")
             .tls_ca_pem(pki.ca_pem.as_bytes())
             .tls_client_cert(pki.client_pem.as_bytes(), pki.client_key.as_bytes())
             .build()
@@ -121,7 +121,7 @@ async fn a_cluster_over_tls_carries_messages_and_history() {
     let b = HistoryNode::start(tls("b")).await;
     history_is_shared(&a, &b).await;
     // Without the client certificate the cluster refuses the broker.
-    let refused = cluster_broker_builder(&cluster.seeds(), "x", "cltls:")
+    let refused = cluster_broker_builder(&cluster.urls(), "x", "cltls:")
         .tls_ca_pem(pki.ca_pem.as_bytes())
         .build()
         .expect("broker builds");

@@ -160,8 +160,8 @@ impl RedisCluster {
         cluster
     }
 
-    /// The seed URLs of every server (`rediss://` when it speaks TLS).
-    pub fn seeds(&self) -> Vec<String> {
+    /// The URLs of every server (`rediss://` when it speaks TLS).
+    pub fn urls(&self) -> Vec<String> {
         let scheme = if self.cli_tls.is_empty() {
             "redis"
         } else {

@@ -312,8 +312,8 @@ pub fn sentinel_broker_builder(
 }
 
 /// A cluster broker's builder with timings short enough for tests.
-pub fn cluster_broker_builder(seeds: &[String], node: &str, prefix: &str) -> RedisBrokerBuilder {
-    RedisBroker::cluster_builder(seeds.iter().cloned())
+pub fn cluster_broker_builder(urls: &[String], node: &str, prefix: &str) -> RedisBrokerBuilder {
+    RedisBroker::cluster_builder(urls.iter().cloned())
         .node_id(node)
         .prefix(prefix)
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
