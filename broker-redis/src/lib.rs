@@ -158,8 +158,8 @@
 //!   dropped and counted in [`Stats::dropped`]; the reader never waits for
 //!   a client, so it does not fill in practice). When a node's connection
 //!   is lost or a node drops a subscription (its slot moved: a failover or
-//!   a resharding), the session ends and the next one, on a new
-//!   connection, subscribes to every held topic again; the publications
+//!   a resharding), the subscriber drops its cluster connection and a new
+//!   one subscribes to every held topic again; the publications
 //!   of topics with history missed meanwhile are read back as under "A
 //!   node that missed some" above.
 //! - **Failover.** While a master is down and until its replica is
