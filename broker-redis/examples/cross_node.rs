@@ -5,10 +5,14 @@
 //!
 //! ```text
 //! cargo run --release -p signalbox-redis --example cross_node [-- REDIS_URL]
+//! cargo run --release -p signalbox-redis --example cross_node -- --cluster URL[,URL…]
 //! ```
 //!
 //! Without a URL it starts a throwaway `redis-server` on a free loopback
-//! port (and stops it at the end). Clients are in-memory (the core's test
+//! port (and stops it at the end). `--cluster` measures against a running
+//! Redis Cluster reached through the given startup URLs. For a `rediss://`
+//! URL, `REDIS_CA_PEM` (and `REDIS_CLIENT_CERT`, `REDIS_CLIENT_KEY`) name
+//! PEM files to trust and to present. Clients are in-memory (the core's test
 //! harness), so the numbers are the router plus Redis, without a network
 //! transport.
 
@@ -21,7 +25,7 @@ use redis_server::Redis;
 use serde::{Deserialize, Serialize};
 use signalbox::testing::{TestClient, TestHub};
 use signalbox::{Config, Ctx, HistoryLimits, Hub, Router, TopicPattern, message};
-use signalbox_redis::RedisBroker;
+use signalbox_redis::{RedisBroker, RedisBrokerBuilder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +59,28 @@ fn router() -> Router {
         ctx.subscribe(&ctx.payload().topic)?;
         ctx.reply(&Joined)
     })
+}
+
+/// A broker's builder for the measured Redis: `nodes` when measuring a
+/// cluster, else the one server at `url`; with the TLS files named in the
+/// environment.
+fn builder(url: &str, nodes: &Option<Vec<String>>) -> RedisBrokerBuilder {
+    let mut builder = match nodes {
+        Some(nodes) => RedisBroker::cluster_builder(nodes.iter().cloned()),
+        None => RedisBroker::builder(url),
+    };
+    let read = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .map(|path| std::fs::read(path).unwrap())
+    };
+    if let Some(ca) = read("REDIS_CA_PEM") {
+        builder = builder.tls_ca_pem(ca);
+    }
+    if let (Some(cert), Some(key)) = (read("REDIS_CLIENT_CERT"), read("REDIS_CLIENT_KEY")) {
+        builder = builder.tls_client_cert(cert, key);
+    }
+    builder
 }
 
 fn config() -> Config {
@@ -170,14 +196,23 @@ async fn measure(
 
 #[tokio::main]
 async fn main() {
-    let redis = Redis::start(std::env::args().nth(1));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let nodes: Option<Vec<String>> = match args.as_slice() {
+        [flag, list] if flag == "--cluster" => Some(list.split(',').map(str::to_owned).collect()),
+        _ => None,
+    };
+    let redis = Redis::start(if nodes.is_some() {
+        Some(String::new())
+    } else {
+        args.first().cloned()
+    });
 
     // One node, no broker.
     let single = TestHub::from_builder(Hub::builder(router()).config(config()));
     let local = measure(single.hub(), &single, "bench", || true).await;
 
     // One node with the Redis broker: local delivery plus a PUBLISH.
-    let solo = RedisBroker::builder(&redis.1)
+    let solo = builder(&redis.1, &nodes)
         .node_id("solo")
         .prefix("bench-solo:")
         .build()
@@ -191,12 +226,12 @@ async fn main() {
     let with_broker = measure(solo_hub.hub(), &solo_hub, "bench", || true).await;
 
     // Two nodes: publish on A, the subscriber on B.
-    let a = RedisBroker::builder(&redis.1)
+    let a = builder(&redis.1, &nodes)
         .node_id("a")
         .prefix("bench:")
         .build()
         .unwrap();
-    let b = RedisBroker::builder(&redis.1)
+    let b = builder(&redis.1, &nodes)
         .node_id("b")
         .prefix("bench:")
         .build()
@@ -213,12 +248,12 @@ async fn main() {
 
     // The same with history kept in Redis: each publish runs the publish
     // script (offset, stream, trim, PUBLISH).
-    let ha = RedisBroker::builder(&redis.1)
+    let ha = builder(&redis.1, &nodes)
         .node_id("ha")
         .prefix("bench:")
         .build()
         .unwrap();
-    let hb = RedisBroker::builder(&redis.1)
+    let hb = builder(&redis.1, &nodes)
         .node_id("hb")
         .prefix("bench:")
         .build()

@@ -1,11 +1,11 @@
 //! The broker handle and the state its background tasks share.
 
-use crate::config::{RedisBrokerBuilder, RedisConfig};
+use crate::config::{RedisBrokerBuilder, RedisConfig, Topology};
+use crate::conn::{Conn, RedisClient};
 use crate::history::{self, LuaScript};
 use crate::{tasks, wire};
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use redis::aio::MultiplexedConnection;
 use signalbox::{
     Broker, BrokerError, BrokerMessage, HistoryLimits, HistoryRead, LocalDelivery, Position,
     PresenceEntry,
@@ -24,6 +24,21 @@ pub enum RedisBrokerError {
     /// The URL is not a Redis URL.
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(#[source] redis::RedisError),
+    /// The TLS material (CA or client certificate, key) does not parse, or
+    /// was given for a URL that is not `rediss://`.
+    #[error("invalid TLS settings for Redis: {0}")]
+    Tls(#[source] redis::RedisError),
+    /// A cluster's prefix holds `{` or `}`, which would change the hash
+    /// tag that keeps a topic's keys in one slot.
+    #[error("a Redis Cluster prefix cannot hold '{{' or '}}': {0:?}")]
+    InvalidPrefix(String),
+    /// A cluster or Sentinel builder was given no startup node or Sentinel.
+    #[error("a Redis Cluster needs a startup node, and Sentinel a Sentinel")]
+    NoNodes,
+    /// TLS settings were given for a master found through Sentinel (not
+    /// built).
+    #[error("TLS to a master found through Sentinel is not supported")]
+    SentinelTls,
     /// `build` was called outside a tokio runtime.
     #[error("a RedisBroker must be built inside a tokio runtime")]
     NoRuntime,
@@ -71,6 +86,17 @@ pub struct Stats {
     pub malformed: u64,
     /// Connections re-established after a loss (both connections counted).
     pub reconnects: u64,
+    /// Messages from a cluster dropped because more than
+    /// [`RedisBrokerBuilder::max_pending_messages`] waited for the hub.
+    pub dropped: u64,
+    /// Positioned publications that arrived with an offset at or below
+    /// one this node had already delivered of the same epoch: Redis lost
+    /// publications it had acknowledged (a restart from an older
+    /// snapshot; on a cluster a failover starts a new epoch instead). Each time
+    /// the topic gets a new epoch, so clients resuming from before are
+    /// told "not recovered" (docs/PROTOCOL.md §8) rather than silently
+    /// missing what the lost offsets were reused for.
+    pub rewound: u64,
 }
 
 #[derive(Default)]
@@ -83,6 +109,8 @@ pub(crate) struct Counters {
     pub(crate) caught_up: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) rewound: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64, by: u64) {
@@ -103,13 +131,13 @@ pub(crate) struct Dirty {
 /// old connection does not drop a newer one.
 pub(crate) struct Publisher {
     pub(crate) generation: u64,
-    pub(crate) conn: MultiplexedConnection,
+    pub(crate) conn: Conn,
 }
 
 /// What the handle and the background tasks share.
 pub(crate) struct Shared {
     pub(crate) config: RedisConfig,
-    pub(crate) client: redis::Client,
+    pub(crate) client: RedisClient,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) delivery: OnceLock<LocalDelivery>,
     pub(crate) dirty: Mutex<Dirty>,
@@ -161,10 +189,11 @@ impl Shared {
             history::new_epoch().into_bytes(),
             history::read_mode(after).into_bytes(),
             history::age_ms(&limits).to_string().into_bytes(),
+            config.writer_check().to_vec(),
         ];
         let read = tokio::time::timeout(
             config.publish_timeout,
-            READ_SCRIPT.run::<history::ReadReply>(&mut conn, &keys, &args),
+            READ_SCRIPT.run::<history::ReadReply, _>(&mut conn, &keys, &args),
         )
         .await;
         let (epoch, top, raw) = settle(self, generation, read)?;
@@ -186,7 +215,7 @@ impl Shared {
     }
 
     /// A clone of the publishing connection, if it is up.
-    pub(crate) fn publisher(&self) -> Option<(u64, MultiplexedConnection)> {
+    pub(crate) fn publisher(&self) -> Option<(u64, Conn)> {
         self.publisher
             .lock()
             .as_ref()
@@ -195,7 +224,7 @@ impl Shared {
 
     /// The publishing connection for one publish, or why there is none
     /// (counted as a publish failure).
-    pub(crate) fn publishing(&self) -> Result<(u64, MultiplexedConnection), BrokerError> {
+    pub(crate) fn publishing(&self) -> Result<(u64, Conn), BrokerError> {
         let reason = if self.stop.is_cancelled() {
             "broker stopped"
         } else if let Some(publisher) = self.publisher() {
@@ -232,7 +261,13 @@ impl Shared {
 /// Errors after which a connection is not worth keeping: it is replaced
 /// rather than tried again.
 fn is_connection_error(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        // A master demoted to a replica (a failover behind Sentinel): the
+        // next connection goes to the new master.
+        || e.code() == Some("READONLY")
 }
 
 /// What became of a command sent on the publishing connection of
@@ -293,14 +328,57 @@ impl std::fmt::Debug for RedisBroker {
 
 impl RedisBroker {
     /// Starts configuring a broker for the Redis at `url`
-    /// (`redis://host:port/db`).
+    /// (`redis://host:port/db`, or `rediss://host:port/db` for TLS; see
+    /// [`RedisBrokerBuilder::tls_ca_pem`]).
     pub fn builder(url: impl Into<String>) -> RedisBrokerBuilder {
-        RedisBrokerBuilder::new(url)
+        RedisBrokerBuilder::new(url, Topology::Single)
+    }
+
+    /// Starts configuring a broker for a Redis Cluster (Redis 7 or later),
+    /// reached through any of `nodes` (`redis://host:port` or
+    /// `rediss://host:port`; the others are found from the cluster). See
+    /// the crate documentation, "Redis Cluster".
+    pub fn cluster_builder<I, S>(nodes: I) -> RedisBrokerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let url = nodes.first().cloned().unwrap_or_default();
+        RedisBrokerBuilder::new(url, Topology::Cluster(nodes))
+    }
+
+    /// Starts configuring a broker for the master that Redis Sentinel
+    /// monitors as `service`, asked of any of `sentinels`
+    /// (`redis://host:26379`). The master is looked up again at every
+    /// reconnection, so after a failover the broker follows the promoted
+    /// replica. See the crate documentation, "Sentinel".
+    pub fn sentinel_builder<I, S>(sentinels: I, service: impl Into<String>) -> RedisBrokerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
+        let url = sentinels.first().cloned().unwrap_or_default();
+        RedisBrokerBuilder::new(
+            url,
+            Topology::Sentinel {
+                sentinels,
+                service: service.into(),
+            },
+        )
     }
 
     pub(crate) fn start(config: RedisConfig) -> Result<Self, RedisBrokerError> {
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(RedisBrokerError::InvalidUrl)?;
+        let no_nodes = match &config.topology {
+            Topology::Single => false,
+            Topology::Cluster(nodes) => nodes.is_empty(),
+            Topology::Sentinel { sentinels, .. } => sentinels.is_empty(),
+        };
+        if no_nodes {
+            return Err(RedisBrokerError::NoNodes);
+        }
+        let client = RedisClient::new(&config)?;
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| RedisBrokerError::NoRuntime)?;
         let stop = CancellationToken::new();
@@ -383,6 +461,8 @@ impl RedisBroker {
             caught_up: get(&c.caught_up),
             malformed: get(&c.malformed),
             reconnects: get(&c.reconnects),
+            dropped: get(&c.dropped),
+            rewound: get(&c.rewound),
         }
     }
 
@@ -450,7 +530,7 @@ impl Broker for RedisBroker {
         let channel = shared.config.channel(&msg.topic);
         let sent = tokio::time::timeout(
             shared.config.publish_timeout,
-            redis::cmd("PUBLISH")
+            redis::cmd(shared.config.publish_command())
                 .arg(channel)
                 .arg(frame)
                 .query_async::<i64>(&mut conn),
@@ -517,10 +597,12 @@ impl Broker for RedisBroker {
             limits.max_len.max(1).to_string().into_bytes(),
             history::age_ms(&limits).to_string().into_bytes(),
             config.channel(&msg.topic).into_bytes(),
+            config.publish_command().as_bytes().to_vec(),
+            config.writer_check().to_vec(),
         ];
         let sent = tokio::time::timeout(
             config.publish_timeout,
-            PUBLISH_SCRIPT.run::<(String, u64)>(&mut conn, &keys, &args),
+            PUBLISH_SCRIPT.run::<(String, u64), _>(&mut conn, &keys, &args),
         )
         .await;
         match settle(shared, generation, sent) {

@@ -20,10 +20,87 @@ pub struct RedisConfig {
     pub(crate) max_message_size: usize,
     pub(crate) subscribe_timeout: Duration,
     pub(crate) max_presence_size: usize,
+    pub(crate) tls: Tls,
+    pub(crate) topology: Topology,
+    pub(crate) max_pending_pushes: usize,
+}
+
+/// One Redis server, or a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One server (`PUBLISH`/`SUBSCRIBE`; keys named as before clusters).
+    Single,
+    /// A Redis Cluster reached through these startup nodes: sharded pub/sub
+    /// (`SPUBLISH`/`SSUBSCRIBE`), every key and the channel of a topic in
+    /// one hash slot.
+    Cluster(Vec<String>),
+    /// The master of `service`, found through these Sentinels (and found
+    /// again at every reconnection, so a failover moves the broker to the
+    /// promoted replica).
+    Sentinel {
+        /// The Sentinels' URLs.
+        sentinels: Vec<String>,
+        /// The name the Sentinels monitor the master under.
+        service: String,
+    },
+}
+
+/// TLS settings for `rediss://` URLs.
+#[derive(Clone, Default)]
+pub(crate) struct Tls {
+    /// CA certificates (PEM) that the server's certificate must chain to,
+    /// instead of the platform's roots.
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    /// A client certificate and its key (PEM), for servers that require
+    /// one (`tls-auth-clients yes`).
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("Tls")
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl Tls {
+    /// The certificates in the form the redis client takes, when any was
+    /// given.
+    pub(crate) fn certificates(&self) -> Option<redis::TlsCertificates> {
+        if self.ca_pem.is_none() && self.client.is_none() {
+            return None;
+        }
+        Some(redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca_pem.clone(),
+        })
+    }
+}
+
+/// A 64-bit FNV-1a hash: stable across processes and versions, so every
+/// node derives the same hash tag from a topic name.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 impl RedisConfig {
-    /// The Redis URL (`redis://host:port/db`).
+    /// The Redis URL (`redis://host:port/db` or `rediss://…`); on a
+    /// cluster, the first startup node's; behind Sentinel, the first
+    /// Sentinel's.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -38,32 +115,105 @@ impl RedisConfig {
         &self.node_id
     }
 
-    /// The Redis channel of `topic`.
+    /// Whether the broker talks to a Redis Cluster
+    /// ([`RedisBroker::cluster_builder`]).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster(_))
+    }
+
+    /// The name of `topic`'s channel (`kind` empty) or of one of its keys.
+    /// On one server: `{prefix}{kind}{topic}`. On a cluster every name of
+    /// a topic carries the same hash tag, so that its keys and its shard
+    /// channel live in one slot (the scripts touch them together):
+    /// `{prefix}{{topic}}` and `{prefix}{{topic}}:{kind}`, or, for a topic
+    /// that is empty or holds a `}` (which would end the tag early), a tag
+    /// made of the topic's hash: `{prefix}{#hash}:{topic}` and
+    /// `{prefix}{#hash}:{topic}:{kind}`.
+    fn name(&self, kind: &str, topic: &str) -> String {
+        let prefix = &self.prefix;
+        if !self.is_cluster() {
+            return if kind.is_empty() {
+                format!("{prefix}{topic}")
+            } else {
+                format!("{prefix}{kind}:{topic}")
+            };
+        }
+        let mut name = if topic.is_empty() || topic.contains('}') {
+            format!("{prefix}{{#{:016x}}}:{topic}", fnv1a(topic.as_bytes()))
+        } else {
+            format!("{prefix}{{{topic}}}")
+        };
+        if !kind.is_empty() {
+            name.push(':');
+            name.push_str(kind);
+        }
+        name
+    }
+
+    /// The topic whose channel is `channel` ([`RedisConfig::channel`]
+    /// read backwards); `None` for a channel that is not one of ours.
+    pub fn topic_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        let rest = channel.strip_prefix(self.prefix.as_str())?;
+        if !self.is_cluster() {
+            return Some(rest);
+        }
+        let rest = rest.strip_prefix('{')?;
+        let close = rest.find('}')?;
+        if close + 1 == rest.len() {
+            return Some(&rest[..close]).filter(|t| !t.is_empty());
+        }
+        let topic = rest[close..].strip_prefix("}:")?;
+        let hash = rest[..close].strip_prefix('#')?;
+        (hash == format!("{:016x}", fnv1a(topic.as_bytes()))).then_some(topic)
+    }
+
+    /// What the history scripts check the position's writer against (see
+    /// `history::PUBLISH_SCRIPT`): the cluster node, the master's
+    /// replication id behind Sentinel, nothing on one server.
+    pub(crate) fn writer_check(&self) -> &'static [u8] {
+        match self.topology {
+            Topology::Single => b"single",
+            Topology::Cluster(_) => b"cluster",
+            Topology::Sentinel { .. } => b"replicated",
+        }
+    }
+
+    /// The command that publishes on a channel: `PUBLISH`, or
+    /// `SPUBLISH` (sharded pub/sub) on a cluster.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// The Redis channel of `topic` (a shard channel on a cluster).
     pub fn channel(&self, topic: &str) -> String {
-        format!("{}{topic}", self.prefix)
+        self.name("", topic)
     }
 
     /// The Redis hash holding the membership counts of `topic`.
     pub fn members_key(&self, topic: &str) -> String {
-        format!("{}members:{topic}", self.prefix)
+        self.name("members", topic)
     }
 
     /// The Redis hash holding the position (epoch and top offset) of a
     /// topic with history.
     pub fn position_key(&self, topic: &str) -> String {
-        format!("{}position:{topic}", self.prefix)
+        self.name("position", topic)
     }
 
     /// The Redis stream holding the kept publications of a topic with
     /// history.
     pub fn history_key(&self, topic: &str) -> String {
-        format!("{}history:{topic}", self.prefix)
+        self.name("history", topic)
     }
 
     /// The Redis hash holding the presence entries of `topic`, one field
     /// per node.
     pub fn presence_key(&self, topic: &str) -> String {
-        format!("{}presence:{topic}", self.prefix)
+        self.name("presence", topic)
     }
 
     /// How long a membership count or a node's presence entries stay
@@ -89,10 +239,13 @@ fn random_node_id() -> String {
 }
 
 impl RedisBrokerBuilder {
-    pub(crate) fn new(url: impl Into<String>) -> Self {
+    pub(crate) fn new(url: impl Into<String>, topology: Topology) -> Self {
         RedisBrokerBuilder {
             config: RedisConfig {
                 url: url.into(),
+                tls: Tls::default(),
+                topology,
+                max_pending_pushes: 65_536,
                 prefix: "signalbox:".to_owned(),
                 node_id: random_node_id(),
                 backoff_initial: Duration::from_millis(100),
@@ -192,6 +345,37 @@ impl RedisBrokerBuilder {
         self
     }
 
+    /// The CA certificates (PEM, one or more) that a `rediss://` server's
+    /// certificate must chain to, instead of the platform's roots: for a
+    /// Redis whose certificate comes from a private CA. Checked at
+    /// [`build`](Self::build).
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// A client certificate chain and its private key (both PEM), sent to
+    /// a `rediss://` server that asks for one (redis-server's
+    /// `tls-auth-clients`). Checked at [`build`](Self::build).
+    pub fn tls_client_cert(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.config.tls.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// On a cluster, the most messages received from Redis and not yet
+    /// handed to the hub; more are dropped and counted in
+    /// [`Stats::dropped`](crate::Stats::dropped) (the reader never waits
+    /// for a client, so this fills only when the hub falls behind by that
+    /// much). Default 65,536.
+    pub fn max_pending_messages(mut self, messages: usize) -> Self {
+        self.config.max_pending_pushes = messages.max(1);
+        self
+    }
+
     /// The settings as they stand.
     pub fn config(&self) -> &RedisConfig {
         &self.config
@@ -205,5 +389,83 @@ impl RedisBrokerBuilder {
     /// An invalid URL, or no tokio runtime to spawn on.
     pub fn build(self) -> Result<RedisBroker, RedisBrokerError> {
         RedisBroker::start(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(cluster: bool) -> RedisConfig {
+        let topology = if cluster {
+            Topology::Cluster(vec!["redis://127.0.0.1:7000".into()])
+        } else {
+            Topology::Single
+        };
+        RedisBrokerBuilder::new("redis://127.0.0.1:7000", topology)
+            .prefix("sb:")
+            .config()
+            .clone()
+    }
+
+    /// The hash tag of a Redis key: what lies between its first `{` and
+    /// the first `}` after it when that is not empty, else the whole key.
+    fn tag(key: &str) -> &str {
+        if let Some(open) = key.find('{')
+            && let Some(len) = key[open + 1..].find('}')
+            && len > 0
+        {
+            return &key[open + 1..open + 1 + len];
+        }
+        key
+    }
+
+    #[test]
+    fn one_server_keeps_the_names_it_always_had() {
+        let c = config(false);
+        assert_eq!(c.channel("room"), "sb:room");
+        assert_eq!(c.members_key("room"), "sb:members:room");
+        assert_eq!(c.position_key("room"), "sb:position:room");
+        assert_eq!(c.history_key("room"), "sb:history:room");
+        assert_eq!(c.presence_key("room"), "sb:presence:room");
+        assert_eq!(c.topic_of("sb:room"), Some("room"));
+        assert_eq!(c.topic_of("other:room"), None);
+        assert_eq!(c.publish_command(), "PUBLISH");
+    }
+
+    #[test]
+    fn on_a_cluster_every_name_of_a_topic_has_the_same_hash_tag() {
+        let c = config(true);
+        assert_eq!(c.channel("room"), "sb:{room}");
+        assert_eq!(c.history_key("room"), "sb:{room}:history");
+        assert_eq!(c.publish_command(), "SPUBLISH");
+        for topic in ["room", "a{b", "}x", "a}b{c}", "{", "}", "", "#0000:x", "é"] {
+            let names = [
+                c.channel(topic),
+                c.members_key(topic),
+                c.position_key(topic),
+                c.history_key(topic),
+                c.presence_key(topic),
+            ];
+            let first = tag(&names[0]);
+            assert!(
+                !first.is_empty() && first != names[0],
+                "{topic:?}: {names:?}"
+            );
+            for name in &names {
+                assert_eq!(tag(name), first, "{topic:?}: {name}");
+            }
+            assert_eq!(c.topic_of(&names[0]), Some(topic), "{topic:?}: {names:?}");
+        }
+        // Distinct topics, distinct names.
+        let topics = ["a", "a}", "a}b", "#x", "b"];
+        let channels: std::collections::HashSet<String> =
+            topics.iter().map(|t| c.channel(t)).collect();
+        assert_eq!(channels.len(), topics.len());
+        // Not ours, or a hash that does not match its topic.
+        assert_eq!(c.topic_of("sb:room"), None);
+        assert_eq!(c.topic_of("sb:{}"), None);
+        assert_eq!(c.topic_of("sb:{#0000000000000000}:a}"), None);
+        assert_eq!(c.topic_of("x:{room}"), None);
     }
 }

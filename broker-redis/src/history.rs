@@ -20,7 +20,7 @@
 //! (docs/PROTOCOL.md §8).
 
 use crate::wire;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 use redis::{FromRedisValue, RedisResult};
 use signalbox::{BrokerMessage, HistoryLimits, Position};
 use std::hash::{BuildHasher, Hasher};
@@ -28,12 +28,33 @@ use std::sync::OnceLock;
 
 /// Appends a publication and publishes it. KEYS: position hash, stream.
 /// ARGV: epoch candidate, frame head, max_len, max_age in ms (≥ 1),
-/// channel. Returns `{epoch, offset}`.
+/// channel, the publish command (`PUBLISH`, or `SPUBLISH` on a cluster,
+/// where the channel carries the keys' hash tag), the writer check
+/// (`cluster`, `replicated` or `single`). Returns `{epoch, offset}`.
+///
+/// On a cluster the position hash also names the master that wrote it
+/// (`node`, its `CLUSTER MYID`); behind Sentinel, the master's replication
+/// id (`master_replid`, which a promoted replica changes). A position
+/// written by another master — a failover to a replica, which may lack the
+/// last publications, or a slot moved — is taken as lost, and the topic
+/// starts a new epoch.
 pub(crate) const PUBLISH_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local me = false
+if ARGV[7] == 'cluster' then
+  me = redis.call('CLUSTER', 'MYID')
+elseif ARGV[7] == 'replicated' then
+  me = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+end
+if me and epoch and redis.call('HGET', KEYS[1], 'node') ~= me then
+  epoch = false
+end
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  if me then
+    redis.call('HSET', KEYS[1], 'node', me)
+  end
   redis.call('DEL', KEYS[2])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
@@ -64,21 +85,34 @@ redis.call('PEXPIRE', KEYS[2], age)
 if redis.call('PTTL', KEYS[1]) < age then
   redis.call('PEXPIRE', KEYS[1], age)
 end
-redis.call('PUBLISH', ARGV[5], frame)
+redis.call(ARGV[6], ARGV[5], frame)
 return {epoch, offset}
 ";
 
 /// Reads a topic's position and kept publications. KEYS: position hash,
 /// stream. ARGV: epoch candidate, what to read (`all`, `none`, or the
-/// offset after which to read), max_age in ms (≥ 1). Returns `{epoch, top,
-/// entries}` with the entries as `XRANGE` gives them, newest first when
-/// an offset was given.
+/// offset after which to read), max_age in ms (≥ 1), the writer check
+/// (`cluster`, `replicated` or `single`). Returns `{epoch, top, entries}` with the entries as `XRANGE`
+/// gives them, newest first when an offset was given. A position written
+/// by another master is taken as lost, as in [`PUBLISH_SCRIPT`].
 pub(crate) const READ_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local age = tonumber(ARGV[3])
+local me = false
+if ARGV[4] == 'cluster' then
+  me = redis.call('CLUSTER', 'MYID')
+elseif ARGV[4] == 'replicated' then
+  me = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+end
+if me and epoch and redis.call('HGET', KEYS[1], 'node') ~= me then
+  epoch = false
+end
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  if me then
+    redis.call('HSET', KEYS[1], 'node', me)
+  end
   redis.call('PEXPIRE', KEYS[1], age)
   redis.call('DEL', KEYS[2])
   return {epoch, 0, {}}
@@ -114,6 +148,19 @@ end
 return 0
 ";
 
+/// Gives a topic a new epoch when Redis went back on its offsets. KEYS:
+/// position hash, stream. ARGV: the epoch that went back, the new one.
+/// Does nothing when the epoch already changed (another node did it).
+/// Returns 1 when it changed the epoch.
+pub(crate) const REWIND_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'top', 0)
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+";
+
 /// A Lua script run with `EVALSHA`, loaded into Redis on first use and
 /// again whenever Redis answers `NOSCRIPT` (a restarted or flushed
 /// script cache).
@@ -130,7 +177,7 @@ impl LuaScript {
         }
     }
 
-    async fn load(&self, conn: &mut MultiplexedConnection) -> RedisResult<String> {
+    async fn load<C: ConnectionLike + Send>(&self, conn: &mut C) -> RedisResult<String> {
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(self.source)
@@ -141,9 +188,9 @@ impl LuaScript {
     }
 
     /// Runs the script with `keys` and `args`.
-    pub(crate) async fn run<T: FromRedisValue>(
+    pub(crate) async fn run<T: FromRedisValue, C: ConnectionLike + Send>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut C,
         keys: &[String],
         args: &[Vec<u8>],
     ) -> RedisResult<T> {

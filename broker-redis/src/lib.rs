@@ -1,5 +1,7 @@
 //! signalbox-redis: a [`signalbox::Broker`] over Redis pub/sub, so that
-//! topics span every node (process) that shares one Redis server.
+//! topics span every node (process) that shares one Redis server (over TLS
+//! with `rediss://`), one Redis Cluster (sharded pub/sub, see "Redis
+//! Cluster" below) or a master found through Redis Sentinel.
 //!
 //! ```no_run
 //! use signalbox::{Hub, Router};
@@ -111,6 +113,90 @@
 //!   pass the old top (the hub's gate compares offsets only); it is not
 //!   handled.
 //!
+//! - **Redis went back.** A server restarted from an older snapshot (or,
+//!   were it not for the new epoch of a failover, below, a promoted replica
+//!   that lacks the last publications) gives the offsets of the lost
+//!   publications again to new ones. A node that
+//!   receives a publication at or below an offset it already delivered of
+//!   the same epoch reports it: [`Stats::rewound`], a warning, the hub's
+//!   live subscribers take the publications from there
+//!   ([`signalbox::LocalDelivery::epoch_changed`]), and the topic gets a
+//!   new epoch in Redis, so a client resuming from a position of the old
+//!   one is told "not recovered" instead of missing the reused offsets.
+//!   Publications given a reused offset before this node noticed, while
+//!   its subscription was being restored, are not read back (their
+//!   offsets cannot tell them from the lost ones); clients see the jump.
+//!
+//! # TLS (`rediss://`)
+//!
+//! A `rediss://` URL connects over TLS (rustls; ring is installed as the
+//! process's provider when the application chose none). The server's
+//! certificate is checked against the platform's roots, or against the CA
+//! certificates given to [`RedisBrokerBuilder::tls_ca_pem`];
+//! [`RedisBrokerBuilder::tls_client_cert`] sends a client certificate to a
+//! server that requires one (`tls-auth-clients yes`). TLS material that
+//! does not parse is refused by [`RedisBrokerBuilder::build`].
+//!
+//! # Redis Cluster ([`RedisBroker::cluster_builder`])
+//!
+//! On a Redis Cluster (Redis 7 or later: sharded pub/sub) the broker works
+//! as above with these differences:
+//!
+//! - **Names.** Every name of a topic carries the same hash tag, so that
+//!   its keys and its channel are in one slot, served by one master (the
+//!   scripts touch them together): channel `{prefix}{{topic}}`, keys
+//!   `{prefix}{{topic}}:position`, `…:history`, `…:members`, `…:presence`.
+//!   A topic whose name holds `}` (the hub's default rules forbid it) is
+//!   tagged with a hash of its name instead: `{prefix}{#hash}:{topic}…`.
+//!   The prefix may not hold `{` or `}`.
+//! - **Publish.** `SPUBLISH` on the topic's shard channel (in the publish
+//!   script too), sent by the cluster connection to the master of the slot.
+//! - **Subscribe.** One cluster connection in RESP3 subscribes with
+//!   `SSUBSCRIBE`, one topic per command, each to the master of its slot;
+//!   the nodes push the messages to it. Pushes wait for the hub in a queue
+//!   of at most [`RedisBrokerBuilder::max_pending_messages`] (more are
+//!   dropped and counted in [`Stats::dropped`]; the reader never waits for
+//!   a client, so it does not fill in practice). When a node's connection
+//!   is lost or a node drops a subscription (its slot moved: a failover or
+//!   a resharding), the subscriber drops its cluster connection and a new
+//!   one subscribes to every held topic again; the publications
+//!   of topics with history missed meanwhile are read back as under "A
+//!   node that missed some" above.
+//! - **Failover.** While a master is down and until its replica is
+//!   promoted (about the cluster's node timeout, plus the election),
+//!   publishes to its slots fail at once or within the publish timeout and
+//!   are answered UNAVAILABLE; the other masters' slots keep working when
+//!   the cluster runs with `cluster-require-full-coverage no`. The
+//!   promoted replica may lack the last publications the dead master
+//!   acknowledged (replication is asynchronous), and nothing tells which:
+//!   so the position hash of a topic names the master that wrote it
+//!   (`node`, its `CLUSTER MYID`), and the publish and read scripts take a
+//!   position written by another master as lost — the topic starts a new
+//!   epoch. Every topic of a failed-over (or resharded) slot thus starts a
+//!   new epoch: live subscribers go on (as under "Epochs" above; what a
+//!   node missed of the new epoch while resubscribing is read back), and a
+//!   client resuming from before the failover is told "not recovered",
+//!   even when nothing was lost.
+//! - **Several keys at once** (membership counts, presence, the position
+//!   refresh): one pipeline or script per topic, many in flight, instead
+//!   of one pipeline for many topics.
+//!
+//! # Sentinel ([`RedisBroker::sentinel_builder`])
+//!
+//! Behind Redis Sentinel the broker works as with one server, on the
+//! master the Sentinels name: it asks them again at every reconnection, so
+//! after a failover (the old master unreachable, or answering `READONLY`
+//! as a replica) both connections move to the promoted replica and every
+//! held topic is subscribed again. As on a cluster, the replica may lack
+//! the last publications the old master acknowledged: the position hash
+//! names the master's replication id (`master_replid`, which a promoted
+//! replica changes) and a position written under another one starts a new
+//! epoch. TLS to a master found through Sentinel is not built.
+//!
+//! Topics without history have no positions: a message published while a
+//! node's subscription was being restored does not reach that node and is
+//! not reported, on a cluster or behind Sentinel as on one server.
+//!
 //! # Presence ([`signalbox::Hub::presence`])
 //!
 //! Each node keeps, in the Redis hash `{prefix}presence:{topic}`, a field
@@ -151,6 +237,7 @@
 
 mod broker;
 mod config;
+mod conn;
 mod history;
 mod tasks;
 pub mod wire;

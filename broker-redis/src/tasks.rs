@@ -3,19 +3,19 @@
 //! subscriptions), and the membership writer.
 
 use crate::broker::{Publisher, Shared, bump};
+use crate::config::Topology;
+use crate::conn::{BATCH, Conn, RedisClient, cluster_builder};
 use crate::history::{self, LuaScript};
 use crate::wire;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
-use signalbox::{BrokerMessage, LocalDelivery, PresenceEntry};
+use redis::{PushInfo, PushKind, Value};
+use signalbox::{BrokerMessage, LocalDelivery, Position, PresenceEntry};
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Channels named in one SUBSCRIBE / UNSUBSCRIBE / pipeline.
-const BATCH: usize = 256;
 
 /// Milliseconds since the Unix epoch, by this machine's clock.
 pub(crate) fn now_ms() -> u64 {
@@ -84,18 +84,11 @@ async fn pause(shared: &Shared, wait: Duration) -> bool {
 /// idle, and replaces it when a publish or a ping finds it dead.
 pub(crate) async fn run_publisher(shared: Arc<Shared>) {
     let config = &shared.config;
-    let options = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.publish_timeout));
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut generation = 0u64;
     loop {
-        let connecting = tokio::time::timeout(
-            config.connect_timeout,
-            shared
-                .client
-                .get_multiplexed_async_connection_with_config(&options),
-        );
+        let connecting =
+            tokio::time::timeout(config.connect_timeout, shared.client.connect(config));
         let connected = tokio::select! {
             () = shared.stop.cancelled() => return,
             r = connecting => r,
@@ -136,11 +129,7 @@ pub(crate) async fn run_publisher(shared: Arc<Shared>) {
 
 /// Returns when the connection of `generation` is found dead (by a publish
 /// or by a ping) or the broker stops.
-async fn watch_publisher(
-    shared: &Shared,
-    generation: u64,
-    mut conn: redis::aio::MultiplexedConnection,
-) {
+async fn watch_publisher(shared: &Shared, generation: u64, mut conn: Conn) {
     loop {
         tokio::select! {
             () = shared.stop.cancelled() => return,
@@ -151,10 +140,7 @@ async fn watch_publisher(
                 }
             }
             () = tokio::time::sleep(shared.config.health_interval) => {
-                let ping = tokio::time::timeout(
-                    shared.config.publish_timeout,
-                    redis::cmd("PING").query_async::<String>(&mut conn),
-                ).await;
+                let ping = tokio::time::timeout(shared.config.publish_timeout, conn.ping()).await;
                 if !matches!(ping, Ok(Ok(_))) {
                     return;
                 }
@@ -174,34 +160,99 @@ pub(crate) async fn run_subscriber(shared: Arc<Shared>) {
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut sessions = 0u64;
     loop {
-        let connecting =
-            tokio::time::timeout(config.connect_timeout, shared.client.get_async_pubsub());
-        let connected = tokio::select! {
-            () = shared.stop.cancelled() => return,
-            r = connecting => r,
-        };
-        match connected {
-            Ok(Ok(pubsub)) => {
-                backoff.reset();
-                sessions += 1;
-                if sessions > 1 {
-                    bump(&shared.counters.reconnects, 1);
+        let ended = match (&shared.client, &config.topology) {
+            (RedisClient::Single(_) | RedisClient::Sentinel { .. }, _) => {
+                let connecting = tokio::time::timeout(config.connect_timeout, async {
+                    shared.client.server().await?.get_async_pubsub().await
+                });
+                let connected = tokio::select! {
+                    () = shared.stop.cancelled() => return,
+                    r = connecting => r,
+                };
+                match connected {
+                    Ok(Ok(pubsub)) => {
+                        sessions += 1;
+                        Some(subscriber_session(&shared, &delivery, pubsub, sessions).await)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "redis broker: subscriber cannot connect");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!("redis broker: subscriber connection attempt timed out");
+                        None
+                    }
                 }
-                let ended = subscriber_session(&shared, &delivery, pubsub).await;
-                shared.subscribed_change(HashSet::clear);
-                shared.status.send_modify(|s| s.subscriber = false);
-                if shared.stop.is_cancelled() {
-                    return;
-                }
-                tracing::warn!(url = %config.url, reason = %ended, "redis broker: subscriber connection lost");
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "redis broker: subscriber cannot connect"),
-            Err(_) => tracing::debug!("redis broker: subscriber connection attempt timed out"),
+            (RedisClient::Cluster(_), Topology::Cluster(nodes)) => {
+                cluster_subscriber_session(&shared, &delivery, nodes, &mut sessions).await
+            }
+            (RedisClient::Cluster(_), _) => return,
+        };
+        if let Some(ended) = ended {
+            backoff.reset();
+            shared.subscribed_change(HashSet::clear);
+            shared.status.send_modify(|s| s.subscriber = false);
+            if shared.stop.is_cancelled() {
+                return;
+            }
+            tracing::warn!(url = %config.url, reason = %ended, "redis broker: subscriber connection lost");
         }
         if pause(&shared, backoff.next_wait()).await {
             return;
         }
     }
+}
+
+/// Counts a new subscriber session (every one after the first is a
+/// reconnect).
+fn session_started(shared: &Shared, sessions: u64) {
+    if sessions > 1 {
+        bump(&shared.counters.reconnects, 1);
+    }
+}
+
+/// Marks the topics the hub holds now for subscription and forgets what
+/// was delivered of the others (a new session starts from the hub's
+/// registry; changes from here on are marked dirty again).
+fn session_topics(shared: &Shared, delivery: &LocalDelivery) -> Vec<String> {
+    shared.dirty.lock().subscriber.clear();
+    let held = delivery.topics();
+    {
+        // What this node delivered of the topics it still holds is kept:
+        // their next publication shows what was missed while the
+        // connection was down.
+        let still: HashSet<&String> = held.iter().collect();
+        shared.delivered_to.lock().retain(|t, _| still.contains(t));
+    }
+    held
+}
+
+/// The dirty topics to subscribe and to unsubscribe, by what the hub holds
+/// and what is subscribed now.
+fn reconcile(shared: &Shared, delivery: &LocalDelivery) -> (Vec<String>, Vec<String>) {
+    let dirty = std::mem::take(&mut shared.dirty.lock().subscriber);
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    {
+        let subscribed = shared.subscribed.lock();
+        for topic in dirty {
+            let wanted = delivery.topic_size(&topic) > 0;
+            let has = subscribed.contains(&topic);
+            if wanted && !has {
+                add.push(topic);
+            } else if !wanted && has {
+                remove.push(topic);
+            }
+        }
+    }
+    {
+        // A new subscription: nothing was missed on it.
+        let mut delivered_to = shared.delivered_to.lock();
+        for topic in &add {
+            delivered_to.remove(topic);
+        }
+    }
+    (add, remove)
 }
 
 /// One subscriber connection, until it fails. Reading and subscribing run
@@ -212,54 +263,32 @@ async fn subscriber_session(
     shared: &Shared,
     delivery: &LocalDelivery,
     pubsub: redis::aio::PubSub,
+    sessions: u64,
 ) -> String {
+    session_started(shared, sessions);
     let (mut sink, mut stream) = pubsub.split();
     let reader = async {
         while let Some(msg) = stream.next().await {
-            on_message(shared, delivery, &msg).await;
+            on_message(
+                shared,
+                delivery,
+                msg.get_channel_name(),
+                msg.get_payload_bytes(),
+            )
+            .await;
         }
     };
     let writer = async {
-        // Start from what the hub holds now; changes from here on are
-        // marked dirty again.
-        shared.dirty.lock().subscriber.clear();
-        let held = delivery.topics();
-        {
-            // What this node delivered of the topics it still holds is
-            // kept: their next publication shows what was missed while the
-            // connection was down.
-            let still: std::collections::HashSet<&String> = held.iter().collect();
-            shared.delivered_to.lock().retain(|t, _| still.contains(t));
-        }
+        let held = session_topics(shared, delivery);
         subscribe(shared, &mut sink, held).await?;
         shared.status.send_modify(|s| s.subscriber = true);
         tracing::info!(url = %shared.config.url, "redis broker: subscriber connected");
         loop {
             tokio::select! {
                 () = shared.wake_subscriber.notified() => {
-                    let dirty = std::mem::take(&mut shared.dirty.lock().subscriber);
-                    let (mut add, mut remove) = (Vec::new(), Vec::new());
-                    {
-                        let subscribed = shared.subscribed.lock();
-                        for topic in dirty {
-                            let wanted = delivery.topic_size(&topic) > 0;
-                            let has = subscribed.contains(&topic);
-                            if wanted && !has {
-                                add.push(topic);
-                            } else if !wanted && has {
-                                remove.push(topic);
-                            }
-                        }
-                    }
-                    {
-                        // A new subscription: nothing was missed on it.
-                        let mut delivered_to = shared.delivered_to.lock();
-                        for topic in &add {
-                            delivered_to.remove(topic);
-                        }
-                    }
-                    subscribe(shared, &mut sink, std::mem::take(&mut add)).await?;
-                    unsubscribe(shared, &mut sink, std::mem::take(&mut remove)).await?;
+                    let (add, remove) = reconcile(shared, delivery);
+                    subscribe(shared, &mut sink, add).await?;
+                    unsubscribe(shared, &mut sink, remove).await?;
                 }
                 () = tokio::time::sleep(shared.config.health_interval) => {
                     let ping = tokio::time::timeout(
@@ -281,6 +310,215 @@ async fn subscriber_session(
             Err(e) => e,
         },
     }
+}
+
+/// One subscriber session on a cluster: a cluster connection in RESP3
+/// whose nodes push the messages of the shard channels it subscribed to
+/// (`SSUBSCRIBE`, one per topic, sent to the node serving the topic's
+/// slot). The session ends — and the next one subscribes to every held
+/// topic again on a fresh connection — when a node's connection is lost
+/// or a node drops a subscription (its slot moved: a failover or a
+/// resharding). `None` when no connection could be made. `sessions`
+/// counts the sessions that got connected.
+async fn cluster_subscriber_session(
+    shared: &Arc<Shared>,
+    delivery: &LocalDelivery,
+    nodes: &[String],
+    sessions: &mut u64,
+) -> Option<String> {
+    let config = &shared.config;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<PushInfo>(config.max_pending_pushes);
+    // A node lost while the queue was full: its Disconnection push could
+    // not be queued, so the session is ended at the next check.
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let shared = shared.clone();
+        let broken = broken.clone();
+        move |info: PushInfo| -> Result<(), ()> {
+            let disconnection = info.kind == PushKind::Disconnection;
+            if tx.try_send(info).is_err() {
+                if disconnection {
+                    broken.store(true, Ordering::Relaxed);
+                } else {
+                    bump(&shared.counters.dropped, 1);
+                }
+            }
+            Ok(())
+        }
+    };
+    let client = match cluster_builder(config, nodes)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(sender)
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = %e, "redis broker: cluster subscriber cannot be configured");
+            return None;
+        }
+    };
+    let connecting = tokio::time::timeout(config.connect_timeout, client.get_async_connection());
+    let conn = tokio::select! {
+        () = shared.stop.cancelled() => return None,
+        r = connecting => match r {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "redis broker: cluster subscriber cannot connect");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("redis broker: cluster subscriber connection attempt timed out");
+                return None;
+            }
+        },
+    };
+    *sessions += 1;
+    session_started(shared, *sessions);
+    let run = async {
+        let held = session_topics(shared, delivery);
+        ssubscribe(shared, &conn, held).await?;
+        shared.status.send_modify(|s| s.subscriber = true);
+        tracing::info!(url = %config.url, "redis broker: cluster subscriber connected");
+        loop {
+            tokio::select! {
+                push = rx.recv() => {
+                    let Some(push) = push else {
+                        return Err("the cluster connection closed".to_owned());
+                    };
+                    on_push(shared, delivery, push).await?;
+                }
+                () = shared.wake_subscriber.notified() => {
+                    let (add, remove) = reconcile(shared, delivery);
+                    ssubscribe(shared, &conn, add).await?;
+                    sunsubscribe(shared, &conn, remove).await?;
+                }
+                () = tokio::time::sleep(config.health_interval) => {
+                    if broken.load(Ordering::Relaxed) {
+                        return Err("a cluster node's connection was lost".to_owned());
+                    }
+                    let ping = tokio::time::timeout(
+                        config.publish_timeout,
+                        Conn::Cluster(conn.clone()).ping(),
+                    ).await;
+                    if !matches!(ping, Ok(Ok(()))) {
+                        return Err("ping failed".to_owned());
+                    }
+                }
+            }
+        }
+    };
+    let ended = tokio::select! {
+        () = shared.stop.cancelled() => "stopped".to_owned(),
+        r = run => match r {
+            Ok(()) => "stopped".to_owned(),
+            Err(e) => e,
+        },
+    };
+    // Dropping the connection (and its client) closes every node's
+    // connection, which ends its subscriptions: nothing to unsubscribe
+    // from a node that may be gone.
+    drop(conn);
+    drop(client);
+    Some(ended)
+}
+
+/// One push from a cluster node: a message, a lost connection, or a
+/// subscription the node dropped.
+async fn on_push(shared: &Shared, delivery: &LocalDelivery, push: PushInfo) -> Result<(), String> {
+    let bytes = |v: Option<&Value>| match v {
+        Some(Value::BulkString(b)) => Some(b.clone()),
+        Some(Value::SimpleString(s)) => Some(s.clone().into_bytes()),
+        _ => None,
+    };
+    match push.kind {
+        PushKind::SMessage | PushKind::Message => {
+            let (Some(channel), Some(payload)) =
+                (bytes(push.data.first()), bytes(push.data.get(1)))
+            else {
+                bump(&shared.counters.malformed, 1);
+                return Ok(());
+            };
+            let channel = std::str::from_utf8(&channel).unwrap_or("?");
+            on_message(shared, delivery, channel, &payload).await;
+            Ok(())
+        }
+        PushKind::Disconnection => Err("a cluster node's connection was lost".to_owned()),
+        PushKind::SUnsubscribe => {
+            // Ours (an unsubscribe) finished before this is read, and the
+            // topic left the subscribed set then; a topic still in it was
+            // dropped by the node: its slot moved.
+            let channel = bytes(push.data.first()).unwrap_or_default();
+            let channel = std::str::from_utf8(&channel).unwrap_or("?");
+            match shared.config.topic_of(channel) {
+                Some(topic) if shared.subscribed.lock().contains(topic) => Err(format!(
+                    "a node dropped the subscription to {topic} (its slot moved)"
+                )),
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Subscribes to the shard channels of `topics`, each on the node serving
+/// its slot.
+async fn ssubscribe(
+    shared: &Shared,
+    conn: &redis::cluster_async::ClusterConnection,
+    topics: Vec<String>,
+) -> Result<(), String> {
+    sharded(shared, conn, "SSUBSCRIBE", topics).await
+}
+
+/// Unsubscribes from the shard channels of `topics`.
+async fn sunsubscribe(
+    shared: &Shared,
+    conn: &redis::cluster_async::ClusterConnection,
+    topics: Vec<String>,
+) -> Result<(), String> {
+    sharded(shared, conn, "SUNSUBSCRIBE", topics).await
+}
+
+/// Sends `command` (`SSUBSCRIBE` or `SUNSUBSCRIBE`) for each topic,
+/// [`BATCH`] at once, and records each confirmed one.
+async fn sharded(
+    shared: &Shared,
+    conn: &redis::cluster_async::ClusterConnection,
+    command: &'static str,
+    topics: Vec<String>,
+) -> Result<(), String> {
+    let subscribing = command == "SSUBSCRIBE";
+    let mut runs = futures_util::stream::iter(topics)
+        .map(|topic| {
+            let mut conn = conn.clone();
+            let channel = shared.config.channel(&topic);
+            async move {
+                let mut cmd = redis::cmd(command);
+                cmd.arg(channel);
+                let done = tokio::time::timeout(
+                    shared.config.publish_timeout,
+                    cmd.query_async::<Value>(&mut conn),
+                )
+                .await;
+                (topic, done)
+            }
+        })
+        .buffer_unordered(BATCH);
+    while let Some((topic, done)) = runs.next().await {
+        match done {
+            Ok(Ok(_)) => shared.subscribed_change(|subscribed| {
+                if subscribing {
+                    subscribed.insert(topic);
+                } else {
+                    subscribed.remove(&topic);
+                    shared.delivered_to.lock().remove(&topic);
+                }
+            }),
+            Ok(Err(e)) => return Err(format!("{command} {topic}: {e}")),
+            Err(_) => return Err(format!("{command} {topic} timed out")),
+        }
+    }
+    Ok(())
 }
 
 async fn subscribe(
@@ -330,18 +568,14 @@ async fn unsubscribe(
 /// this node's subscribers. Positioned messages (topics with history) are
 /// delivered on every node, the publishing one included, one at a time in
 /// the order Redis sends them, which is their offset order.
-async fn on_message(shared: &Shared, delivery: &LocalDelivery, msg: &redis::Msg) {
+async fn on_message(shared: &Shared, delivery: &LocalDelivery, channel: &str, payload: &[u8]) {
     let counters = &shared.counters;
     // A channel name that is not UTF-8 reads as "?", which no prefix of
     // ours starts and no valid topic is named.
-    let Some(topic) = msg
-        .get_channel_name()
-        .strip_prefix(shared.config.prefix.as_str())
-    else {
+    let Some(topic) = shared.config.topic_of(channel) else {
         bump(&counters.malformed, 1);
         return;
     };
-    let payload = msg.get_payload_bytes();
     if payload.len() > shared.config.max_message_size {
         bump(&counters.malformed, 1);
         tracing::warn!(
@@ -376,8 +610,10 @@ async fn on_message(shared: &Shared, delivery: &LocalDelivery, msg: &redis::Msg)
 /// subscribers are restarted on the new epoch and those of its
 /// publications this node did not receive are read back the same way. Returns how many
 /// local deliveries that made. The reader waits for this read (one round
-/// trip, at most the publish timeout); what cannot be read back (trimmed,
-/// Redis unreachable) stays missed, and clients see the jump in offsets.
+/// trip, at most the publish timeout; when it fails, once more after the
+/// publishing connection is back, waiting at most the subscribe timeout);
+/// what cannot be read back (trimmed, Redis unreachable) stays missed, and
+/// clients see the jump in offsets.
 async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage) -> usize {
     let Some(position) = &msg.position else {
         return 0;
@@ -399,6 +635,10 @@ async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage
         return 0;
     };
     let last = if previous.epoch == position.epoch {
+        if position.offset <= previous.offset {
+            rewound(shared, delivery, &msg.topic, position).await;
+            return 0;
+        }
         previous.offset
     } else {
         // The topic's history was lost (Redis restarted empty or flushed):
@@ -410,7 +650,24 @@ async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage
     if position.offset <= last.saturating_add(1) || delivery.topic_size(&msg.topic) == 0 {
         return 0;
     }
-    let read = match shared.read_kept(&msg.topic, Some(last)).await {
+    let mut read = shared.read_kept(&msg.topic, Some(last)).await;
+    if read.is_err() {
+        // The publishing connection may be a moment behind the subscriber
+        // (a failover: this message came from the new master while the
+        // publishing connection still pointed at the old one): once it is
+        // back, at most the subscribe timeout, read again.
+        let mut status = shared.status.subscribe();
+        let back = tokio::time::timeout(
+            shared.config.subscribe_timeout,
+            status.wait_for(|s| s.publisher),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if back {
+            read = shared.read_kept(&msg.topic, Some(last)).await;
+        }
+    }
+    let read = match read {
         Ok(read) if read.epoch == position.epoch => read,
         Ok(_) => return 0,
         Err(error) => {
@@ -428,6 +685,53 @@ async fn catch_up(shared: &Shared, delivery: &LocalDelivery, msg: &BrokerMessage
     }
     delivered
 }
+
+/// A positioned publication came with an offset this node had already
+/// delivered of the same epoch: Redis lost publications it had
+/// acknowledged (a server restarted from an older snapshot; a cluster's
+/// failover starts a new epoch instead, see `history::PUBLISH_SCRIPT`) and
+/// reuses their offsets. Reported, never silent: counted ([`crate::Stats::rewound`]),
+/// logged, and the topic gets a new epoch in Redis (so a client resuming
+/// from a position of the old one is told "not recovered",
+/// docs/PROTOCOL.md §8); this node's live subscribers take the
+/// publications from here on (the hub's gates restart, as for a new
+/// epoch).
+async fn rewound(shared: &Shared, delivery: &LocalDelivery, topic: &str, position: &Position) {
+    bump(&shared.counters.rewound, 1);
+    tracing::warn!(
+        topic,
+        epoch = %position.epoch,
+        offset = position.offset,
+        "redis broker: Redis went back on a topic's offsets (publications were lost); \
+         the topic gets a new epoch"
+    );
+    delivery.epoch_changed(topic);
+    let Some((generation, mut conn)) = shared.publisher() else {
+        return;
+    };
+    let keys = [
+        shared.config.position_key(topic),
+        shared.config.history_key(topic),
+    ];
+    let args = [
+        position.epoch.clone().into_bytes(),
+        history::new_epoch().into_bytes(),
+    ];
+    let done = tokio::time::timeout(
+        shared.config.publish_timeout,
+        REWIND_SCRIPT.run::<i64, _>(&mut conn, &keys, &args),
+    )
+    .await;
+    if let Err(error) = crate::broker::settle(shared, generation, done) {
+        // Another node that saw the same may do it; if none can, clients
+        // resuming from before the loss are not told (the warning above
+        // is the report).
+        tracing::warn!(topic, %error, "redis broker: the new epoch was not written");
+    }
+}
+
+/// The script that gives a topic a new epoch after Redis went back.
+static REWIND_SCRIPT: LuaScript = LuaScript::new(history::REWIND_SCRIPT);
 
 /// Keeps this node's membership counts and presence entries in Redis: at
 /// once for topics whose interest or presence changed, all of them every
@@ -572,28 +876,28 @@ async fn write_node_fields(
     let config = &shared.config;
     let ttl = u64::try_from(config.membership_ttl().as_millis()).unwrap_or(u64::MAX);
     for batch in topics.chunks(BATCH) {
-        let mut pipe = redis::pipe();
+        let mut groups = Vec::with_capacity(batch.len());
         let mut outcome = Vec::with_capacity(batch.len());
         for topic in batch {
             let key = key_of(topic);
             match value_of(topic) {
                 Some(value) => {
-                    pipe.cmd("HSET")
-                        .arg(&key)
-                        .arg(&config.node_id)
-                        .arg(value)
-                        .ignore();
-                    pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+                    let mut set = redis::cmd("HSET");
+                    set.arg(&key).arg(&config.node_id).arg(value);
+                    let mut expire = redis::cmd("PEXPIRE");
+                    expire.arg(&key).arg(ttl);
+                    groups.push(vec![set, expire]);
                     outcome.push((topic, true));
                 }
                 None => {
-                    pipe.cmd("HDEL").arg(&key).arg(&config.node_id).ignore();
+                    let mut del = redis::cmd("HDEL");
+                    del.arg(&key).arg(&config.node_id);
+                    groups.push(vec![del]);
                     outcome.push((topic, false));
                 }
             }
         }
-        let done =
-            tokio::time::timeout(config.publish_timeout, pipe.query_async::<()>(&mut conn)).await;
+        let done = tokio::time::timeout(config.publish_timeout, conn.run_groups(groups)).await;
         if !matches!(done, Ok(Ok(()))) {
             return Err(());
         }
@@ -626,20 +930,35 @@ async fn keep_positions(shared: &Shared, delivery: &LocalDelivery) -> Result<(),
     if held.is_empty() {
         return Ok(());
     }
-    let Some((_, mut conn)) = shared.publisher() else {
+    let Some((_, conn)) = shared.publisher() else {
         return Err(());
     };
-    for batch in held.chunks(BATCH) {
-        let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
-        let args: Vec<Vec<u8>> = batch
-            .iter()
-            .map(|(_, ttl)| ttl.to_string().into_bytes())
-            .collect();
-        let done = tokio::time::timeout(
-            config.publish_timeout,
-            KEEP_SCRIPT.run::<i64>(&mut conn, &keys, &args),
-        )
-        .await;
+    // On a cluster the keys of one script must share a slot: one key each.
+    let batch_len = if config.is_cluster() { 1 } else { BATCH };
+    let calls: Vec<(Vec<String>, Vec<Vec<u8>>)> = held
+        .chunks(batch_len)
+        .map(|batch| {
+            let keys = batch.iter().map(|(k, _)| k.clone()).collect();
+            let args = batch
+                .iter()
+                .map(|(_, ttl)| ttl.to_string().into_bytes())
+                .collect();
+            (keys, args)
+        })
+        .collect();
+    let mut runs = futures_util::stream::iter(calls)
+        .map(|(keys, args)| {
+            let mut conn = conn.clone();
+            async move {
+                tokio::time::timeout(
+                    config.publish_timeout,
+                    KEEP_SCRIPT.run::<i64, _>(&mut conn, &keys, &args),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(if config.is_cluster() { BATCH } else { 1 });
+    while let Some(done) = runs.next().await {
         if !matches!(done, Ok(Ok(_))) {
             return Err(());
         }
@@ -683,20 +1002,15 @@ async fn remove_counts(shared: &Shared, announced: &HashSet<String>, present: &H
         .map(|t| shared.config.members_key(t))
         .chain(present.iter().map(|t| shared.config.presence_key(t)))
         .collect();
-    for batch in keys.chunks(BATCH) {
-        let mut pipe = redis::pipe();
-        for key in batch {
-            pipe.cmd("HDEL")
-                .arg(key)
-                .arg(&shared.config.node_id)
-                .ignore();
-        }
-        let _ = tokio::time::timeout(
-            shared.config.publish_timeout,
-            pipe.query_async::<()>(&mut conn),
-        )
-        .await;
-    }
+    let groups = keys
+        .iter()
+        .map(|key| {
+            let mut del = redis::cmd("HDEL");
+            del.arg(key).arg(&shared.config.node_id);
+            vec![del]
+        })
+        .collect();
+    let _ = tokio::time::timeout(shared.config.publish_timeout, conn.run_groups(groups)).await;
 }
 
 /// The script that extends held topics' positions.

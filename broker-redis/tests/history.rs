@@ -1,7 +1,8 @@
 //! Topic history, positions and presence kept in a real Redis shared by
 //! several hubs: positions are the same on every node, a client resumes
 //! on another node than the one it left, a flushed or restarted Redis
-//! starts a new epoch, presence spans nodes and a node that dies without
+//! starts a new epoch (and one restarted from an older snapshot is
+//! reported), presence spans nodes and a node that dies without
 //! cleaning up leaves it within the configured expiry.
 
 mod support;
@@ -594,6 +595,77 @@ async fn a_restarted_empty_redis_starts_a_new_epoch_and_resumes_are_not_recovere
         redis.restart().await;
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_from_an_older_snapshot_is_reported_and_starts_a_new_epoch() {
+    let mut redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", "old:", limits(100)).await;
+    let b = Node::start(&redis.url(), "b", "old:", limits(100)).await;
+    let mut stays = b.hub.connect("msgpack").await;
+    let start = join(&mut stays, "room:o", None).await;
+    b.subscribed("room:o").await;
+    for n in 1..=3 {
+        a.publish("room:o", n).await;
+    }
+    // A snapshot at offset 3, then three more that only the live
+    // subscriber gets: Redis comes back from the snapshot.
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let _: () = redis::cmd("SAVE")
+        .query_async(&mut conn)
+        .await
+        .expect("saved");
+    for n in 4..=6 {
+        a.publish("room:o", n).await;
+    }
+    let before = collect(&mut stays, 6, &start.epoch).await;
+    assert_contiguous(&before, 1, "before");
+    let reconnects = b.broker.stats().reconnects;
+    redis.restart().await;
+    // B back on both connections, subscribed again, before 7 is published.
+    let broker = b.broker.clone();
+    eventually("B to reconnect", Duration::from_secs(10), || {
+        let again = broker.stats().reconnects >= reconnects + 2;
+        let subscribed = broker.is_subscribed("room:o");
+        async move { again && subscribed }
+    })
+    .await;
+    // The same epoch, top 3: offsets 4.. are given again.
+    let hub = a.hub.hub().clone();
+    eventually("a publish to succeed", Duration::from_secs(5), || {
+        let hub = hub.clone();
+        async move { hub.publish("room:o", &Said { n: 7 }).await.is_ok() }
+    })
+    .await;
+    let broker = b.broker.clone();
+    eventually(
+        "B to report Redis going back",
+        Duration::from_secs(5),
+        || {
+            let rewound = broker.stats().rewound;
+            async move { rewound >= 1 }
+        },
+    )
+    .await;
+    // The live subscriber still gets it (offset 4 of the old epoch again),
+    // and what follows comes in a new epoch.
+    let (n, p) = said(&mut stays).await;
+    assert_eq!((n, p), (7, Position::new(start.epoch.clone(), 4)));
+    a.publish("room:o", 8).await;
+    let (n, p) = said(&mut stays).await;
+    assert_eq!(n, 8);
+    assert_ne!(p.epoch, start.epoch, "a new epoch after Redis went back");
+    assert_eq!(p.offset, 1);
+    // A client that saw 6 of the old epoch is told it is not recovered.
+    let mut late = a.hub.connect("json").await;
+    resume(&mut late, "room:o", &Position::new(start.epoch.clone(), 6)).await;
+    let (_, notice) = resumed(&mut late).await;
+    assert_eq!(notice.recovered, Some(false));
+    assert_eq!(notice.epoch, p.epoch);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

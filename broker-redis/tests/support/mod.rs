@@ -16,11 +16,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod cluster;
+pub mod positions;
+pub mod sentinel;
+pub mod tls;
+
 /// A `redis-server` child process, killed on drop.
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// More arguments (TLS, cluster mode).
+    extra: Vec<String>,
+    /// The port speaks TLS only (readiness is then a TCP accept).
+    tls: bool,
 }
 
 /// A port nobody listens on now.
@@ -37,25 +46,47 @@ impl RedisServer {
 
     /// Starts a server on `port` and waits until it answers PING.
     pub async fn start_on(port: u16) -> Self {
+        Self::start_with(port, Vec::new(), false).await
+    }
+
+    /// Starts a server on `port` with more arguments; `tls` when the port
+    /// speaks TLS only.
+    pub async fn start_with(port: u16, extra: Vec<String>, tls: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("signalbox-redis-test-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create a scratch directory");
         let mut server = RedisServer {
             port,
             dir,
             child: None,
+            extra,
+            tls,
         };
         server.spawn().await;
         server
     }
 
+    /// The server's scratch directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            command
+                .args(["--port", "0"])
+                .args(["--tls-port", &self.port.to_string()]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -83,6 +114,9 @@ impl RedisServer {
         let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
             return false;
         };
+        if self.tls {
+            return true;
+        }
         if s.write_all(b"PING\r\n").await.is_err() {
             return false;
         }
@@ -101,6 +135,11 @@ impl RedisServer {
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the server (SIGKILL: no goodbye to the clients).
@@ -254,10 +293,45 @@ pub fn broker_builder(url: &str, node: &str, prefix: &str) -> RedisBrokerBuilder
         .membership_refresh(Duration::from_millis(200))
 }
 
+/// A broker's builder for the master Sentinel names `service`, with
+/// timings short enough for tests.
+pub fn sentinel_broker_builder(
+    sentinels: &[String],
+    service: &str,
+    node: &str,
+    prefix: &str,
+) -> RedisBrokerBuilder {
+    RedisBroker::sentinel_builder(sentinels.iter().cloned(), service)
+        .node_id(node)
+        .prefix(prefix)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .health_interval(Duration::from_millis(100))
+        .publish_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .membership_refresh(Duration::from_millis(200))
+}
+
+/// A cluster broker's builder with timings short enough for tests.
+pub fn cluster_broker_builder(urls: &[String], node: &str, prefix: &str) -> RedisBrokerBuilder {
+    RedisBroker::cluster_builder(urls.iter().cloned())
+        .node_id(node)
+        .prefix(prefix)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .health_interval(Duration::from_millis(100))
+        .publish_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .membership_refresh(Duration::from_millis(200))
+}
+
 impl Node {
     /// Starts a node and waits until its broker is connected.
     pub async fn start(url: &str, name: &str, prefix: &str) -> Self {
-        let broker = broker(url, name, prefix);
+        Self::start_with(broker(url, name, prefix)).await
+    }
+
+    /// Starts a node on `broker` and waits until it is connected.
+    pub async fn start_with(broker: RedisBroker) -> Self {
+        let name = broker.node_id().to_owned();
         let hub = TestHub::from_builder(Hub::builder(router()).broker(broker.clone()));
         assert!(
             broker.wait_connected(Duration::from_secs(5)).await,
