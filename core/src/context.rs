@@ -336,7 +336,7 @@ impl Conn {
     }
 }
 
-fn encode_error(e: EncodeError) -> Error {
+pub(crate) fn encode_error(e: EncodeError) -> Error {
     match e {
         EncodeError::TooLarge { .. } => Error::resource_exhausted(e.to_string(), None),
         other => {

@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use signalbox::codec::{PayloadError, RawPayload};
+use signalbox::state::{Projection, StateRemoved};
 use signalbox::testing::TestHub;
 use signalbox::versioned::{self, Versioned};
-use signalbox::{Ctx, ErrorCode, Router, message, validate};
+use signalbox::{Ctx, ErrorCode, Router, TopicPattern, message, validate};
 use std::time::Duration;
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
@@ -458,4 +459,284 @@ fn of_racing_creators_exactly_one_wins() {
         assert_eq!(&stored.owner, winners[0]);
         assert_eq!(store_hub.store().version(&key), 1);
     }
+}
+
+/// The room as a projection pushes it: a count, not the members.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct RoomSize {
+    #[serde(rename = "userCount")]
+    user_count: usize,
+    newest: Option<String>,
+}
+message!(RoomSize = "ROOM_SIZE");
+
+/// `LOOK {room, whole}`: watch a room, whole or through the size projection.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Look {
+    room: String,
+    whole: bool,
+}
+message!(Look = "LOOK");
+
+/// Watchers that only look (whole or projected), and the `rooms` entries.
+fn lookers() -> Router {
+    let size = Projection::new(|room: &RoomState| RoomSize {
+        user_count: room.members.len(),
+        newest: room.members.last().cloned(),
+    });
+    rooms().on(move |ctx: Ctx<Look>| {
+        let size = size.clone();
+        async move {
+            let key = format!("room:{}", ctx.payload().room);
+            if ctx.payload().whole {
+                ctx.store().watch::<RoomState>(&ctx, &key)?;
+            } else {
+                ctx.store().watch_with(&ctx, &key, &size)?;
+            }
+            Ok(())
+        }
+    })
+}
+
+fn look(room: &str, whole: bool) -> Look {
+    Look {
+        room: room.into(),
+        whole,
+    }
+}
+
+#[tokio::test]
+async fn a_projected_watch_gets_the_derived_value_now_and_at_every_change() {
+    let hub = TestHub::new(lookers());
+    let store = hub.hub().store();
+    store
+        .set(
+            "room:p",
+            RoomState {
+                members: vec!["ann".into()],
+            },
+        )
+        .unwrap();
+    // Two projected watchers in two codecs, one whole-value watcher.
+    let mut json = hub.connect("json").await;
+    json.send(&look("p", false)).await;
+    let mut msgpack = hub.connect("msgpack+gzip").await;
+    msgpack.send(&look("p", false)).await;
+    let mut whole = hub.connect("json").await;
+    whole.send(&look("p", true)).await;
+    let first = RoomSize {
+        user_count: 1,
+        newest: Some("ann".into()),
+    };
+    assert_eq!(json.expect::<RoomSize>().await.0, first);
+    assert_eq!(msgpack.expect::<RoomSize>().await.0, first);
+    assert_eq!(whole.expect::<RoomState>().await.0.members, ["ann"]);
+    assert_eq!(store.watchers("room:p"), 3);
+
+    let (_, written) = store
+        .update("room:p", |r: &mut RoomState| r.members.push("bob".into()))
+        .unwrap();
+    assert_eq!(written.sent, 3);
+    let second = RoomSize {
+        user_count: 2,
+        newest: Some("bob".into()),
+    };
+    assert_eq!(json.expect::<RoomSize>().await.0, second);
+    assert_eq!(msgpack.expect::<RoomSize>().await.0, second);
+    assert_eq!(whole.expect::<RoomState>().await.0.members, ["ann", "bob"]);
+
+    // A value of another type under the key is not the projection's to
+    // render: only the whole-value watcher gets it.
+    let written = store.set("room:p", Lobby { owner: "x".into() }).unwrap();
+    assert_eq!(written.sent, 1);
+    assert_eq!(whole.expect::<Lobby>().await.0.owner, "x");
+    json.expect_silence(Duration::from_millis(100)).await;
+    msgpack.expect_silence(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn remove_tells_watchers_and_subscribers_and_the_watch_goes_on() {
+    let hub = TestHub::new(lookers());
+    let store = hub.hub().store();
+    let mut changes = store.subscribe::<RoomState>(TopicPattern::prefix("room:"));
+    let mut projected = hub.connect("json").await;
+    projected.send(&look("gone", false)).await;
+    let mut whole = hub.connect("msgpack").await;
+    whole
+        .send(&Enter {
+            room: "gone".into(),
+        })
+        .await;
+    assert_eq!(whole.expect::<RoomState>().await.0.members.len(), 1);
+    assert_eq!(projected.expect::<RoomSize>().await.0.user_count, 1);
+    let set = changes.recv().await.unwrap();
+    assert_eq!((&*set.key, set.version), ("room:gone", 1));
+
+    assert!(store.remove("room:gone").unwrap());
+    let removed = StateRemoved {
+        key: "room:gone".into(),
+    };
+    assert_eq!(whole.expect::<StateRemoved>().await.0, removed);
+    assert_eq!(projected.expect::<StateRemoved>().await.0, removed);
+    let change = changes.recv().await.unwrap();
+    assert_eq!((&*change.key, change.version), ("room:gone", 1));
+    assert!(change.value.is_none(), "a removal carries no value");
+    assert_eq!(store.version("room:gone"), 0);
+    assert_eq!(store.get::<RoomState>("room:gone"), None);
+    // Nothing to remove: nobody is told.
+    assert!(!store.remove("room:gone").unwrap());
+    whole.expect_silence(Duration::from_millis(100)).await;
+    assert!(changes.try_recv().is_none());
+
+    // The watches go on: a new value is pushed again, from version 1.
+    let (_, written) = store
+        .update("room:gone", |r: &mut RoomState| {
+            r.members.push("new".into())
+        })
+        .unwrap();
+    assert_eq!((written.version, written.sent), (1, 2));
+    assert_eq!(whole.expect::<RoomState>().await.0.members, ["new"]);
+    assert_eq!(projected.expect::<RoomSize>().await.0.user_count, 1);
+    assert_eq!(changes.recv().await.unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn subscribers_see_their_pattern_and_type_in_order_until_dropped() {
+    let hub = TestHub::new(Router::new());
+    let store = hub.hub().store();
+    let mut rooms = store.subscribe::<RoomState>(TopicPattern::prefix("room:"));
+    let mut one = store.subscribe::<RoomState>(TopicPattern::exact("room:a"));
+    assert_eq!(store.subscriptions(), 2);
+    // A subscriber that receives as the changes come sees each of them.
+    let mut seen = Vec::new();
+    let mut versions = Vec::new();
+    for n in 0..3 {
+        store
+            .update("room:a", |r: &mut RoomState| {
+                r.members.push(format!("a{n}"))
+            })
+            .unwrap();
+        store
+            .update("room:b", |r: &mut RoomState| {
+                r.members.push(format!("b{n}"))
+            })
+            .unwrap();
+        // Not covered: another prefix, another type, a write changing nothing.
+        store
+            .update("lobby:a", |r: &mut RoomState| r.members.push("x".into()))
+            .unwrap();
+        store
+            .set(
+                "room:c",
+                Lobby {
+                    owner: format!("{n}"),
+                },
+            )
+            .unwrap();
+        store.update("room:a", |_: &mut RoomState| {}).unwrap();
+        while let Some(change) = rooms.try_recv() {
+            assert_eq!(change.skipped, 0);
+            let value = change.value.expect("a value");
+            seen.push((change.key.to_string(), change.version, value.members.len()));
+        }
+        versions.extend(std::iter::from_fn(|| one.try_recv()).map(|c| c.version));
+    }
+    let expected: Vec<_> = (1..=3)
+        .flat_map(|v| {
+            [
+                ("room:a".to_string(), v, v as usize),
+                ("room:b".to_string(), v, v as usize),
+            ]
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(versions, [1, 2, 3]);
+
+    // Dropping ends a subscription; unsubscribe does too.
+    drop(rooms);
+    assert_eq!(store.subscriptions(), 1);
+    one.unsubscribe();
+    assert_eq!(store.subscriptions(), 0);
+    store
+        .update("room:a", |r: &mut RoomState| r.members.push("late".into()))
+        .unwrap();
+
+    // A waiting subscriber wakes for a change, and ends when the store goes.
+    let fresh = TestHub::new(Router::new());
+    let hub2 = fresh.hub().clone();
+    let changes = hub2
+        .store()
+        .subscribe::<RoomState>(TopicPattern::prefix("room:"));
+    let reader = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        changes
+            .into_stream()
+            .map(|c| c.version)
+            .collect::<Vec<_>>()
+            .await
+    });
+    tokio::task::yield_now().await;
+    hub2.store()
+        .update("room:z", |r: &mut RoomState| r.members.push("z".into()))
+        .unwrap();
+    hub2.store()
+        .update("room:z", |r: &mut RoomState| r.members.push("y".into()))
+        .unwrap();
+    drop(hub2);
+    drop(fresh);
+    let versions = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends with its store")
+        .unwrap();
+    assert!(
+        versions == [1, 2] || versions == [2],
+        "a reader sees the changes in order, at worst the latest only: {versions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_holds_at_most_its_capacity_and_keeps_the_latest_values() {
+    let hub = TestHub::new(Router::new());
+    let store = hub.hub().store();
+    let mut slow = store.subscribe_with::<RoomState>(TopicPattern::prefix("room:"), 4);
+    // Many changes of one key: one waits, the latest.
+    for n in 0..1000 {
+        store
+            .update("room:one", |r: &mut RoomState| {
+                r.members.push(n.to_string())
+            })
+            .unwrap();
+    }
+    assert_eq!(slow.pending(), 1);
+    let change = slow.try_recv().unwrap();
+    assert_eq!((change.version, change.skipped), (1000, 999));
+    assert_eq!(change.value.unwrap().members.len(), 1000);
+
+    // Changes of more keys than the capacity: the oldest are dropped.
+    for k in 0..10 {
+        store
+            .update(&format!("room:k{k}"), |r: &mut RoomState| {
+                r.members.push("x".into())
+            })
+            .unwrap();
+        assert!(slow.pending() <= 4);
+    }
+    let keys: Vec<(String, u64)> = std::iter::from_fn(|| slow.try_recv())
+        .map(|c| (c.key.to_string(), c.skipped))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("room:k6".to_string(), 6),
+            ("room:k7".to_string(), 0),
+            ("room:k8".to_string(), 0),
+            ("room:k9".to_string(), 0)
+        ]
+    );
+    // A subscriber that keeps up loses nothing.
+    store
+        .update("room:one", |r: &mut RoomState| r.members.clear())
+        .unwrap();
+    let change = slow.recv().await.unwrap();
+    assert_eq!((change.version, change.skipped), (1001, 0));
 }

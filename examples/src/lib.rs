@@ -1,5 +1,9 @@
 //! Example applications of signalbox.
 //!
+//! [`embed`] is an existing axum application (REST routes, static files,
+//! its own authentication layer) with a hub mounted at `/ws`; the
+//! `axum_app` binary runs it.
+//!
 //! [`chat`] is the chat server of docs/PROTOCOL.md §9: rooms, messages, an echo
 //! request, over WebSocket with a web page. The `chat` binary runs it; the
 //! tests start it in-process.
@@ -17,4 +21,5 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod chat;
+pub mod embed;
 pub mod guide;

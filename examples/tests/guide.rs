@@ -234,6 +234,26 @@ async fn extended_context_checks_roles_and_broadcasts() {
     }
 }
 
+/// Asks `LIST_ROOMS` until the answer is `expected` (the directory follows
+/// the store's changes in a task of its own, so it may lag a little).
+async fn rooms_become(c: &mut Client, expected: Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        c.send(json!({"type": "LIST_ROOMS", "meta": {"correlationId": "l"}, "payload": {}}))
+            .await;
+        let list = c.wait_for("ROOM_LIST").await;
+        if list["payload"]["rooms"] == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rooms still {} rather than {expected}",
+            list["payload"]["rooms"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn state_is_pushed_to_room_members_as_it_changes() {
     let program = Program::start(env!("CARGO_BIN_EXE_guide_state"));
@@ -241,13 +261,17 @@ async fn state_is_pushed_to_room_members_as_it_changes() {
     a.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": "r1", "username": "ann"}}))
         .await;
     let s = a.expect("ROOM_STATE_UPDATE").await;
-    assert_eq!(s["payload"]["users"].as_object().unwrap().len(), 1);
+    // The projection: a count and the latest messages, not the members.
+    assert_eq!(
+        s["payload"],
+        json!({"roomId": "r1", "userCount": 1, "latestMessages": []})
+    );
     let mut b = program.connect("msgpack").await;
     b.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": "r1", "username": "bob"}}))
         .await;
     b.expect("ROOM_STATE_UPDATE").await; // the state as it was
     let s = b.expect("ROOM_STATE_UPDATE").await;
-    assert_eq!(s["payload"]["users"].as_object().unwrap().len(), 2);
+    assert_eq!(s["payload"]["userCount"], 2);
     assert_eq!(a.expect("ROOM_STATE_UPDATE").await["payload"], s["payload"]);
     for i in 0..12 {
         b.send(json!({"type": "POST", "payload": {"roomId": "r1", "text": format!("m{i}")}}))
@@ -260,6 +284,8 @@ async fn state_is_pushed_to_room_members_as_it_changes() {
     let latest = last["payload"]["latestMessages"].as_array().unwrap();
     assert_eq!(latest.len(), 10);
     assert_eq!(latest[9]["text"], "m11");
+    assert_eq!(last["payload"]["userCount"], 2);
+    assert!(last["payload"].get("users").is_none(), "{last}");
     // Posting to a room not joined.
     a.send(json!({"type": "POST", "payload": {"roomId": "other", "text": "x"}}))
         .await;
@@ -267,16 +293,36 @@ async fn state_is_pushed_to_room_members_as_it_changes() {
         a.expect("ERROR").await["payload"]["code"],
         "PERMISSION_DENIED"
     );
+    // The server-side subscriber's directory.
+    rooms_become(&mut a, json!({"r1": 2})).await;
     drop(b);
     let s = a.expect("ROOM_STATE_UPDATE").await;
-    assert_eq!(
-        s["payload"]["users"]
-            .as_object()
-            .unwrap()
-            .values()
-            .collect::<Vec<_>>(),
-        ["ann"]
-    );
+    assert_eq!(s["payload"]["userCount"], 1);
+    rooms_become(&mut a, json!({"r1": 1})).await;
+
+    // Closing the room removes its state: the watchers are told.
+    let mut c = program.connect("json").await;
+    c.send(json!({"type": "JOIN_ROOM", "payload": {"roomId": "r1", "username": "cy"}}))
+        .await;
+    c.expect("ROOM_STATE_UPDATE").await; // the room as it was
+    for client in [&mut a, &mut c] {
+        let s = client.expect("ROOM_STATE_UPDATE").await;
+        assert_eq!(s["payload"]["userCount"], 2);
+    }
+    c.send(json!({"type": "CLOSE_ROOM", "payload": {"roomId": "r1"}}))
+        .await;
+    for client in [&mut a, &mut c] {
+        let removed = client.expect("$sb:state-removed").await;
+        assert_eq!(removed["payload"], json!({"key": "room:r1"}));
+    }
+    rooms_become(&mut a, json!({})).await;
+    // Leaving a closed room does not bring it back.
+    drop(c);
+    a.send(json!({"type": "POST", "payload": {"roomId": "r1", "text": "after"}}))
+        .await;
+    let s = a.expect("ROOM_STATE_UPDATE").await;
+    assert_eq!(s["payload"]["userCount"], 0);
+    assert_eq!(s["payload"]["latestMessages"][0]["text"], "after");
 }
 
 #[tokio::test]

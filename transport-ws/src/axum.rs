@@ -19,6 +19,55 @@
 //! are. The connection runs over hyper's upgraded stream, with this crate's
 //! buffers; axum's own `WebSocket` type is not involved.
 //!
+//! # Authentication by a layer
+//!
+//! The authentication hook ([`UpgraderBuilder::authenticate`]) receives the
+//! request's extensions ([`HandshakeRequest::extensions`]), so a tower or
+//! axum layer in front of the route can authenticate the request as it does
+//! for the application's other routes, and the hook only moves the layer's
+//! result into the connection's typed data (read by handlers with
+//! [`signalbox::Conn::data`]). A request the layer refuses never reaches the
+//! upgrade. `examples/src/embed.rs` is a runnable application built this
+//! way; `examples/tests/embed_axum.rs` drives it.
+//!
+//! ```no_run
+//! # fn app(hub: signalbox::Hub) -> axum::Router {
+//! use axum::extract::Request;
+//! use axum::http::StatusCode;
+//! use axum::middleware::{self, Next};
+//! use axum::response::Response;
+//! use signalbox::connection::DataMap;
+//! use signalbox_ws::{Rejection, Upgrader};
+//!
+//! #[derive(Clone)]
+//! struct UserId(String);
+//!
+//! async fn require_user(mut req: Request, next: Next) -> Result<Response, StatusCode> {
+//!     let user = req
+//!         .headers()
+//!         .get("authorization")
+//!         .and_then(|v| v.to_str().ok())
+//!         .and_then(|v| v.strip_prefix("Bearer "))
+//!         .map(|token| UserId(token.to_owned())) // look the token up here
+//!         .ok_or(StatusCode::UNAUTHORIZED)?;
+//!     req.extensions_mut().insert(user);
+//!     Ok(next.run(req).await)
+//! }
+//!
+//! let upgrader = Upgrader::builder(hub)
+//!     .authenticate(|req| async move {
+//!         let user = req.extension::<UserId>().cloned().ok_or_else(Rejection::unauthorized)?;
+//!         let mut data = DataMap::new();
+//!         data.insert(user);
+//!         Ok(data)
+//!     })
+//!     .build();
+//! axum::Router::new()
+//!     .route("/ws", signalbox_ws::axum::route(upgrader))
+//!     .layer(middleware::from_fn(require_user))
+//! # }
+//! ```
+//!
 //! # Shutting down
 //!
 //! hyper stops tracking a connection once it is upgraded, so axum's graceful
@@ -54,6 +103,8 @@
 //! ```
 //!
 //! [`Hub::shutdown`]: signalbox::Hub::shutdown
+//! [`UpgraderBuilder::authenticate`]: crate::UpgraderBuilder::authenticate
+//! [`HandshakeRequest::extensions`]: crate::HandshakeRequest::extensions
 //! [`Hub::shutdown_started`]: signalbox::Hub::shutdown_started
 
 use crate::upgrade::Upgrader;

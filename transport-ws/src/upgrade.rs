@@ -33,6 +33,15 @@ pub struct HandshakeRequest {
     pub headers: HeaderMap,
     /// The request URI, with its query.
     pub uri: Uri,
+    /// The request's extensions: what the HTTP stack in front of the
+    /// upgrade put there. Mounted in an axum application (the `axum`
+    /// module), that is every value a tower or axum layer inserted — an
+    /// authenticated user, say — so an authentication done by a layer
+    /// reaches the hook, which moves it into the connection's data (see
+    /// [`HandshakeRequest::extension`]). The standalone server
+    /// ([`crate::WsServer`]) has no layers: there it holds only what hyper
+    /// itself inserts.
+    pub extensions: http::Extensions,
     /// The peer's address, when known.
     pub peer_addr: Option<SocketAddr>,
     /// The codec negotiated for the connection.
@@ -52,6 +61,12 @@ impl HandshakeRequest {
     /// A header's value as text, if present and visible ASCII.
     pub fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The request extension of type `T`, if a layer inserted one
+    /// (see [`HandshakeRequest::extensions`]).
+    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions.get::<T>()
     }
 }
 
@@ -339,12 +354,19 @@ impl Upgrader {
         let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
             return text_response(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
         };
+        // Taken before the hook runs, so the extensions the hook receives
+        // do not carry hyper's upgrade handle.
+        let on_upgrade = hyper::upgrade::on(&mut req);
         let data = match &inner.auth {
             None => DataMap::new(),
             Some(hook) => {
+                // An upgrade request has no body: the request's parts are
+                // all the hook can use, and they are moved, not copied.
+                let (parts, _body) = req.into_parts();
                 let request = HandshakeRequest {
-                    headers: req.headers().clone(),
-                    uri: req.uri().clone(),
+                    headers: parts.headers,
+                    uri: parts.uri,
+                    extensions: parts.extensions,
                     peer_addr,
                     codec,
                 };
@@ -354,7 +376,6 @@ impl Upgrader {
                 }
             }
         };
-        let on_upgrade = hyper::upgrade::on(&mut req);
         let this = self.clone();
         tokio::spawn(async move {
             let upgraded =
@@ -498,6 +519,7 @@ mod tests {
         let req = HandshakeRequest {
             headers: HeaderMap::new(),
             uri: "/ws?a=1&token=x%2By+z&empty".parse().unwrap(),
+            extensions: http::Extensions::new(),
             peer_addr: None,
             codec: WireCodec::from_name("json").unwrap(),
         };

@@ -166,6 +166,59 @@ async fn the_hub_mounts_on_an_axum_route_beside_other_routes() {
     assert!(response.ends_with("ok"));
 }
 
+/// What an axum layer found out about a request (here: read from a header).
+#[derive(Debug, Clone, PartialEq)]
+struct LayerUser(String);
+
+#[tokio::test]
+async fn what_an_axum_layer_puts_in_the_extensions_reaches_the_hook_and_the_connection() {
+    use axum::extract::Request;
+    use axum::middleware::Next;
+    let hub = hub(Config::default());
+    let upgrader = Upgrader::builder(hub.clone())
+        .authenticate(|req| async move {
+            // The hub's own rules still answer: the hook refuses a request
+            // the layer let through without a user.
+            let user = req
+                .extension::<LayerUser>()
+                .cloned()
+                .ok_or_else(signalbox_ws::Rejection::forbidden)?;
+            let mut data = signalbox::connection::DataMap::new();
+            data.insert(user);
+            Ok(data)
+        })
+        .build();
+    let layer = |mut req: Request, next: Next| async move {
+        let user = req
+            .headers()
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| LayerUser(v.to_owned()));
+        if let Some(user) = user {
+            req.extensions_mut().insert(user);
+        }
+        next.run(req).await
+    };
+    let app = axum::Router::new()
+        .route("/live", signalbox_ws::axum::route(upgrader))
+        .layer(axum::middleware::from_fn(layer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    assert_eq!(
+        try_connect(addr, "/live", &["json"], &[]).await.err(),
+        Some(403)
+    );
+    let client = try_connect(addr, "/live", &["json"], &[("x-user", "ann")])
+        .await
+        .unwrap();
+    let conns = hub.connections();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].data::<LayerUser>(), Some(LayerUser("ann".into())));
+    roundtrip(client.ws, "json").await;
+}
+
 /// An axum application serving `hub` on `/live`, shutting down gracefully
 /// when `signal` resolves; the server task's handle.
 async fn serve_axum(

@@ -62,16 +62,6 @@ pub(crate) struct Member {
     pub(crate) presence: Option<Arc<serde_json::Value>>,
 }
 
-impl Member {
-    pub(crate) fn plain(conn: &Conn) -> Self {
-        Member {
-            conn: conn.clone(),
-            gate: None,
-            presence: None,
-        }
-    }
-}
-
 /// One shard: topic → its members by connection id.
 type Shard = RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Member>>>;
 
@@ -92,11 +82,6 @@ impl Registry {
         let mut h = DefaultHasher::new();
         topic.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
-    }
-
-    /// Adds `conn` to `topic`; returns `(added, topic_was_empty)`.
-    pub(crate) fn insert(&self, topic: &Arc<str>, conn: &Conn) -> (bool, bool) {
-        self.insert_member(topic, Member::plain(conn))
     }
 
     /// Adds a member to `topic`; returns `(added, topic_was_empty)`.
