@@ -152,6 +152,7 @@
 mod broker;
 mod config;
 mod history;
+mod meter;
 mod tasks;
 pub mod wire;
 

@@ -106,12 +106,13 @@ pub(crate) async fn run_publisher(shared: Arc<Shared>) {
                 generation += 1;
                 if generation > 1 {
                     bump(&shared.counters.reconnects, 1);
+                    crate::meter::reconnected("publisher");
                 }
                 *shared.publisher.lock() = Some(Publisher {
                     generation,
                     conn: conn.clone(),
                 });
-                shared.status.send_modify(|s| s.publisher = true);
+                shared.set_status(|s| s.publisher = true);
                 tracing::info!(url = %config.url, "redis broker: publisher connected");
                 // Membership counts may be missing after a Redis restart.
                 shared.members_lost.store(true, Ordering::Relaxed);
@@ -186,10 +187,11 @@ pub(crate) async fn run_subscriber(shared: Arc<Shared>) {
                 sessions += 1;
                 if sessions > 1 {
                     bump(&shared.counters.reconnects, 1);
+                    crate::meter::reconnected("subscriber");
                 }
                 let ended = subscriber_session(&shared, &delivery, pubsub).await;
                 shared.subscribed_change(HashSet::clear);
-                shared.status.send_modify(|s| s.subscriber = false);
+                shared.set_status(|s| s.subscriber = false);
                 if shared.stop.is_cancelled() {
                     return;
                 }
@@ -232,7 +234,7 @@ async fn subscriber_session(
             shared.delivered_to.lock().retain(|t, _| still.contains(t));
         }
         subscribe(shared, &mut sink, held).await?;
-        shared.status.send_modify(|s| s.subscriber = true);
+        shared.set_status(|s| s.subscriber = true);
         tracing::info!(url = %shared.config.url, "redis broker: subscriber connected");
         loop {
             tokio::select! {

@@ -7,6 +7,7 @@ use crate::connection::{Connection, DataMap, IncompleteBudget};
 use crate::context::Conn;
 use crate::error::Error;
 use crate::message::Message;
+use crate::meter::{HubMeter, TopicGauges};
 use crate::router::{Hooks, RouteEntry, Router};
 use crate::state::StateStore;
 use crate::topic::history::{
@@ -141,6 +142,7 @@ pub(crate) struct HubInner {
     incomplete: Arc<IncompleteBudget>,
     node: String,
     next_id: AtomicU64,
+    pub(crate) meter: HubMeter,
 }
 
 /// A running router: give it connections with [`Hub::serve`], push to
@@ -236,13 +238,14 @@ impl HubBuilder {
                 .finish() as u32
         );
         let incomplete = IncompleteBudget::new(self.config.incomplete);
+        let meter = HubMeter::new(routes.keys().map(|name| &**name));
         let store_keys = self.config.store_keys.clone();
         let inner = Arc::new(HubInner {
             routes,
             hooks,
             state,
             config: self.config,
-            topics: Registry::new(),
+            topics: Registry::new(TopicGauges::topics()),
             store: StateStore::new(self.clock.clone(), store_keys),
             broker: self.broker,
             clock: self.clock,
@@ -255,6 +258,7 @@ impl HubBuilder {
             incomplete,
             node,
             next_id: AtomicU64::new(1),
+            meter,
         });
         inner.broker.attach(LocalDelivery {
             hub: Arc::downgrade(&inner),
@@ -390,6 +394,7 @@ impl Hub {
             |codec| msg.encode(codec, &meta, options.compress),
         )
         .await;
+        inner.meter.sent_typed(M::TYPE, delivered);
         inner
             .forward(topic, msg, meta, exclude, options.compress)
             .await?;
@@ -430,7 +435,7 @@ impl Hub {
             history::stamp(&mut stamped, topic, &position);
             let meta = stamped;
             let members = inner.topics.entries(topic);
-            let mut cache = EncodeCache::default();
+            let mut cache = EncodeCache::published();
             let encode = |codec: &WireCodec| msg.encode(codec, &meta, options.compress);
             let delivered = cache.deliver_positioned(
                 &members,
@@ -450,6 +455,7 @@ impl Hub {
             });
             delivered
         };
+        inner.meter.sent_typed(M::TYPE, delivered);
         inner.count_history_use();
         // Other nodes get it without a position: their history is their
         // own (see HubBuilder::history).
@@ -786,7 +792,9 @@ impl HubInner {
         {
             for entry in &replay {
                 if let Some(frame) = entry_frame(entry, conn.codec()) {
-                    let _ = conn.push(frame);
+                    if conn.push(frame).is_ok() {
+                        self.meter.replayed(1);
+                    }
                 }
             }
             send_subscribed(&conn, topic, &position, notice);
@@ -883,7 +891,9 @@ impl HubInner {
             if !crate::connection::room_for_answers(conn).await || !conn.is_subscribed(topic) {
                 return;
             }
-            let _ = conn.push(frame);
+            if conn.push(frame).is_ok() {
+                self.meter.replayed(1);
+            }
         }
         if !conn.is_subscribed(topic) {
             return;
@@ -898,7 +908,9 @@ impl HubInner {
         };
         send_subscribed(conn, topic, &position, notice);
         for frame in held {
-            let _ = conn.push(frame);
+            if conn.push(frame).is_ok() {
+                self.meter.replayed(1);
+            }
         }
     }
 

@@ -143,7 +143,7 @@ impl StateStore {
     pub(crate) fn new(clock: Arc<dyn crate::Clock>, keys: KeyRule) -> Self {
         StateStore {
             slots: Mutex::new(HashMap::new()),
-            watchers: Registry::new(),
+            watchers: Registry::new(crate::meter::TopicGauges::none()),
             clock,
             keys,
         }
