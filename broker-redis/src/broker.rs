@@ -330,6 +330,7 @@ impl RedisBroker {
             stop: stop.clone(),
             tracker: TaskTracker::new(),
         });
+        crate::meter::describe();
         crate::meter::status(Status::default());
         shared
             .tracker

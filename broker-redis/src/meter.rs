@@ -5,6 +5,31 @@
 use crate::broker::Status;
 use std::time::Instant;
 
+/// The help text of each metric, once per broker.
+pub(crate) fn describe() {
+    #[cfg(feature = "metrics")]
+    {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_gauge!(
+            "signalbox_redis_connected",
+            "1 while the Redis connection is up"
+        );
+        describe_counter!(
+            "signalbox_redis_reconnects_total",
+            "Redis connections re-established after a loss"
+        );
+        describe_histogram!(
+            "signalbox_redis_publish_duration_seconds",
+            Unit::Seconds,
+            "Successful publishes to Redis, round trip"
+        );
+        describe_counter!(
+            "signalbox_redis_publish_failures_total",
+            "Publishes to Redis that failed"
+        );
+    }
+}
+
 /// The broker's connection status changed (or was first set).
 pub(crate) fn status(status: Status) {
     #[cfg(feature = "metrics")]

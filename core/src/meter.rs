@@ -103,6 +103,7 @@ mod on {
     impl HubMeter {
         /// Meters for a hub routing `routes`.
         pub(crate) fn new<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
+            describe();
             let sent = routes
                 .chain(RESERVED.iter().copied())
                 .map(|ty| (Box::from(ty), out_counter(ty.to_owned())))
@@ -234,6 +235,55 @@ mod on {
                 }
             }
         }
+    }
+
+    /// The help text of each metric (docs/DEPLOYMENT.md, "Metrics").
+    fn describe() {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_gauge!("signalbox_connections_open", "Connections open now");
+        describe_counter!(
+            "signalbox_connections_opened_total",
+            "Connections accepted after the handshake"
+        );
+        describe_counter!(
+            "signalbox_connections_closed_total",
+            "Connections closed, by the transport's close code"
+        );
+        describe_counter!("signalbox_messages_in_total", "Messages received, by type");
+        describe_counter!(
+            "signalbox_messages_out_total",
+            "Messages queued to connections, by type"
+        );
+        describe_counter!(
+            "signalbox_history_replayed_total",
+            "Publications queued from topic history (replays)"
+        );
+        describe_counter!("signalbox_errors_total", "Error answers sent, by code");
+        describe_counter!(
+            "signalbox_rate_limited_total",
+            "Messages refused by the per-connection rate limit"
+        );
+        describe_counter!(
+            "signalbox_slow_consumer_closes_total",
+            "Connections closed as slow consumers"
+        );
+        describe_gauge!(
+            "signalbox_outbound_queued_bytes",
+            Unit::Bytes,
+            "Bytes queued outbound, over all connections"
+        );
+        describe_histogram!(
+            "signalbox_handler_duration_seconds",
+            Unit::Seconds,
+            "Middleware and handler time per message, by type"
+        );
+        describe_histogram!(
+            "signalbox_publish_to_write_seconds",
+            Unit::Seconds,
+            "From a publish to its frame written to a connection"
+        );
+        describe_gauge!("signalbox_topics", "Topics with a subscriber on this node");
+        describe_gauge!("signalbox_subscriptions", "Subscriptions on this node");
     }
 
     fn out_counter(ty: impl Into<metrics::SharedString>) -> Counter {

@@ -53,12 +53,13 @@ impl Drop for Chat {
     }
 }
 
-/// Starts the chat binary with `--metrics` on an ephemeral port; reads
-/// both addresses from its first line.
-async fn spawn_chat() -> Chat {
+/// Starts the chat binary with `--metrics` on an ephemeral port (and
+/// `extra` arguments); reads both addresses from its first line.
+async fn spawn_chat(extra: &[&str]) -> Chat {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
         .args(["--ws", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
         .args(["--metrics", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -146,9 +147,9 @@ async fn scrape(addr: SocketAddr) -> Scrape {
 }
 
 /// Scrapes until `done` holds (what the server records after writing may
-/// trail what the client has read), at most 10 s; returns the last scrape.
+/// trail what the client has read), at most 20 s; returns the last scrape.
 async fn scrape_until(addr: SocketAddr, done: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let s = scrape(addr).await;
         if done(&s) || tokio::time::Instant::now() > deadline {
@@ -173,7 +174,7 @@ const OUT: &str = "signalbox_messages_out_total";
 
 #[tokio::test]
 async fn metrics_follow_a_chat_and_topics_never_become_labels() {
-    let chat = spawn_chat().await;
+    let chat = spawn_chat(&[]).await;
     assert_eq!(get(chat.metrics, "/").await.0, 404);
 
     let mut alice = connect(chat.ws, "json").await;
@@ -409,4 +410,66 @@ async fn metrics_follow_a_chat_and_topics_never_become_labels() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn redis_broker_metrics_follow_its_connections_and_publishes() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let chat = spawn_chat(&["--redis", &url]).await;
+    let connected =
+        |s: &Scrape, conn: &str| s.get("signalbox_redis_connected", &[("connection", conn)]);
+    let s = scrape_until(chat.metrics, |s| {
+        connected(s, "publisher") == 1.0 && connected(s, "subscriber") == 1.0
+    })
+    .await;
+    assert_eq!(
+        (connected(&s, "publisher"), connected(&s, "subscriber")),
+        (1.0, 1.0)
+    );
+    let publishes = "signalbox_redis_publish_duration_seconds_count";
+    assert_eq!(s.get(publishes, &[]), 0.0);
+
+    // Rooms keep their history in Redis: USER_JOINED and 3 NEW_MESSAGE are
+    // 4 publishes to Redis, each delivered back through it.
+    let mut alice = connect(chat.ws, "json").await;
+    join(&mut alice, "lobby").await;
+    alice.expect("USER_JOINED").await;
+    for i in 0..3 {
+        alice
+            .send_json(
+                "SEND_MESSAGE",
+                None,
+                json!({ "roomId": "lobby", "text": format!("m{i}") }),
+            )
+            .await;
+        alice.expect("NEW_MESSAGE").await;
+    }
+    let s = scrape(chat.metrics).await;
+    assert_eq!(s.get(publishes, &[]), 4.0);
+    assert_eq!(s.get("signalbox_redis_publish_failures_total", &[]), 0.0);
+    let reconnects =
+        |s: &Scrape, conn: &str| s.get("signalbox_redis_reconnects_total", &[("connection", conn)]);
+    assert_eq!(
+        (reconnects(&s, "publisher"), reconnects(&s, "subscriber")),
+        (0.0, 0.0)
+    );
+
+    // Redis restarts: both connections are lost and come back.
+    redis.restart_empty().await;
+    let s = scrape_until(chat.metrics, |s| {
+        reconnects(s, "publisher") == 1.0
+            && reconnects(s, "subscriber") == 1.0
+            && connected(s, "publisher") == 1.0
+            && connected(s, "subscriber") == 1.0
+    })
+    .await;
+    assert_eq!(
+        (reconnects(&s, "publisher"), reconnects(&s, "subscriber")),
+        (1.0, 1.0)
+    );
+    assert_eq!(
+        (connected(&s, "publisher"), connected(&s, "subscriber")),
+        (1.0, 1.0)
+    );
 }
