@@ -7,9 +7,9 @@
 //! nothing, so recording compiles away.
 //!
 //! Label values are bounded: a message `type` label is one of the router's
-//! routes, a reserved type (docs/PROTOCOL.md §1, §8), a type the server's
-//! own code sends (`Message::TYPE`, a constant), or `other`; topics are
-//! never labels.
+//! routes, a reserved type (docs/PROTOCOL.md §1, §4, §6, §7, §8), a type
+//! the server's own code sends (`Message::TYPE`, a constant), or `other`;
+//! topics are never labels.
 
 #[cfg(feature = "metrics")]
 pub(crate) use on::*;
