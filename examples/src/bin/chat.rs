@@ -5,9 +5,9 @@
 //!      [--presence-refresh SECS] [--metrics ADDR]
 //! ```
 //!
-//! Prints `listening ws=ADDR quic=ADDR` once both listeners are ready; stops
-//! on SIGINT or SIGTERM, closing every client as going away (WebSocket 1001,
-//! QUIC 1).
+//! Prints `listening ws=ADDR quic=ADDR` (and ` metrics=ADDR` with
+//! `--metrics`) once the listeners are ready; stops on SIGINT or SIGTERM,
+//! closing every client as going away (WebSocket 1001, QUIC 1).
 
 use clap::Parser;
 use signalbox::Hub;
