@@ -222,6 +222,12 @@ impl Shared {
             .map(|p| (p.generation, p.conn.clone()))
     }
 
+    /// Changes the connection status (and its gauges).
+    pub(crate) fn set_status(&self, change: impl FnOnce(&mut Status)) {
+        self.status.send_modify(change);
+        crate::meter::status(*self.status.borrow());
+    }
+
     /// The publishing connection for one publish, or why there is none
     /// (counted as a publish failure).
     pub(crate) fn publishing(&self) -> Result<(u64, Conn), BrokerError> {
@@ -233,6 +239,7 @@ impl Shared {
             "not connected to Redis"
         };
         bump(&self.counters.publish_failures, 1);
+        crate::meter::published(None, false);
         Err(BrokerError::Unavailable(reason.into()))
     }
 
@@ -252,7 +259,7 @@ impl Shared {
             }
         };
         if dropped {
-            self.status.send_modify(|s| s.publisher = false);
+            self.set_status(|s| s.publisher = false);
             self.publisher_lost.notify_one();
         }
     }
@@ -401,6 +408,8 @@ impl RedisBroker {
             stop: stop.clone(),
             tracker: TaskTracker::new(),
         });
+        crate::meter::describe();
+        crate::meter::status(Status::default());
         shared
             .tracker
             .spawn_on(tasks::run_publisher(shared.clone()), &shared.runtime);
@@ -520,9 +529,11 @@ impl Broker for RedisBroker {
         let shared = self.shared();
         let fail = |e: BrokerError| {
             bump(&shared.counters.publish_failures, 1);
+            crate::meter::published(None, false);
             Err(e)
         };
         let (generation, mut conn) = shared.publishing()?;
+        let start = crate::meter::start();
         let frame = match wire::encode(&shared.config.node_id, &msg) {
             Ok(frame) => frame,
             Err(e) => return fail(BrokerError::Other(e.to_string())),
@@ -539,6 +550,7 @@ impl Broker for RedisBroker {
         match settle(shared, generation, sent) {
             Ok(_receivers) => {
                 bump(&shared.counters.published, 1);
+                crate::meter::published(start, true);
                 Ok(())
             }
             Err(e) => fail(e),
@@ -579,9 +591,11 @@ impl Broker for RedisBroker {
         let shared = self.shared();
         let fail = |e: BrokerError| {
             bump(&shared.counters.publish_failures, 1);
+            crate::meter::published(None, false);
             Err(e)
         };
         let (generation, mut conn) = shared.publishing()?;
+        let start = crate::meter::start();
         let head = match wire::encode_positioned_head(&shared.config.node_id, &msg) {
             Ok(head) => head,
             Err(e) => return fail(BrokerError::Other(e.to_string())),
@@ -608,6 +622,7 @@ impl Broker for RedisBroker {
         match settle(shared, generation, sent) {
             Ok((epoch, offset)) => {
                 bump(&shared.counters.published, 1);
+                crate::meter::published(start, true);
                 Ok(Position::new(epoch, offset))
             }
             Err(e) => fail(e),

@@ -239,6 +239,7 @@ mod broker;
 mod config;
 mod conn;
 mod history;
+mod meter;
 mod tasks;
 pub mod wire;
 

@@ -99,12 +99,13 @@ pub(crate) async fn run_publisher(shared: Arc<Shared>) {
                 generation += 1;
                 if generation > 1 {
                     bump(&shared.counters.reconnects, 1);
+                    crate::meter::reconnected("publisher");
                 }
                 *shared.publisher.lock() = Some(Publisher {
                     generation,
                     conn: conn.clone(),
                 });
-                shared.status.send_modify(|s| s.publisher = true);
+                shared.set_status(|s| s.publisher = true);
                 tracing::info!(url = %config.url, "redis broker: publisher connected");
                 // Membership counts may be missing after a Redis restart.
                 shared.members_lost.store(true, Ordering::Relaxed);
@@ -192,7 +193,7 @@ pub(crate) async fn run_subscriber(shared: Arc<Shared>) {
         if let Some(ended) = ended {
             backoff.reset();
             shared.subscribed_change(HashSet::clear);
-            shared.status.send_modify(|s| s.subscriber = false);
+            shared.set_status(|s| s.subscriber = false);
             if shared.stop.is_cancelled() {
                 return;
             }
@@ -209,6 +210,7 @@ pub(crate) async fn run_subscriber(shared: Arc<Shared>) {
 fn session_started(shared: &Shared, sessions: u64) {
     if sessions > 1 {
         bump(&shared.counters.reconnects, 1);
+        crate::meter::reconnected("subscriber");
     }
 }
 
@@ -281,7 +283,7 @@ async fn subscriber_session(
     let writer = async {
         let held = session_topics(shared, delivery);
         subscribe(shared, &mut sink, held).await?;
-        shared.status.send_modify(|s| s.subscriber = true);
+        shared.set_status(|s| s.subscriber = true);
         tracing::info!(url = %shared.config.url, "redis broker: subscriber connected");
         loop {
             tokio::select! {
@@ -377,7 +379,7 @@ async fn cluster_subscriber_session(
     let run = async {
         let held = session_topics(shared, delivery);
         ssubscribe(shared, &conn, held).await?;
-        shared.status.send_modify(|s| s.subscriber = true);
+        shared.set_status(|s| s.subscriber = true);
         tracing::info!(url = %config.url, "redis broker: cluster subscriber connected");
         loop {
             tokio::select! {

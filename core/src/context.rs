@@ -30,6 +30,7 @@ use crate::connection::{Close, CloseKind, ConnectionInfo, DataMap, OutboundQueue
 use crate::error::Error;
 use crate::hub::{HubInner, PublishOptions, SubscribeOptions};
 use crate::message::Message;
+use crate::meter::Stamp;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -118,7 +119,9 @@ impl Conn {
         let frame = msg
             .encode(self.codec(), &meta, compress)
             .map_err(encode_error)?;
-        self.push(frame)
+        self.push(frame)?;
+        self.shared.hub.meter.sent_typed(M::TYPE, 1);
+        Ok(())
     }
 
     /// Sends an `ERROR` message (not tied to a request).
@@ -141,7 +144,9 @@ impl Conn {
             .codec()
             .encode(ty, &meta, Some(payload))
             .map_err(encode_error)?;
-        self.push(frame)
+        self.push(frame)?;
+        self.shared.hub.meter.sent(ty, 1);
+        Ok(())
     }
 
     pub(crate) fn send_serde<P: Serialize + ?Sized>(
@@ -157,12 +162,19 @@ impl Conn {
             .codec()
             .encode_with(ty, &meta, payload, compress)
             .map_err(encode_error)?;
-        self.push(frame)
+        self.push(frame)?;
+        self.shared.hub.meter.sent(ty, 1);
+        Ok(())
     }
 
     /// Queues an encoded frame.
     pub(crate) fn push(&self, frame: Bytes) -> Result<(), Error> {
-        match self.shared.outbound.push(frame) {
+        self.push_stamped(frame, Stamp::none())
+    }
+
+    /// Queues an encoded frame of a publish that started at `stamp`.
+    pub(crate) fn push_stamped(&self, frame: Bytes, stamp: Stamp) -> Result<(), Error> {
+        match self.shared.outbound.push_stamped(frame, stamp) {
             PushOutcome::Queued | PushOutcome::DroppedOldest | PushOutcome::DroppedNewest => Ok(()),
             PushOutcome::Overflow => {
                 self.close_slow_consumer("slow consumer: outbound queue full");
@@ -175,6 +187,9 @@ impl Conn {
     /// Closes the connection as one whose peer does not read: what is
     /// queued is not drained into it.
     pub(crate) fn close_slow_consumer(&self, reason: &'static str) {
+        if !self.shared.abandon_queue.is_cancelled() && !self.is_closed() {
+            self.shared.hub.meter.slow_consumer_closed();
+        }
         self.shared.abandon_queue.cancel();
         self.close(Close::new(CloseKind::Policy, reason));
     }

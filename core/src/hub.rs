@@ -7,6 +7,7 @@ use crate::connection::{Connection, DataMap, IncompleteBudget};
 use crate::context::Conn;
 use crate::error::Error;
 use crate::message::Message;
+use crate::meter::{HubMeter, TopicGauges};
 use crate::router::{Hooks, RouteEntry, Router};
 use crate::state::StateStore;
 use crate::topic::history::{
@@ -192,6 +193,7 @@ pub(crate) struct HubInner {
     incomplete: Arc<IncompleteBudget>,
     node: String,
     next_id: AtomicU64,
+    pub(crate) meter: HubMeter,
 }
 
 /// A running router: give it connections with [`Hub::serve`], push to
@@ -287,13 +289,14 @@ impl HubBuilder {
                 .finish() as u32
         );
         let incomplete = IncompleteBudget::new(self.config.incomplete);
+        let meter = HubMeter::new(routes.keys().map(|name| &**name));
         let store_keys = self.config.store_keys.clone();
         let inner = Arc::new(HubInner {
             routes,
             hooks,
             state,
             config: self.config,
-            topics: Registry::new(),
+            topics: Registry::new(TopicGauges::topics()),
             store: StateStore::new(self.clock.clone(), store_keys),
             broker: self.broker,
             clock: self.clock,
@@ -308,6 +311,7 @@ impl HubBuilder {
             incomplete,
             node,
             next_id: AtomicU64::new(1),
+            meter,
         });
         inner.broker.attach(LocalDelivery {
             hub: Arc::downgrade(&inner),
@@ -479,6 +483,7 @@ impl Hub {
             |codec| msg.encode(codec, &meta, options.compress),
         )
         .await;
+        inner.meter.sent_typed(M::TYPE, delivered);
         inner
             .forward(topic, msg, meta, exclude, options.compress)
             .await?;
@@ -519,7 +524,7 @@ impl Hub {
             history::stamp(&mut stamped, topic, &position);
             let meta = stamped;
             let members = inner.topics.entries(topic);
-            let mut cache = EncodeCache::default();
+            let mut cache = EncodeCache::published();
             let encode = |codec: &WireCodec| msg.encode(codec, &meta, options.compress);
             let delivered = cache.deliver_positioned(
                 &members,
@@ -539,6 +544,7 @@ impl Hub {
             });
             delivered
         };
+        inner.meter.sent_typed(M::TYPE, delivered);
         inner.count_history_use();
         // Other nodes get it without a position: their history is their
         // own (see HubBuilder::history).
@@ -875,7 +881,9 @@ impl HubInner {
         {
             for entry in &replay {
                 if let Some(frame) = entry_frame(entry, conn.codec()) {
-                    let _ = conn.push(frame);
+                    if conn.push(frame).is_ok() {
+                        self.meter.replayed(1);
+                    }
                 }
             }
             send_subscribed(&conn, topic, &position, notice);
@@ -972,7 +980,9 @@ impl HubInner {
             if !crate::connection::room_for_answers(conn).await || !conn.is_subscribed(topic) {
                 return;
             }
-            let _ = conn.push(frame);
+            if conn.push(frame).is_ok() {
+                self.meter.replayed(1);
+            }
         }
         if !conn.is_subscribed(topic) {
             return;
@@ -987,7 +997,9 @@ impl HubInner {
         };
         send_subscribed(conn, topic, &position, notice);
         for frame in held {
-            let _ = conn.push(frame);
+            if conn.push(frame).is_ok() {
+                self.meter.replayed(1);
+            }
         }
     }
 

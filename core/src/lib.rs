@@ -58,6 +58,7 @@ pub mod context;
 pub mod error;
 pub mod hub;
 pub mod message;
+mod meter;
 pub mod middleware;
 pub mod router;
 pub mod state;

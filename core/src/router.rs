@@ -240,6 +240,7 @@ pub(crate) struct RouteEntry {
     pub(crate) deadline: Option<Duration>,
     pub(crate) chain: Arc<[Arc<dyn Middleware>]>,
     pub(crate) endpoint: Endpoint,
+    pub(crate) meters: crate::meter::RouteMeters,
 }
 
 /// Routes, middleware, hooks and state; [`Router::build`] turns it into a
@@ -492,6 +493,7 @@ impl Router {
                 deadline: route.deadline,
                 chain: chain.into(),
                 endpoint: (route.handler)(route.compress),
+                meters: crate::meter::RouteMeters::new(&route.name),
             };
             table.insert(route.name.into_boxed_str(), Arc::new(entry));
         }
@@ -504,6 +506,7 @@ impl Router {
 pub(crate) async fn dispatch(route: Arc<RouteEntry>, req: Request, default_deadline: Duration) {
     let conn = req.conn.clone();
     let correlation_id = req.envelope.meta.correlation_id.clone();
+    let start = crate::meter::Stamp::now();
     let run = Next::new(route.chain.clone(), route.endpoint.clone()).run(req);
     let run = AssertUnwindSafe(run).catch_unwind();
     let deadline = route.deadline.or(route.rpc.then_some(default_deadline));
@@ -517,6 +520,7 @@ pub(crate) async fn dispatch(route: Arc<RouteEntry>, req: Request, default_deadl
         },
         None => run.await,
     };
+    route.meters.handled(start);
     let error = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(error)) => error,

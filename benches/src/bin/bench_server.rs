@@ -12,6 +12,10 @@
 //!
 //! Prints `listening ws=ADDR quic=ADDR` once ready; exits on SIGINT or
 //! SIGTERM after a graceful shutdown of at most two seconds.
+//!
+//! Built with the `metrics` feature, it records every metric into the
+//! Prometheus recorder the chat's `--metrics` installs (not served: what is
+//! measured is the recording), for benches/metrics-cost.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -52,6 +56,21 @@ struct Args {
 
 async fn run(args: Args) -> Result<()> {
     signalbox_benches::raise_fd_limit();
+    #[cfg(feature = "metrics")]
+    {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                &[0.0001, 0.001, 0.01, 0.1, 1.0, 10.0],
+            )?
+            .install_recorder()?;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                handle.run_upkeep();
+            }
+        });
+    }
     let mut config = signalbox_examples::chat::config();
     config.rate_limit = match args.rate_limit.as_str() {
         "off" => None,

@@ -14,6 +14,7 @@ use crate::connection::{FrameSink, FrameSource, OutboundBound, OutboundQueue};
 use crate::context::{Conn, ConnShared, ERROR_TYPE};
 use crate::error::Error;
 use crate::hub::HubInner;
+use crate::meter::Stamp;
 use crate::middleware::Request;
 use crate::router::{ErrorEvent, RouteEntry, dispatch};
 use bytes::Bytes;
@@ -54,6 +55,7 @@ pub(crate) fn answer_error(
     error: Error,
 ) {
     let hub = &conn.shared.hub;
+    hub.meter.error_answered(error.code());
     if let Some(sink) = &hub.hooks.on_error {
         sink(&ErrorEvent {
             conn,
@@ -110,6 +112,7 @@ async fn run(
         .lock()
         .insert(conn.shared.id.clone(), conn.clone());
     tracing::debug!("connection open");
+    hub.meter.connection_opened(conn.info());
     let writer = tokio::spawn(write_loop(conn.clone(), sink).in_current_span());
 
     for hook in &hub.hooks.on_open {
@@ -132,6 +135,7 @@ async fn run(
 
     let close = conn.close_reason();
     tracing::debug!(code = close.kind.ws_code(), reason = %close.reason, "connection closed");
+    hub.meter.connection_closed(conn.info(), &close);
     for hook in &hub.hooks.on_close {
         hook(conn.clone(), close.clone()).await;
     }
@@ -262,6 +266,10 @@ fn admit(
     let mut envelope = match decoded {
         Ok(envelope) => envelope,
         Err(failure) => {
+            hub.meter.received_other();
+            if limited.is_some() {
+                hub.meter.rate_limited();
+            }
             let error = match limited {
                 Some(wait) => rate_limited(wait),
                 None => Error::from(failure.error),
@@ -272,7 +280,15 @@ fn admit(
     };
     // docs/PROTOCOL.md §1: a clientId from a client is never trusted.
     envelope.meta.client_id = None;
+    let route = hub.routes.get(envelope.ty.as_str());
+    match (&route, envelope.ty.as_str()) {
+        (Some(route), _) => route.meters.received(),
+        (None, HEARTBEAT_TYPE) => hub.meter.received_reserved(HEARTBEAT_TYPE),
+        (None, RESUME_TYPE) => hub.meter.received_reserved(RESUME_TYPE),
+        (None, _) => hub.meter.received_other(),
+    }
     if let Some(wait) = limited {
+        hub.meter.rate_limited();
         answer_error(
             conn,
             ERROR_TYPE,
@@ -305,7 +321,7 @@ fn admit(
         );
         return None;
     }
-    match hub.routes.get(envelope.ty.as_str()) {
+    match route {
         // Boxed: the inbound queue's slots stay small on idle connections.
         Some(route) => Some((route.clone(), Box::new(envelope))),
         None => {
@@ -511,6 +527,7 @@ async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
     let config = &hub.config;
     let outbound = &conn.shared.outbound;
     let mut batch: Vec<Bytes> = Vec::new();
+    let mut stamps: Vec<Stamp> = Vec::new();
     let mut ping = tokio::time::interval_at(
         Instant::now() + config.heartbeat_interval,
         config.heartbeat_interval,
@@ -522,7 +539,7 @@ async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
             biased;
             _ = conn.shared.closing.cancelled() => break,
             () = outbound.ready() => {
-                outbound.drain_into(&mut batch);
+                outbound.drain_stamped(&mut batch, Some(&mut stamps));
                 if !batch.is_empty() {
                     // A write blocked on a peer that does not read is given
                     // up once the connection is closed as a slow consumer.
@@ -536,9 +553,12 @@ async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
                         failed = true;
                         break;
                     }
+                    hub.meter.written(&stamps);
+                    stamps.clear();
                     batch.clear();
                     if batch.capacity() > 256 {
                         batch = Vec::new();
+                        stamps = Vec::new();
                     }
                 }
             }
@@ -559,13 +579,15 @@ async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
         let drain = async {
             loop {
                 batch.clear();
-                outbound.drain_into(&mut batch);
+                stamps.clear();
+                outbound.drain_stamped(&mut batch, Some(&mut stamps));
                 if batch.is_empty() {
                     return;
                 }
                 if sink.send_batch(&batch).await.is_err() {
                     return;
                 }
+                hub.meter.written(&stamps);
             }
         };
         if tokio::time::timeout(config.drain_timeout, drain)

@@ -1,6 +1,7 @@
 //! The per-connection outbound queue: bounded by the bytes it holds and by
 //! a frame count, with a policy for when full.
 
+use crate::meter::{QueueGauge, Stamp};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -74,10 +75,15 @@ impl OutboundBound {
 #[derive(Debug)]
 struct State {
     frames: VecDeque<Bytes>,
+    /// When each queued frame's publish started (with the `metrics`
+    /// feature; empty without it), in step with `frames`.
+    stamps: VecDeque<Stamp>,
     /// The sum of the queued frames' lengths.
     bytes: usize,
     closed: bool,
     dropped: u64,
+    /// Bytes queued, summed over every connection's queue.
+    gauge: QueueGauge,
 }
 
 impl State {
@@ -86,15 +92,38 @@ impl State {
         self.bytes < bound.bytes && self.frames.len() < bound.frames
     }
 
-    fn push_back(&mut self, frame: Bytes) {
+    fn push_back(&mut self, frame: Bytes, stamp: Stamp) {
         self.bytes += frame.len();
+        self.gauge.add(frame.len());
         self.frames.push_back(frame);
+        self.stamps.push_back(stamp);
     }
 
     fn pop_front(&mut self) -> Option<Bytes> {
         let frame = self.frames.pop_front()?;
+        self.stamps.pop_front();
         self.bytes -= frame.len();
+        self.gauge.sub(frame.len());
         Some(frame)
+    }
+
+    /// Moves every frame (and its stamp) out.
+    fn drain(&mut self, batch: &mut Vec<Bytes>, stamps: Option<&mut Vec<Stamp>>) {
+        batch.extend(self.frames.drain(..));
+        match stamps {
+            Some(stamps) => stamps.extend(self.stamps.drain(..)),
+            None => self.stamps.clear(),
+        }
+        self.gauge.sub(self.bytes);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // Frames never written (a drain timeout, a slow consumer) leave
+        // the gauge with the queue.
+        self.gauge.sub(self.bytes);
     }
 }
 
@@ -120,9 +149,11 @@ impl OutboundQueue {
         OutboundQueue {
             state: Mutex::new(State {
                 frames: VecDeque::new(),
+                stamps: VecDeque::new(),
                 bytes: 0,
                 closed: false,
                 dropped: 0,
+                gauge: QueueGauge::new(),
             }),
             bound: OutboundBound::new(bound.bytes, bound.frames),
             policy,
@@ -134,13 +165,18 @@ impl OutboundQueue {
     /// Queues a frame, applying the overflow policy when the queue is at
     /// its bound (see [`OutboundBound`]).
     pub fn push(&self, frame: Bytes) -> PushOutcome {
+        self.push_stamped(frame, Stamp::none())
+    }
+
+    /// [`OutboundQueue::push`] for a frame a publish queued at `stamp`.
+    pub(crate) fn push_stamped(&self, frame: Bytes, stamp: Stamp) -> PushOutcome {
         let outcome = {
             let mut state = self.state.lock();
             if state.closed {
                 return PushOutcome::Closed;
             }
             if state.below(self.bound) {
-                state.push_back(frame);
+                state.push_back(frame, stamp);
                 PushOutcome::Queued
             } else {
                 match self.policy {
@@ -154,7 +190,7 @@ impl OutboundQueue {
                         while !state.below(self.bound) && state.pop_front().is_some() {
                             state.dropped += 1;
                         }
-                        state.push_back(frame);
+                        state.push_back(frame, stamp);
                         PushOutcome::DroppedOldest
                     }
                     OverflowPolicy::DropNewest => {
@@ -171,10 +207,19 @@ impl OutboundQueue {
     /// Moves every queued frame into `batch`. Returns `false` once the queue
     /// is closed and empty.
     pub fn drain_into(&self, batch: &mut Vec<Bytes>) -> bool {
+        self.drain_stamped(batch, None)
+    }
+
+    /// [`OutboundQueue::drain_into`], moving the frames' publish stamps
+    /// into `stamps` too.
+    pub(crate) fn drain_stamped(
+        &self,
+        batch: &mut Vec<Bytes>,
+        stamps: Option<&mut Vec<Stamp>>,
+    ) -> bool {
         let open = {
             let mut state = self.state.lock();
-            batch.extend(state.frames.drain(..));
-            state.bytes = 0;
+            state.drain(batch, stamps);
             !(state.closed && batch.is_empty())
         };
         self.drained.notify_waiters();

@@ -5,6 +5,7 @@ pub mod history;
 pub mod presence;
 
 use crate::context::Conn;
+use crate::meter::{Stamp, TopicGauges};
 use async_trait::async_trait;
 use bytes::Bytes;
 use history::{Gate, HistoryLimits, Position};
@@ -69,12 +70,15 @@ type Shard = RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Member>>>;
 /// so unrelated topics do not contend.
 pub(crate) struct Registry {
     shards: Vec<Shard>,
+    gauges: TopicGauges,
 }
 
 impl Registry {
-    pub(crate) fn new() -> Self {
+    /// An empty registry, counted in `gauges`.
+    pub(crate) fn new(gauges: TopicGauges) -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            gauges,
         }
     }
 
@@ -92,6 +96,9 @@ impl Registry {
         let added = members
             .insert(member.conn.shared.id.clone(), member)
             .is_none();
+        if added {
+            self.gauges.added(was_empty);
+        }
         (added, was_empty && added)
     }
 
@@ -105,6 +112,9 @@ impl Registry {
         let empty = members.is_empty();
         if empty {
             shard.remove(topic);
+        }
+        if removed {
+            self.gauges.removed(empty);
         }
         (removed, removed && empty)
     }
@@ -167,7 +177,7 @@ pub(crate) async fn fan_out(
     chunk: usize,
     encode: impl Fn(&WireCodec) -> Result<Bytes, EncodeError>,
 ) -> usize {
-    let mut cache = EncodeCache::default();
+    let mut cache = EncodeCache::published();
     let mut delivered = 0;
     for (i, part) in members.chunks(chunk.max(1)).enumerate() {
         if i > 0 {
@@ -182,9 +192,20 @@ pub(crate) async fn fan_out(
 #[derive(Default)]
 pub(crate) struct EncodeCache {
     frames: Vec<(WireCodec, Option<Bytes>)>,
+    /// When the publish started: its frames carry it to the writer, which
+    /// measures publish-to-write latency (the `metrics` feature).
+    stamp: Stamp,
 }
 
 impl EncodeCache {
+    /// The cache of one publication, stamped now.
+    pub(crate) fn published() -> Self {
+        EncodeCache {
+            frames: Vec::new(),
+            stamp: Stamp::now(),
+        }
+    }
+
     /// The message encoded for `codec`, encoding it on first use. `None`
     /// when it cannot be encoded for that codec (logged once).
     pub(crate) fn frame_for(
@@ -226,7 +247,7 @@ impl EncodeCache {
                 continue;
             }
             if let Some(frame) = self.frame_for(conn.codec(), encode) {
-                if conn.push(frame).is_ok() {
+                if conn.push_stamped(frame, self.stamp).is_ok() {
                     delivered += 1;
                 }
             }
@@ -260,7 +281,7 @@ impl EncodeCache {
                 None => Some(frame),
             };
             if let Some(frame) = ready {
-                if conn.push(frame).is_ok() {
+                if conn.push_stamped(frame, self.stamp).is_ok() {
                     delivered += 1;
                 }
             }
@@ -349,20 +370,24 @@ impl LocalDelivery {
             let mut meta = msg.meta.clone();
             history::stamp(&mut meta, &msg.topic, position);
             let members = hub.topics.entries(&msg.topic);
-            return EncodeCache::default().deliver_positioned(
+            let delivered = EncodeCache::published().deliver_positioned(
                 &members,
                 msg.exclude.as_deref(),
                 position.offset,
                 max_pending,
                 &|codec| codec.encode_raw(&msg.ty, &meta, msg.payload.as_ref(), msg.compress),
             );
+            hub.meter.sent(&msg.ty, delivered);
+            return delivered;
         }
         let members = hub.topics.members(&msg.topic);
         let chunk = hub.config.topics.fanout_chunk;
-        fan_out(members, msg.exclude.as_deref(), chunk, |codec| {
+        let delivered = fan_out(members, msg.exclude.as_deref(), chunk, |codec| {
             codec.encode_raw(&msg.ty, &msg.meta, msg.payload.as_ref(), msg.compress)
         })
-        .await
+        .await;
+        hub.meter.sent(&msg.ty, delivered);
+        delivered
     }
 
     /// The epoch of `topic` changed while this node's subscribers were

@@ -3,16 +3,17 @@
 //! ```text
 //! chat [--ws 127.0.0.1:8080] [--quic 127.0.0.1:4433] [--cert-out PATH]
 //!      [--tls-cert PATH --tls-key PATH] [--redis URL] [--presence-refresh SECS]
-//!      [--presence-events] [--drain-delay SECS] [--log-format text|json]
+//!      [--presence-events] [--drain-delay SECS] [--metrics ADDR]
+//!      [--log-format text|json]
 //! ```
 //!
 //! Every flag can also come from an environment variable (`SIGNALBOX_WS`,
 //! `SIGNALBOX_TLS_CERT`, …; see `--help`); a flag on the command line wins.
-//! Prints `listening ws=ADDR quic=ADDR` on stdout once both listeners are
-//! ready (and reports ready at `/readyz` from then on); logs go to stderr
-//! (level from `RUST_LOG`). Stops on SIGINT or SIGTERM: not ready for
-//! `--drain-delay`, then every client is closed as going away (WebSocket
-//! 1001, QUIC 1).
+//! Prints `listening ws=ADDR quic=ADDR` (and ` metrics=ADDR` with
+//! `--metrics`) on stdout once the listeners are ready (and reports ready at
+//! `/readyz` from then on); logs go to stderr (level from `RUST_LOG`). Stops
+//! on SIGINT or SIGTERM: not ready for `--drain-delay`, then every client is
+//! closed as going away (WebSocket 1001, QUIC 1).
 
 use clap::{Parser, ValueEnum};
 use signalbox::Hub;
@@ -97,6 +98,10 @@ struct Args {
         default_value_t = 0.0
     )]
     drain_delay: f64,
+    /// Serve metrics in the Prometheus text format at `http://ADDR/metrics`
+    /// (docs/DEPLOYMENT.md, "Metrics").
+    #[arg(long, env = "SIGNALBOX_METRICS", value_name = "ADDR")]
+    metrics: Option<String>,
     /// Log lines on stderr as text or as one JSON object each; the level
     /// comes from RUST_LOG (default: warnings, and the chat's own start and
     /// stop).
@@ -145,6 +150,8 @@ enum ChatError {
     QuicTls(signalbox_quic::QuicError),
     #[error("--drain-delay {0}: not a number of seconds")]
     DrainDelay(f64),
+    #[error("--metrics: {0}")]
+    Metrics(String),
 }
 
 /// The certificate of `--tls-cert`/`--tls-key`, read once for both
@@ -213,6 +220,82 @@ async fn start_quic(
     Ok(server)
 }
 
+/// `--metrics ADDR`: installs the Prometheus recorder (before the hub is
+/// built: its meters bind to the recorder installed then) and serves its
+/// text format at `GET /metrics` on `addr`; returns the bound address.
+/// At most 16 scrapes are served at once, each connection for at most 10 s.
+#[cfg(feature = "metrics")]
+async fn serve_metrics(addr: &str) -> Result<SocketAddr, ChatError> {
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::header::{CONTENT_TYPE, HeaderValue};
+    use hyper::{Method, Request, Response, StatusCode};
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let error = |e: &dyn std::fmt::Display| ChatError::Metrics(format!("{addr}: {e}"));
+    // Seconds: 100 µs to 10 s.
+    const BUCKETS: &[f64] = &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ];
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| error(&e))?;
+    let local = listener.local_addr().map_err(|e| error(&e))?;
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+        .map_err(|e| error(&e))?
+        .install_recorder()
+        .map_err(|e| error(&e))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let scrapes = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, most likely: wait for some.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(permit) = scrapes.clone().acquire_owned().await else {
+                return;
+            };
+            let handle = handle.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                if req.method() == Method::GET && req.uri().path() == "/metrics" {
+                    *response.body_mut() = Full::new(Bytes::from(handle.render()));
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                } else {
+                    *response.status_mut() = StatusCode::NOT_FOUND;
+                }
+                std::future::ready(Ok::<_, std::convert::Infallible>(response))
+            });
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(local)
+}
+
+#[cfg(not(feature = "metrics"))]
+async fn serve_metrics(_: &str) -> Result<SocketAddr, ChatError> {
+    Err(ChatError::Metrics(
+        "this chat was built without the `metrics` feature".into(),
+    ))
+}
+
 /// Listens for SIGINT and SIGTERM from now on (so that a signal sent as
 /// soon as `listening` is printed stops the chat gracefully instead of
 /// killing it); the future resolves at the first one.
@@ -244,6 +327,10 @@ async fn run(args: Args) -> Result<(), ChatError> {
     config.drain_delay = Duration::try_from_secs_f64(args.drain_delay)
         .map_err(|_| ChatError::DrainDelay(args.drain_delay))?;
     let builder = signalbox_examples::chat::builder_with(config, args.presence_events);
+    let metrics = match &args.metrics {
+        Some(addr) => Some(serve_metrics(addr).await?),
+        None => None,
+    };
     let (hub, broker) = match &args.redis {
         None => (builder.build(), None),
         Some(url) => {
@@ -268,7 +355,10 @@ async fn run(args: Args) -> Result<(), ChatError> {
     // Listeners up, Redis connected or knowingly degraded (retrying).
     hub.set_ready();
     let signal = shutdown_signal()?;
-    println!("listening ws={ws} quic={}", quic.local_addr());
+    match metrics {
+        Some(m) => println!("listening ws={ws} quic={} metrics={m}", quic.local_addr()),
+        None => println!("listening ws={ws} quic={}", quic.local_addr()),
+    }
     let _ = std::io::stdout().flush();
     tracing::info!(ws = %ws, quic = %quic.local_addr(), tls = secure, "listening");
     let signalled = signal.await;
