@@ -9,7 +9,6 @@ mod support;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use signalbox::codec::Meta;
 use signalbox::testing::{TestClient, TestHub};
 use signalbox::{
     Config, Ctx, HistoryLimits, Hub, Position, Router, SUBSCRIBED_TYPE, SubscribeOptions,
@@ -18,6 +17,7 @@ use signalbox::{
 use signalbox_redis::RedisBroker;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use support::positions::{Said, position, resume, resumed, said};
 use support::{RedisServer, eventually};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -37,12 +37,6 @@ message!(Leave = "LEAVE");
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 struct Left;
 message!(Left = "LEFT");
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Said {
-    n: u64,
-}
-message!(Said = "SAID");
 
 fn router() -> Router {
     Router::new()
@@ -146,60 +140,6 @@ async fn subscribed(c: &mut TestClient) -> Subscribed {
     let envelope = c.recv().await.expect("a message");
     assert_eq!(envelope.ty, SUBSCRIBED_TYPE, "got {envelope:?}");
     envelope.decode_payload().expect("a subscribed payload")
-}
-
-fn position(meta: &Meta) -> Position {
-    Position::new(
-        meta.extra["epoch"].as_str().expect("epoch"),
-        meta.extra["offset"].as_u64().expect("offset"),
-    )
-}
-
-/// Reads a publication and its position.
-async fn said(c: &mut TestClient) -> (u64, Position) {
-    let (msg, meta) = c.expect::<Said>().await;
-    (msg.n, position(&meta))
-}
-
-async fn resume(c: &mut TestClient, topic: &str, from: &Position) {
-    let meta = Meta {
-        correlation_id: Some("r".into()),
-        ..Meta::default()
-    };
-    let topics = json!([{ "topic": topic, "epoch": from.epoch, "offset": from.offset }]);
-    let frame = c
-        .codec()
-        .encode("$sb:resume", &meta, Some(&json!({ "topics": topics })))
-        .expect("encodable");
-    c.send_raw(frame).await;
-}
-
-/// Reads what answers a resume of one topic, in whatever order the replay
-/// (read from Redis in a task of its own) and the `$sb:resumed` reply come:
-/// the replayed publications (offset, value) and the `$sb:subscribed`
-/// notice, which follows the last of them.
-async fn resumed(c: &mut TestClient) -> (Vec<(u64, u64)>, Subscribed) {
-    let (mut replay, mut notice, mut replied) = (Vec::new(), None, false);
-    while notice.is_none() || !replied {
-        let envelope = c.recv().await.expect("the answer to a resume");
-        match envelope.ty.as_str() {
-            "SAID" => {
-                assert!(notice.is_none(), "a replayed publication after the notice");
-                let n = envelope.decode_payload::<Said>().expect("said").n;
-                replay.push((position(&envelope.meta).offset, n));
-            }
-            SUBSCRIBED_TYPE => {
-                assert!(notice.is_none(), "a second $sb:subscribed");
-                notice = Some(envelope.decode_payload().expect("notice"));
-            }
-            "$sb:resumed" => {
-                assert!(!replied, "a second $sb:resumed");
-                replied = true;
-            }
-            other => panic!("unexpected {other}"),
-        }
-    }
-    (replay, notice.expect("notice"))
 }
 
 /// Reads `n` publications: each value with its offset, checking the epoch.

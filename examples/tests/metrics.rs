@@ -10,11 +10,10 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One parsed sample: its name and labels.
 type Series = (String, BTreeMap<String, String>);
@@ -56,46 +55,23 @@ impl Drop for Chat {
 /// Starts the chat binary with `--metrics` on an ephemeral port (and
 /// `extra` arguments); reads both addresses from its first line.
 async fn spawn_chat(extra: &[&str]) -> Chat {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
-        .args(["--ws", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
-        .args(["--metrics", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    let field = |key: &str| -> SocketAddr {
-        line.trim()
-            .strip_prefix("listening ")
-            .and_then(|rest| rest.split(' ').find_map(|kv| kv.strip_prefix(key)))
-            .unwrap_or_else(|| panic!("no {key} in the first line {line:?}"))
-            .parse()
-            .unwrap()
-    };
-    let (ws, metrics) = (field("ws="), field("metrics="));
+    let args: Vec<&str> = ["--metrics", "127.0.0.1:0"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    let (child, line) = spawn_chat_binary_line(&args, Stdio::inherit()).await;
+    let (ws, metrics) = (
+        listening_addr(&line, "ws="),
+        listening_addr(&line, "metrics="),
+    );
     Chat { child, ws, metrics }
 }
 
-/// `GET path` over a fresh connection: the status code and the body.
+/// `GET path` over a fresh connection: the status code and the body
+/// (`/metrics` must come as the Prometheus text format).
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut response))
-        .await
-        .expect("a response within the wait")
-        .unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let (status, head, body) = http_get_with_head(addr, path).await;
     if path == "/metrics" {
         assert!(
             head.to_ascii_lowercase()
@@ -103,7 +79,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
             "{head}"
         );
     }
-    (status, body.to_owned())
+    (status, body)
 }
 
 /// Scrapes `/metrics` and parses it with `prometheus_client.parser`.

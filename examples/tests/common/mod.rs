@@ -37,6 +37,13 @@ pub async fn spawn_chat_binary(stderr: Stdio) -> (Child, SocketAddr) {
 
 /// Like [`spawn_chat_binary`], with more arguments (`--redis URL`, ...).
 pub async fn spawn_chat_binary_with(args: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
+    let (child, line) = spawn_chat_binary_line(args, stderr).await;
+    (child, listening_addr(&line, "ws="))
+}
+
+/// Starts the built chat binary with both listeners on ephemeral ports and
+/// `args`; the child and its first line, `listening ws=ADDR quic=ADDR ...`.
+pub async fn spawn_chat_binary_line(args: &[&str], stderr: Stdio) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
         .args(["--ws", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
         .args(args)
@@ -52,12 +59,18 @@ pub async fn spawn_chat_binary_with(args: &[&str], stderr: Stdio) -> (Child, Soc
     })
     .await
     .unwrap();
-    let ws = line
-        .trim()
+    (child, line)
+}
+
+/// The address after `key` (`ws=`, `quic=`, `metrics=`) in the chat's
+/// `listening` line.
+pub fn listening_addr(line: &str, key: &str) -> SocketAddr {
+    line.trim()
         .strip_prefix("listening ")
-        .and_then(|rest| rest.split(' ').find_map(|kv| kv.strip_prefix("ws=")))
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    (child, ws.parse().unwrap())
+        .and_then(|rest| rest.split(' ').find_map(|kv| kv.strip_prefix(key)))
+        .unwrap_or_else(|| panic!("no {key} in the first line {line:?}"))
+        .parse()
+        .unwrap()
 }
 
 pub struct Client {
@@ -175,6 +188,13 @@ impl Client {
 
 /// `GET path` on a new connection: the status and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _head, body) = http_get_with_head(addr, path).await;
+    (status, body)
+}
+
+/// `GET path` over a fresh connection: the status code, the head (status
+/// line and headers) and the body.
+pub async fn http_get_with_head(addr: SocketAddr, path: &str) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -186,7 +206,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap();
     let response = String::from_utf8(response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head[9..12].parse().unwrap(), body.to_owned())
+    (
+        head[9..12].parse().unwrap(),
+        head.to_owned(),
+        body.to_owned(),
+    )
 }
 
 pub fn json(env: &Envelope) -> serde_json::Value {
