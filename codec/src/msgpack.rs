@@ -147,7 +147,7 @@ impl Codec for MsgPack {
     fn encode_compressed(gzip: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let _ = rmp::encode::write_map_len(out, 2);
         let _ = rmp::encode::write_str(out, "type");
-        let _ = rmp::encode::write_str(out, crate::COMPRESSED_TYPE);
+        let _ = rmp::encode::write_str(out, crate::vocab::COMPRESSED);
         let _ = rmp::encode::write_str(out, "payload");
         let _ = rmp::encode::write_map_len(out, 2);
         let _ = rmp::encode::write_str(out, "encoding");

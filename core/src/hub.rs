@@ -99,13 +99,9 @@ impl SubscribeOptions {
     }
 }
 
-/// The `type` of the message that tells a subscriber of a topic with
-/// history where it starts (docs/PROTOCOL.md §8).
-pub const SUBSCRIBED_TYPE: &str = "$sb:subscribed";
-
-/// The `type` of the message that tells a subscriber of a topic with
-/// history that it no longer holds it (so a resuming client stops asking).
-pub const UNSUBSCRIBED_TYPE: &str = "$sb:unsubscribed";
+pub use signalbox_codec::vocab::{
+    SUBSCRIBED as SUBSCRIBED_TYPE, UNSUBSCRIBED as UNSUBSCRIBED_TYPE,
+};
 
 /// The payload of [`SUBSCRIBED_TYPE`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

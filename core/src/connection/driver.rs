@@ -31,16 +31,10 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The `type` a browser sends instead of a ping frame.
-pub const HEARTBEAT_TYPE: &str = "__heartbeat";
-/// The answer to [`HEARTBEAT_TYPE`].
-pub const HEARTBEAT_ACK_TYPE: &str = "__heartbeat_ack";
-
-/// The `type` of a client's request to resume its topics after a
-/// reconnect (docs/PROTOCOL.md §8).
-pub const RESUME_TYPE: &str = "$sb:resume";
-/// The answer to [`RESUME_TYPE`].
-pub const RESUMED_TYPE: &str = "$sb:resumed";
+pub use signalbox_codec::vocab::{
+    HEARTBEAT as HEARTBEAT_TYPE, HEARTBEAT_ACK as HEARTBEAT_ACK_TYPE, RESUME as RESUME_TYPE,
+    RESUMED as RESUMED_TYPE,
+};
 
 /// How long closing a slow consumer may wait for the transport to take the
 /// close itself (its buffers are full).
@@ -310,7 +304,7 @@ fn admit(
         resume(conn, &envelope);
         return None;
     }
-    if envelope.ty.starts_with('$') || envelope.ty.starts_with("__") {
+    if signalbox_codec::vocab::is_reserved(&envelope.ty) {
         let error = Error::invalid_argument(format!("type {:?} is reserved", envelope.ty));
         answer_error(
             conn,
