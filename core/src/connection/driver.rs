@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::hub::HubInner;
 use crate::meter::Stamp;
 use crate::middleware::Request;
-use crate::router::{ErrorEvent, RouteEntry, dispatch};
+use crate::router::{ErrorAnswer, ErrorEvent, RouteEntry, dispatch};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use signalbox_codec::{Envelope, Meta};
@@ -41,7 +41,7 @@ pub use signalbox_codec::vocab::{
 const SLOW_CONSUMER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Sends an error answer and reports it to the error sink.
-pub(crate) fn answer_error(
+fn answer_error(
     conn: &Conn,
     ty: &str,
     message_type: Option<&str>,
@@ -468,9 +468,11 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
                 permit = limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             };
             let deadline = config.rpc_deadline;
+            let conn = conn.clone();
             let mut work = Box::pin(
                 async move {
-                    dispatch(route, req, deadline).await;
+                    let outcome = dispatch(&route, req, deadline).await;
+                    settle(&conn, &route, outcome);
                     drop(permit);
                 }
                 .instrument(span),
@@ -486,10 +488,10 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
                 running.spawn(work);
             }
         } else {
-            let work = dispatch(route, req, config.rpc_deadline).instrument(span);
+            let work = dispatch(&route, req, config.rpc_deadline).instrument(span);
             tokio::pin!(work);
             tokio::select! {
-                () = &mut work => {}
+                outcome = &mut work => settle(&conn, &route, outcome),
                 () = closed_then(&conn, grace) => {
                     tracing::warn!("handler still running when the connection closed; cancelled");
                     break;
@@ -507,6 +509,20 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
     if drained.is_err() {
         tracing::warn!(handlers = running.len(), "handlers cancelled at close");
         running.shutdown().await;
+    }
+}
+
+/// Answers what [`dispatch`] left to answer: the driver alone sends error
+/// answers (docs/PROTOCOL.md §6).
+fn settle(conn: &Conn, route: &RouteEntry, outcome: Result<(), ErrorAnswer>) {
+    if let Err(answer) = outcome {
+        answer_error(
+            conn,
+            answer.answer_type,
+            Some(&route.name),
+            answer.correlation_id,
+            answer.error,
+        );
     }
 }
 
