@@ -653,22 +653,15 @@ impl HubInner {
         exclude: Option<String>,
         compress: bool,
     ) -> Result<BrokerMessage, Error> {
-        let canonical = WireCodec::new(Format::MsgPack, false).with_limits(self.config.codec);
-        let frame = msg
-            .encode(&canonical, &Meta::default(), false)
-            .map_err(|e| {
-                tracing::error!(error = %e, "publish could not be encoded for the broker");
-                Error::internal("internal error")
-            })?;
-        let payload = canonical.decode(frame).map_err(|e| {
-            tracing::error!(error = %e, "publish could not be re-read for the broker");
+        let payload = msg.broker_payload(&self.config.codec).map_err(|e| {
+            tracing::error!(error = %e, "publish could not be encoded for the broker");
             Error::internal("internal error")
         })?;
         Ok(BrokerMessage {
             topic: topic.to_owned(),
             ty: M::TYPE.to_owned(),
             meta,
-            payload: payload.payload,
+            payload,
             exclude,
             compress,
             position: None,
