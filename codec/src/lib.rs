@@ -45,8 +45,8 @@ pub use json::Json;
 pub use msgpack::MsgPack;
 pub use wire::{CodecLimits, Format, Negotiation, WireCodec};
 
-/// The `type` of a compressed envelope (docs/PROTOCOL.md §3); the name
-/// [`vocab::COMPRESSED`] has under its older path.
+/// The `type` of a compressed envelope (docs/PROTOCOL.md §3): a re-export
+/// of [`vocab::COMPRESSED`].
 pub use vocab::COMPRESSED as COMPRESSED_TYPE;
 
 /// One wire format: how an envelope and its payload become bytes.
