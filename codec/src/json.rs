@@ -110,7 +110,9 @@ impl Codec for Json {
     }
 
     fn encode_compressed(gzip: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        out.extend_from_slice(br#"{"type":"COMPRESSED","payload":{"encoding":"gzip","data":""#);
+        out.extend_from_slice(br#"{"type":""#);
+        out.extend_from_slice(crate::vocab::COMPRESSED.as_bytes());
+        out.extend_from_slice(br#"","payload":{"encoding":"gzip","data":""#);
         let start = out.len();
         out.resize(
             start + base64::encoded_len(gzip.len(), true).unwrap_or(0),

@@ -36,6 +36,7 @@ mod envelope;
 mod error;
 mod json;
 mod msgpack;
+pub mod vocab;
 mod wire;
 
 pub use envelope::{Envelope, MAX_TYPE_LEN, Meta, RawPayload};
@@ -44,8 +45,9 @@ pub use json::Json;
 pub use msgpack::MsgPack;
 pub use wire::{CodecLimits, Format, Negotiation, WireCodec};
 
-/// The `type` of a compressed envelope (docs/PROTOCOL.md §3).
-pub const COMPRESSED_TYPE: &str = "COMPRESSED";
+/// The `type` of a compressed envelope (docs/PROTOCOL.md §3): a re-export
+/// of [`vocab::COMPRESSED`].
+pub use vocab::COMPRESSED as COMPRESSED_TYPE;
 
 /// One wire format: how an envelope and its payload become bytes.
 ///

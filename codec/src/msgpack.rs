@@ -12,6 +12,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MsgPack;
 
+impl MsgPack {
+    /// Encodes `value` alone as a MessagePack payload: byte for byte what
+    /// the `payload` field of an envelope encoded by this codec holds
+    /// (docs/PROTOCOL.md §2), without an envelope around it.
+    pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<RawPayload, EncodeError> {
+        let mut out = Vec::new();
+        write_value(&mut out, value)?;
+        Ok(RawPayload::new(Format::MsgPack, Bytes::from(out)))
+    }
+}
+
 impl Codec for MsgPack {
     const FORMAT: Format = Format::MsgPack;
 
@@ -147,7 +158,7 @@ impl Codec for MsgPack {
     fn encode_compressed(gzip: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let _ = rmp::encode::write_map_len(out, 2);
         let _ = rmp::encode::write_str(out, "type");
-        let _ = rmp::encode::write_str(out, crate::COMPRESSED_TYPE);
+        let _ = rmp::encode::write_str(out, crate::vocab::COMPRESSED);
         let _ = rmp::encode::write_str(out, "payload");
         let _ = rmp::encode::write_map_len(out, 2);
         let _ = rmp::encode::write_str(out, "encoding");

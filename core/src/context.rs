@@ -41,12 +41,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// The `type` of an error answer to anything but a request.
-pub const ERROR_TYPE: &str = "ERROR";
-/// The `type` of an error answer to a request (docs/PROTOCOL.md §6, ws-kit's name).
-pub const RPC_ERROR_TYPE: &str = "RPC_ERROR";
-/// The `type` of a progress message before a reply (docs/PROTOCOL.md §7).
-pub const PROGRESS_TYPE: &str = "$ws:rpc-progress";
+pub use signalbox_codec::vocab::{
+    ERROR as ERROR_TYPE, RPC_ERROR as RPC_ERROR_TYPE, RPC_PROGRESS as PROGRESS_TYPE,
+};
 
 /// A handle to one connection: cheap to clone, usable from any task.
 ///

@@ -99,13 +99,9 @@ impl SubscribeOptions {
     }
 }
 
-/// The `type` of the message that tells a subscriber of a topic with
-/// history where it starts (docs/PROTOCOL.md §8).
-pub const SUBSCRIBED_TYPE: &str = "$sb:subscribed";
-
-/// The `type` of the message that tells a subscriber of a topic with
-/// history that it no longer holds it (so a resuming client stops asking).
-pub const UNSUBSCRIBED_TYPE: &str = "$sb:unsubscribed";
+pub use signalbox_codec::vocab::{
+    SUBSCRIBED as SUBSCRIBED_TYPE, UNSUBSCRIBED as UNSUBSCRIBED_TYPE,
+};
 
 /// The payload of [`SUBSCRIBED_TYPE`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -657,22 +653,15 @@ impl HubInner {
         exclude: Option<String>,
         compress: bool,
     ) -> Result<BrokerMessage, Error> {
-        let canonical = WireCodec::new(Format::MsgPack, false).with_limits(self.config.codec);
-        let frame = msg
-            .encode(&canonical, &Meta::default(), false)
-            .map_err(|e| {
-                tracing::error!(error = %e, "publish could not be encoded for the broker");
-                Error::internal("internal error")
-            })?;
-        let payload = canonical.decode(frame).map_err(|e| {
-            tracing::error!(error = %e, "publish could not be re-read for the broker");
+        let payload = msg.broker_payload(&self.config.codec).map_err(|e| {
+            tracing::error!(error = %e, "publish could not be encoded for the broker");
             Error::internal("internal error")
         })?;
         Ok(BrokerMessage {
             topic: topic.to_owned(),
             ty: M::TYPE.to_owned(),
             meta,
-            payload: payload.payload,
+            payload,
             exclude,
             compress,
             position: None,

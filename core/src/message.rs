@@ -3,7 +3,9 @@
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use signalbox_codec::{EncodeError, Meta, PayloadError, RawPayload, WireCodec};
+use signalbox_codec::{
+    CodecLimits, EncodeError, Format, Meta, MsgPack, PayloadError, RawPayload, WireCodec,
+};
 use std::fmt;
 
 /// A Rust type that travels as the payload of one envelope `type`.
@@ -32,6 +34,24 @@ pub trait Message: Send + Sync + Sized + 'static {
     /// `compress: false` opts this message out of gzip.
     fn encode(&self, codec: &WireCodec, meta: &Meta, compress: bool) -> Result<Bytes, EncodeError>;
 
+    /// The payload alone in MessagePack, as a [`crate::Broker`] carries a
+    /// publication to other nodes ([`crate::BrokerMessage::payload`]);
+    /// `None` when the message has no payload. `limits` bound its size.
+    ///
+    /// The default encodes the whole envelope in MessagePack with
+    /// [`Message::encode`] and reads the payload back out of it. Serde
+    /// messages ([`message!`](crate::message!),
+    /// [`versioned_message!`](crate::versioned_message!)) encode the payload
+    /// directly ([`broker_payload_serde`]).
+    fn broker_payload(&self, limits: &CodecLimits) -> Result<Option<RawPayload>, EncodeError> {
+        let canonical = WireCodec::new(Format::MsgPack, false).with_limits(*limits);
+        let frame = self.encode(&canonical, &Meta::default(), false)?;
+        let envelope = canonical.decode(frame).map_err(|e| {
+            EncodeError::Serialize(format!("the MessagePack envelope did not read back: {e}"))
+        })?;
+        Ok(envelope.payload)
+    }
+
     /// Rules serde cannot express (length, range, shape). A failure is
     /// answered with INVALID_ARGUMENT naming the field.
     fn validate(&self) -> Result<(), Invalid> {
@@ -56,6 +76,28 @@ pub fn encode_serde<T: Serialize>(
 ) -> Result<Bytes, EncodeError> {
     let payload = (size_of::<T>() != 0).then_some(value);
     codec.encode_with(ty, meta, payload, compress)
+}
+
+/// Encodes a serde payload alone in MessagePack for a broker: the body of
+/// [`Message::broker_payload`] for serde types. Zero-sized types (unit
+/// structs) have no payload, as in [`encode_serde`]; a payload larger than
+/// `limits.max_message_size` is refused.
+pub fn broker_payload_serde<T: Serialize>(
+    value: &T,
+    limits: &CodecLimits,
+) -> Result<Option<RawPayload>, EncodeError> {
+    if size_of::<T>() == 0 {
+        return Ok(None);
+    }
+    let payload = MsgPack::encode_payload(value)?;
+    let size = payload.as_bytes().len();
+    if size > limits.max_message_size {
+        return Err(EncodeError::TooLarge {
+            size,
+            limit: limits.max_message_size,
+        });
+    }
+    Ok(Some(payload))
 }
 
 /// Implements [`Message`] for serde types.
@@ -103,6 +145,15 @@ macro_rules! message {
                     meta,
                     compress,
                 )
+            }
+            fn broker_payload(
+                &self,
+                limits: &$crate::codec::CodecLimits,
+            ) -> ::core::result::Result<
+                ::core::option::Option<$crate::codec::RawPayload>,
+                $crate::codec::EncodeError,
+            > {
+                $crate::message::broker_payload_serde(self, limits)
             }
             fn validate(&self) -> ::core::result::Result<(), $crate::Invalid> {
                 let $m = self;
@@ -325,5 +376,89 @@ pub mod validate {
             assert!(range("n", 0, 1..=10).is_err());
             assert!(one_of("r", "admin", &["admin", "user"]).is_ok());
         }
+    }
+}
+
+#[cfg(test)]
+mod broker_payload_tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Note {
+        text: String,
+        big: u64,
+        ratio: f64,
+        tags: Vec<Option<String>>,
+        by: BTreeMap<String, i64>,
+    }
+    crate::message!(Note = "NOTE");
+
+    /// The same message through the default `broker_payload`: the whole
+    /// envelope encoded, then read back.
+    struct ViaEnvelope<T>(T);
+
+    impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Message for ViaEnvelope<T> {
+        const TYPE: &'static str = "NOTE";
+        fn decode(payload: Option<&RawPayload>) -> Result<Self, PayloadError> {
+            decode_serde(payload).map(ViaEnvelope)
+        }
+        fn encode(
+            &self,
+            codec: &WireCodec,
+            meta: &Meta,
+            compress: bool,
+        ) -> Result<Bytes, EncodeError> {
+            encode_serde(Self::TYPE, &self.0, codec, meta, compress)
+        }
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+    struct Ping;
+    crate::message!(Ping = "PING");
+
+    fn note() -> Note {
+        Note {
+            text: "héllo ✓".into(),
+            big: (1 << 53) + 1,
+            ratio: 0.1,
+            tags: vec![Some("a".into()), None],
+            by: [("x".to_owned(), -3), ("y".to_owned(), 70_000)].into(),
+        }
+    }
+
+    #[test]
+    fn direct_encoding_gives_the_bytes_the_envelope_round_trip_gave() {
+        let limits = CodecLimits::default();
+        let direct = note().broker_payload(&limits).unwrap().unwrap();
+        let via = ViaEnvelope(note())
+            .broker_payload(&limits)
+            .unwrap()
+            .unwrap();
+        assert_eq!(direct.format(), Format::MsgPack);
+        assert_eq!(direct.as_bytes(), via.as_bytes());
+        assert_eq!(direct.decode::<Note>().unwrap(), note());
+    }
+
+    #[test]
+    fn a_unit_message_has_no_payload_either_way() {
+        let limits = CodecLimits::default();
+        assert_eq!(Ping.broker_payload(&limits).unwrap(), None);
+        assert_eq!(ViaEnvelope(Ping).broker_payload(&limits).unwrap(), None);
+    }
+
+    #[test]
+    fn a_payload_over_the_maximum_message_size_is_refused() {
+        let limits = CodecLimits {
+            max_message_size: 16,
+            ..CodecLimits::default()
+        };
+        let refused = note().broker_payload(&limits).unwrap_err();
+        assert!(
+            matches!(refused, EncodeError::TooLarge { limit: 16, .. }),
+            "{refused:?}"
+        );
+        assert!(ViaEnvelope(note()).broker_payload(&limits).is_err());
     }
 }

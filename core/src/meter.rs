@@ -27,21 +27,21 @@ mod on {
     use crate::connection::{Close, ConnectionInfo};
     use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
     use parking_lot::RwLock;
-    use signalbox_codec::ErrorCode;
+    use signalbox_codec::{ErrorCode, vocab};
     use std::collections::HashMap;
     use std::time::Instant;
 
     /// Types the hub itself sends or answers, labelled by name.
     const RESERVED: &[&str] = &[
-        crate::context::ERROR_TYPE,
-        crate::context::RPC_ERROR_TYPE,
-        crate::context::PROGRESS_TYPE,
-        crate::hub::SUBSCRIBED_TYPE,
-        crate::hub::UNSUBSCRIBED_TYPE,
-        crate::connection::HEARTBEAT_TYPE,
-        crate::connection::HEARTBEAT_ACK_TYPE,
-        crate::connection::RESUME_TYPE,
-        crate::connection::RESUMED_TYPE,
+        vocab::ERROR,
+        vocab::RPC_ERROR,
+        vocab::RPC_PROGRESS,
+        vocab::SUBSCRIBED,
+        vocab::UNSUBSCRIBED,
+        vocab::HEARTBEAT,
+        vocab::HEARTBEAT_ACK,
+        vocab::RESUME,
+        vocab::RESUMED,
     ];
 
     /// When something started, to measure how long it took.

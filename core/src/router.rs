@@ -501,10 +501,25 @@ impl Router {
     }
 }
 
-/// Runs one routed message through its middleware and handler, answering
-/// errors, panics and missed deadlines.
-pub(crate) async fn dispatch(route: Arc<RouteEntry>, req: Request, default_deadline: Duration) {
-    let conn = req.conn.clone();
+/// An error that [`dispatch`] leaves the connection driver to answer
+/// (docs/PROTOCOL.md §6).
+pub(crate) struct ErrorAnswer {
+    /// `RPC_ERROR` for a request/response route, `ERROR` otherwise.
+    pub(crate) answer_type: &'static str,
+    /// The failed message's correlationId, carried back.
+    pub(crate) correlation_id: Option<String>,
+    /// What went wrong.
+    pub(crate) error: Error,
+}
+
+/// Runs one routed message through its middleware and handler. Errors,
+/// panics and missed deadlines come back as the [`ErrorAnswer`] to send;
+/// the caller answers it.
+pub(crate) async fn dispatch(
+    route: &RouteEntry,
+    req: Request,
+    default_deadline: Duration,
+) -> Result<(), ErrorAnswer> {
     let correlation_id = req.envelope.meta.correlation_id.clone();
     let start = crate::meter::Stamp::now();
     let run = Next::new(route.chain.clone(), route.endpoint.clone()).run(req);
@@ -522,7 +537,7 @@ pub(crate) async fn dispatch(route: Arc<RouteEntry>, req: Request, default_deadl
     };
     route.meters.handled(start);
     let error = match outcome {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => return Ok(()),
         Ok(Err(error)) => error,
         Err(panic) => {
             let what = panic
@@ -535,10 +550,14 @@ pub(crate) async fn dispatch(route: Arc<RouteEntry>, req: Request, default_deadl
         }
     };
     // docs/PROTOCOL.md §6: the route decides, not the correlationId.
-    let ty = if route.rpc {
-        crate::context::RPC_ERROR_TYPE
+    let answer_type = if route.rpc {
+        signalbox_codec::vocab::RPC_ERROR
     } else {
-        crate::context::ERROR_TYPE
+        signalbox_codec::vocab::ERROR
     };
-    crate::connection::answer_error(&conn, ty, Some(&route.name), correlation_id, error);
+    Err(ErrorAnswer {
+        answer_type,
+        correlation_id,
+        error,
+    })
 }

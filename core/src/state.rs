@@ -60,7 +60,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 
 /// The envelope type of [`StateRemoved`].
-pub const STATE_REMOVED_TYPE: &str = "$sb:state-removed";
+pub use signalbox_codec::vocab::STATE_REMOVED as STATE_REMOVED_TYPE;
 
 /// The default capacity of a [`StateChanges`] subscription
 /// ([`StateStore::subscribe`]): changes waiting to be received.
@@ -74,7 +74,7 @@ pub struct StateRemoved {
     /// The key whose value was removed.
     pub key: String,
 }
-crate::message!(StateRemoved = "$sb:state-removed");
+crate::message!(StateRemoved = STATE_REMOVED_TYPE);
 
 struct Slot {
     value: Arc<dyn Any + Send + Sync>,

@@ -129,6 +129,15 @@ macro_rules! versioned_message {
                     compress,
                 )
             }
+            fn broker_payload(
+                &self,
+                limits: &$crate::codec::CodecLimits,
+            ) -> ::core::result::Result<
+                ::core::option::Option<$crate::codec::RawPayload>,
+                $crate::codec::EncodeError,
+            > {
+                $crate::message::broker_payload_serde(self, limits)
+            }
             fn validate(&self) -> ::core::result::Result<(), $crate::Invalid> {
                 <$ty as $crate::versioned::Versioned>::validate(self)
             }

@@ -19,9 +19,9 @@ use crate::framing::{FrameDecoder, FrameError, encode_frame};
 use crate::server::Settings;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use signalbox::codec::vocab;
 use signalbox::codec::{ErrorCode, ErrorPayload, Meta, WireCodec};
 use signalbox::connection::{CloseKind, Refusal, Reservation};
-use signalbox::{ERROR_TYPE, PROGRESS_TYPE};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -85,7 +85,7 @@ impl LaneTable {
         }
         let envelope = codec.decode(frame.clone()).ok()?;
         let id = envelope.meta.correlation_id?;
-        let last = envelope.ty != PROGRESS_TYPE;
+        let last = envelope.ty != vocab::RPC_PROGRESS;
         let mut entries = self.entries.lock();
         let tx = if last {
             let entry = entries.remove(&id)?;
@@ -190,7 +190,7 @@ impl Stream {
             ..Meta::default()
         };
         let payload = ErrorPayload::new(code, message);
-        if let Ok(frame) = self.codec.encode(ERROR_TYPE, &meta, Some(&payload)) {
+        if let Ok(frame) = self.codec.encode(vocab::ERROR, &meta, Some(&payload)) {
             self.write(&frame).await;
         }
         let _ = self.send.finish();

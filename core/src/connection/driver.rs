@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::hub::HubInner;
 use crate::meter::Stamp;
 use crate::middleware::Request;
-use crate::router::{ErrorEvent, RouteEntry, dispatch};
+use crate::router::{ErrorAnswer, ErrorEvent, RouteEntry, dispatch};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use signalbox_codec::{Envelope, Meta};
@@ -31,23 +31,17 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The `type` a browser sends instead of a ping frame.
-pub const HEARTBEAT_TYPE: &str = "__heartbeat";
-/// The answer to [`HEARTBEAT_TYPE`].
-pub const HEARTBEAT_ACK_TYPE: &str = "__heartbeat_ack";
-
-/// The `type` of a client's request to resume its topics after a
-/// reconnect (docs/PROTOCOL.md §8).
-pub const RESUME_TYPE: &str = "$sb:resume";
-/// The answer to [`RESUME_TYPE`].
-pub const RESUMED_TYPE: &str = "$sb:resumed";
+pub use signalbox_codec::vocab::{
+    HEARTBEAT as HEARTBEAT_TYPE, HEARTBEAT_ACK as HEARTBEAT_ACK_TYPE, RESUME as RESUME_TYPE,
+    RESUMED as RESUMED_TYPE,
+};
 
 /// How long closing a slow consumer may wait for the transport to take the
 /// close itself (its buffers are full).
 const SLOW_CONSUMER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Sends an error answer and reports it to the error sink.
-pub(crate) fn answer_error(
+fn answer_error(
     conn: &Conn,
     ty: &str,
     message_type: Option<&str>,
@@ -310,7 +304,7 @@ fn admit(
         resume(conn, &envelope);
         return None;
     }
-    if envelope.ty.starts_with('$') || envelope.ty.starts_with("__") {
+    if signalbox_codec::vocab::is_reserved(&envelope.ty) {
         let error = Error::invalid_argument(format!("type {:?} is reserved", envelope.ty));
         answer_error(
             conn,
@@ -474,9 +468,11 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
                 permit = limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             };
             let deadline = config.rpc_deadline;
+            let conn = conn.clone();
             let mut work = Box::pin(
                 async move {
-                    dispatch(route, req, deadline).await;
+                    let outcome = dispatch(&route, req, deadline).await;
+                    settle(&conn, &route, outcome);
                     drop(permit);
                 }
                 .instrument(span),
@@ -492,10 +488,10 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
                 running.spawn(work);
             }
         } else {
-            let work = dispatch(route, req, config.rpc_deadline).instrument(span);
+            let work = dispatch(&route, req, config.rpc_deadline).instrument(span);
             tokio::pin!(work);
             tokio::select! {
-                () = &mut work => {}
+                outcome = &mut work => settle(&conn, &route, outcome),
                 () = closed_then(&conn, grace) => {
                     tracing::warn!("handler still running when the connection closed; cancelled");
                     break;
@@ -513,6 +509,20 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
     if drained.is_err() {
         tracing::warn!(handlers = running.len(), "handlers cancelled at close");
         running.shutdown().await;
+    }
+}
+
+/// Answers what [`dispatch`] left to answer: the driver alone sends error
+/// answers (docs/PROTOCOL.md §6).
+fn settle(conn: &Conn, route: &RouteEntry, outcome: Result<(), ErrorAnswer>) {
+    if let Err(answer) = outcome {
+        answer_error(
+            conn,
+            answer.answer_type,
+            Some(&route.name),
+            answer.correlation_id,
+            answer.error,
+        );
     }
 }
 

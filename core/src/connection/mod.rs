@@ -15,7 +15,7 @@ mod rate;
 pub use budget::{IncompleteBudget, IncompleteLimits, Refusal, Reservation};
 pub use data::DataMap;
 pub use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE, RESUME_TYPE, RESUMED_TYPE};
-pub(crate) use driver::{answer_error, room_for_answers, serve};
+pub(crate) use driver::{room_for_answers, serve};
 pub use outbound::{OutboundBound, OutboundQueue, OverflowPolicy, PushOutcome};
 pub(crate) use rate::TokenBucket;
 

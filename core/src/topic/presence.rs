@@ -50,7 +50,7 @@ pub struct PresenceJoined {
     #[serde(default)]
     pub info: serde_json::Value,
 }
-crate::message!(PresenceJoined = "$sb:join");
+crate::message!(PresenceJoined = signalbox_codec::vocab::PRESENCE_JOIN);
 
 /// `$sb:leave`: a subscriber left a topic with presence events
 /// (unsubscribed, or its connection closed).
@@ -62,4 +62,4 @@ pub struct PresenceLeft {
     #[serde(rename = "clientId")]
     pub client_id: String,
 }
-crate::message!(PresenceLeft = "$sb:leave");
+crate::message!(PresenceLeft = signalbox_codec::vocab::PRESENCE_LEAVE);
