@@ -31,6 +31,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod app;
 mod compress;
 mod envelope;
 mod error;
@@ -38,11 +39,15 @@ mod json;
 mod msgpack;
 mod wire;
 
+pub use app::{AppCodec, AppFormat, CodecNameError, Codecs, FrameParts, MAX_CODEC_NAME_LEN};
 pub use envelope::{Envelope, MAX_TYPE_LEN, Meta, RawPayload};
 pub use error::{DecodeError, DecodeFailure, EncodeError, ErrorCode, ErrorPayload, PayloadError};
 pub use json::Json;
 pub use msgpack::MsgPack;
 pub use wire::{CodecLimits, Format, Negotiation, WireCodec};
+
+/// Re-exported for implementing [`AppCodec`].
+pub use erased_serde;
 
 /// The `type` of a compressed envelope (docs/PROTOCOL.md §3).
 pub const COMPRESSED_TYPE: &str = "COMPRESSED";
