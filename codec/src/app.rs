@@ -54,7 +54,9 @@ pub trait AppCodec: Send + Sync + 'static {
     fn deserialize_payload(
         &self,
         raw: &[u8],
-        visit: &mut dyn FnMut(&mut dyn erased_serde::Deserializer<'_>) -> Result<(), erased_serde::Error>,
+        visit: &mut dyn FnMut(
+            &mut dyn erased_serde::Deserializer<'_>,
+        ) -> Result<(), erased_serde::Error>,
     ) -> Result<(), erased_serde::Error>;
 
     /// Reads `meta.correlationId` out of a frame that failed to decode, so
@@ -234,7 +236,8 @@ pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(
 ) -> Result<T, PayloadError> {
     let mut result = None;
     let outer = app.codec().deserialize_payload(raw, &mut |de| {
-        result = Some(serde_path_to_error::deserialize::<_, T>(de).map_err(PayloadError::from_path));
+        result =
+            Some(serde_path_to_error::deserialize::<_, T>(de).map_err(PayloadError::from_path));
         Ok(())
     });
     match (result, outer) {

@@ -303,9 +303,7 @@ impl WireCodec {
             Format::MsgPack => MsgPack::encode_envelope(ty, meta, payload, out),
             Format::App(app) => {
                 let payload = payload.map(SizedRef);
-                let payload = payload
-                    .as_ref()
-                    .map(|p| p as &dyn erased_serde::Serialize);
+                let payload = payload.as_ref().map(|p| p as &dyn erased_serde::Serialize);
                 app.codec().encode_envelope(ty, meta, payload, out)
             }
         })
