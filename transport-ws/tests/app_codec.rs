@@ -1,99 +1,17 @@
 //! An application codec (CBOR) registered on the hub and negotiated over a
 //! real socket like the built-in ones (docs/PROTOCOL.md §2).
 
+mod cbor;
 mod common;
 
+use cbor::{CBOR, envelope_type};
 use common::*;
 use serde::{Deserialize, Serialize};
 use signalbox::codec::erased_serde;
 use signalbox::codec::{
     AppCodec, CodecNameError, Codecs, DecodeError, EncodeError, Envelope, FrameParts, Meta,
-    WireCodec,
 };
 use signalbox::{Config, Hub};
-
-/// CBOR (RFC 8949) through `ciborium`. ciborium has no public streaming
-/// deserializer, so a payload is read into a `ciborium::Value` and handed
-/// on as MessagePack, which keeps every CBOR value kind the tests use
-/// (maps, arrays, text, byte strings, integers, floats).
-struct Cbor;
-
-static CBOR: Cbor = Cbor;
-
-#[derive(Serialize)]
-struct OutEnvelope<'a> {
-    #[serde(rename = "type")]
-    ty: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    meta: Option<&'a Meta>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a dyn erased_serde::Serialize>,
-}
-
-#[derive(Deserialize)]
-struct InEnvelope {
-    #[serde(rename = "type")]
-    ty: String,
-    #[serde(default)]
-    meta: Option<Meta>,
-    #[serde(default)]
-    payload: Option<ciborium::Value>,
-}
-
-impl AppCodec for Cbor {
-    fn name(&self) -> &'static str {
-        "cbor"
-    }
-
-    fn gzip_name(&self) -> Option<&'static str> {
-        Some("cbor+gzip")
-    }
-
-    fn encode_envelope(
-        &self,
-        ty: &str,
-        meta: Option<&Meta>,
-        payload: Option<&dyn erased_serde::Serialize>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), EncodeError> {
-        let envelope = OutEnvelope { ty, meta, payload };
-        ciborium::into_writer(&envelope, out).map_err(|e| EncodeError::Serialize(e.to_string()))
-    }
-
-    fn decode_envelope(&self, frame: &bytes::Bytes) -> Result<FrameParts, DecodeError> {
-        let envelope: InEnvelope =
-            ciborium::from_reader(&frame[..]).map_err(|e| DecodeError::Syntax(e.to_string()))?;
-        let payload = match envelope.payload {
-            Some(value) => {
-                let mut raw = Vec::new();
-                ciborium::into_writer(&value, &mut raw)
-                    .map_err(|e| DecodeError::Syntax(e.to_string()))?;
-                Some(bytes::Bytes::from(raw))
-            }
-            None => None,
-        };
-        Ok(FrameParts {
-            ty: envelope.ty,
-            meta: envelope.meta.unwrap_or_default(),
-            payload,
-        })
-    }
-
-    fn deserialize_payload(
-        &self,
-        raw: &[u8],
-        visit: &mut dyn FnMut(
-            &mut dyn erased_serde::Deserializer<'_>,
-        ) -> Result<(), erased_serde::Error>,
-    ) -> Result<(), erased_serde::Error> {
-        use serde::de::Error as _;
-        let value: ciborium::Value =
-            ciborium::from_reader(raw).map_err(erased_serde::Error::custom)?;
-        let msgpack = rmp_serde::to_vec(&value).map_err(erased_serde::Error::custom)?;
-        let mut de = rmp_serde::Deserializer::from_read_ref(&msgpack);
-        visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de))
-    }
-}
 
 fn hub() -> Hub {
     Hub::builder(router())
@@ -101,12 +19,6 @@ fn hub() -> Hub {
         .codec(&CBOR)
         .unwrap()
         .build()
-}
-
-fn cbor(name: &str) -> WireCodec {
-    let mut codecs = Codecs::new();
-    codecs.register(&CBOR).unwrap();
-    codecs.from_name(name).unwrap()
 }
 
 /// Sends ECHO with `payload`; the reply envelope, checked for type and id.
@@ -171,7 +83,7 @@ fn sample() -> Sample {
 async fn a_cbor_client_is_answered_in_cbor_binary_frames() {
     let hub = hub();
     let (addr, _) = start_with(&hub, |b| b).await;
-    let mut client = connect_codec(addr, cbor("cbor")).await;
+    let mut client = connect_codec(addr, cbor::codec("cbor")).await;
     let reply = echo(&mut client, &sample(), "c-1").await;
     let back: Sample = reply.decode_payload().unwrap();
     assert_eq!(back, sample());
@@ -191,9 +103,9 @@ async fn a_room_fans_out_to_cbor_and_json_members_each_in_its_codec() {
     let hub = hub();
     let (addr, _) = start_with(&hub, |b| b).await;
     let mut members = vec![
-        connect_codec(addr, cbor("cbor")).await,
+        connect_codec(addr, cbor::codec("cbor")).await,
         connect(addr, "json").await,
-        connect_codec(addr, cbor("cbor+gzip")).await,
+        connect_codec(addr, cbor::codec("cbor+gzip")).await,
         connect(addr, "msgpack").await,
     ];
     for member in &mut members {
@@ -232,7 +144,7 @@ async fn a_room_fans_out_to_cbor_and_json_members_each_in_its_codec() {
 async fn cbor_gzip_compresses_large_replies_and_accepts_compressed_requests() {
     let hub = hub();
     let (addr, _) = start_with(&hub, |b| b).await;
-    let mut client = connect_codec(addr, cbor("cbor+gzip")).await;
+    let mut client = connect_codec(addr, cbor::codec("cbor+gzip")).await;
     let big = "abc".repeat(2000);
     // The client's codec compresses this request (over the threshold).
     let reply = echo(&mut client, &big, "big").await;
@@ -261,22 +173,11 @@ async fn cbor_gzip_compresses_large_replies_and_accepts_compressed_requests() {
     assert_eq!(envelope_type(&raw), "ECHO");
 }
 
-/// The `type` of a CBOR envelope, read with a plain CBOR reader.
-fn envelope_type(frame: &[u8]) -> String {
-    let value: ciborium::Value = ciborium::from_reader(frame).unwrap();
-    let map = value.as_map().expect("an envelope map");
-    map.iter()
-        .find(|(k, _)| k.as_text() == Some("type"))
-        .and_then(|(_, v)| v.as_text())
-        .expect("a text type")
-        .to_owned()
-}
-
 #[tokio::test]
 async fn a_malformed_cbor_frame_is_answered_and_the_connection_survives() {
     let hub = hub();
     let (addr, _) = start_with(&hub, |b| b).await;
-    let mut client = connect_codec(addr, cbor("cbor")).await;
+    let mut client = connect_codec(addr, cbor::codec("cbor")).await;
     client
         .send_frame(bytes::Bytes::from_static(&[0xff, 0x00, 0x13]))
         .await;
