@@ -6,6 +6,11 @@
 //! envelope layer on top of either ([`WireCodec`]). It knows nothing of
 //! connections or routing.
 //!
+//! Applications add formats of their own (CBOR, Protobuf, …) by
+//! implementing [`AppCodec`] and registering it in a [`Codecs`] registry,
+//! which negotiates them by name beside the built-in ones
+//! (docs/PROTOCOL.md §2).
+//!
 //! Decoding keeps the payload raw ([`RawPayload`], a slice of the received
 //! frame): it is decoded straight into the handler's type once the route is
 //! known, and never through a generic value tree.
@@ -56,7 +61,8 @@ pub const COMPRESSED_TYPE: &str = "COMPRESSED";
 ///
 /// The two implementations, [`Json`] and [`MsgPack`], are zero-sized; a
 /// connection picks one at run time through [`Format`], which dispatches
-/// statically to them.
+/// statically to them. Application formats implement the object-safe
+/// [`AppCodec`] instead.
 pub trait Codec {
     /// The format tag stored in every [`RawPayload`] this codec produces.
     const FORMAT: Format;
