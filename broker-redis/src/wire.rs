@@ -50,6 +50,10 @@ pub enum FrameError {
     /// The meta map could not be encoded or read.
     #[error("broker frame meta: {0}")]
     Meta(String),
+    /// A payload in an application codec's format could not be transcoded
+    /// to MessagePack.
+    #[error("broker frame payload: {0}")]
+    Payload(String),
 }
 
 /// A frame read back: who published it and the message.
@@ -124,14 +128,24 @@ fn encode_fields(
             let _ = rmp::encode::write_uint(&mut buf, 0);
             write_nil(&mut buf);
         }
-        Some(payload) => {
-            let format = match payload.format() {
-                Format::MsgPack => 1,
-                Format::Json => 2,
-            };
-            let _ = rmp::encode::write_uint(&mut buf, format);
-            write_bin(&mut buf, payload.as_bytes());
-        }
+        Some(payload) => match payload.format() {
+            Format::MsgPack => {
+                let _ = rmp::encode::write_uint(&mut buf, 1);
+                write_bin(&mut buf, payload.as_bytes());
+            }
+            Format::Json => {
+                let _ = rmp::encode::write_uint(&mut buf, 2);
+                write_bin(&mut buf, payload.as_bytes());
+            }
+            // Other nodes may not have the application's codec: its
+            // payloads travel as MessagePack.
+            Format::App(_) => {
+                let msgpack =
+                    rmp_serde::to_vec(payload).map_err(|e| FrameError::Payload(e.to_string()))?;
+                let _ = rmp::encode::write_uint(&mut buf, 1);
+                write_bin(&mut buf, &msgpack);
+            }
+        },
     }
     match &msg.exclude {
         Some(id) => write_str(&mut buf, id),
@@ -255,6 +269,10 @@ fn check_value(format: Format, bytes: &[u8]) -> Result<(), FrameError> {
                 .and_then(|_| de.end())
                 .map_err(|_| FrameError::Malformed("payload is not one JSON value"))
         }
+        // `decode` only reads the two tags above.
+        Format::App(_) => Err(FrameError::Malformed(
+            "application formats travel as MessagePack",
+        )),
     }
 }
 

@@ -70,6 +70,7 @@ impl RawPayload {
         match self.format {
             Format::Json => Json::decode_payload(&self.bytes),
             Format::MsgPack => MsgPack::decode_payload(&self.bytes),
+            Format::App(app) => crate::app::decode_payload(app, &self.bytes),
         }
     }
 
@@ -103,6 +104,7 @@ impl Serialize for RawPayload {
                 let mut de = crate::msgpack::deserializer(&self.bytes);
                 serde_transcode::transcode(&mut de, serializer)
             }
+            Format::App(app) => return crate::app::transcode_payload(app, &self.bytes, serializer),
         }
         .map_err(|e| S::Error::custom(format!("raw payload: {e}")))
     }
@@ -117,6 +119,7 @@ impl fmt::Debug for RawPayload {
                 String::from_utf8_lossy(&self.bytes)
             ),
             Format::MsgPack => write!(f, "RawPayload(msgpack {} bytes)", self.bytes.len()),
+            Format::App(app) => write!(f, "RawPayload({} {} bytes)", app.name(), self.bytes.len()),
         }
     }
 }

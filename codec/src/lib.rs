@@ -6,6 +6,11 @@
 //! envelope layer on top of either ([`WireCodec`]). It knows nothing of
 //! connections or routing.
 //!
+//! Applications add formats of their own (CBOR, Protobuf, …) by
+//! implementing [`AppCodec`] and registering it in a [`Codecs`] registry,
+//! which negotiates them by name beside the built-in ones
+//! (docs/PROTOCOL.md §2).
+//!
 //! Decoding keeps the payload raw ([`RawPayload`], a slice of the received
 //! frame): it is decoded straight into the handler's type once the route is
 //! known, and never through a generic value tree.
@@ -31,6 +36,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod app;
 mod compress;
 mod envelope;
 mod error;
@@ -39,11 +45,15 @@ mod msgpack;
 pub mod vocab;
 mod wire;
 
+pub use app::{AppCodec, AppFormat, CodecNameError, Codecs, FrameParts, MAX_CODEC_NAME_LEN};
 pub use envelope::{Envelope, MAX_TYPE_LEN, Meta, RawPayload};
 pub use error::{DecodeError, DecodeFailure, EncodeError, ErrorCode, ErrorPayload, PayloadError};
 pub use json::Json;
 pub use msgpack::MsgPack;
 pub use wire::{CodecLimits, Format, Negotiation, WireCodec};
+
+/// Re-exported for implementing [`AppCodec`].
+pub use erased_serde;
 
 /// The `type` of a compressed envelope (docs/PROTOCOL.md §3): a re-export
 /// of [`vocab::COMPRESSED`].
@@ -53,7 +63,8 @@ pub use vocab::COMPRESSED as COMPRESSED_TYPE;
 ///
 /// The two implementations, [`Json`] and [`MsgPack`], are zero-sized; a
 /// connection picks one at run time through [`Format`], which dispatches
-/// statically to them.
+/// statically to them. Application formats implement the object-safe
+/// [`AppCodec`] instead.
 pub trait Codec {
     /// The format tag stored in every [`RawPayload`] this codec produces.
     const FORMAT: Format;

@@ -1,5 +1,6 @@
 //! The per-connection codec: a format, optional gzip, and the size limits.
 
+use crate::app::{AppFormat, CompressedPayload, GzipBytes, SizedRef};
 use crate::{
     COMPRESSED_TYPE, Codec, DecodeError, DecodeFailure, EncodeError, Envelope, Json, Meta, MsgPack,
     RawPayload, compress,
@@ -7,19 +8,26 @@ use crate::{
 use bytes::Bytes;
 use serde::Serialize;
 
-/// The two wire formats.
+/// The wire formats: the built-in two and the registered application
+/// codecs ([`crate::Codecs`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// JSON ([`Json`]).
     Json,
     /// MessagePack ([`MsgPack`]).
     MsgPack,
+    /// An application codec ([`crate::AppCodec`]).
+    App(AppFormat),
 }
 
 impl Format {
     /// Whether frames of this format are text (WebSocket text frames).
     pub fn is_text(self) -> bool {
-        matches!(self, Format::Json)
+        match self {
+            Format::Json => true,
+            Format::MsgPack => false,
+            Format::App(app) => app.codec().is_text(),
+        }
     }
 }
 
@@ -82,7 +90,9 @@ impl WireCodec {
         }
     }
 
-    /// The codec named `name` (`json`, `msgpack`, `json+gzip`, `msgpack+gzip`).
+    /// The built-in codec named `name` (`json`, `msgpack`, `json+gzip`,
+    /// `msgpack+gzip`); [`crate::Codecs::from_name`] knows application
+    /// codecs too.
     pub fn from_name(name: &str) -> Option<Self> {
         let (format, gzip) = match name {
             "json" => (Format::Json, false),
@@ -94,8 +104,17 @@ impl WireCodec {
         Some(WireCodec::new(format, gzip))
     }
 
-    /// Picks the first known name in the client's order (docs/PROTOCOL.md §2).
+    /// Picks the first built-in name in the client's order
+    /// (docs/PROTOCOL.md §2); [`crate::Codecs::negotiate`] knows
+    /// application codecs too.
     pub fn negotiate<'a>(offers: impl IntoIterator<Item = &'a str>) -> Negotiation {
+        WireCodec::negotiate_with(offers, WireCodec::from_name)
+    }
+
+    pub(crate) fn negotiate_with<'a>(
+        offers: impl IntoIterator<Item = &'a str>,
+        from_name: impl Fn(&str) -> Option<WireCodec>,
+    ) -> Negotiation {
         let mut offered = false;
         for offer in offers {
             let offer = offer.trim();
@@ -103,7 +122,7 @@ impl WireCodec {
                 continue;
             }
             offered = true;
-            if let Some(codec) = WireCodec::from_name(offer) {
+            if let Some(codec) = from_name(offer) {
                 return Negotiation::Picked(codec);
             }
         }
@@ -127,6 +146,10 @@ impl WireCodec {
             (Format::MsgPack, false) => "msgpack",
             (Format::Json, true) => "json+gzip",
             (Format::MsgPack, true) => "msgpack+gzip",
+            (Format::App(app), false) => app.name(),
+            // A gzip codec of an application format is only built from its
+            // gzip name (`Codecs::from_name`).
+            (Format::App(app), true) => app.codec().gzip_name().unwrap_or(app.name()),
         }
     }
 
@@ -178,6 +201,7 @@ impl WireCodec {
         match self.format {
             Format::Json => Json::decode_envelope(frame),
             Format::MsgPack => MsgPack::decode_envelope(frame),
+            Format::App(app) => decode_app(app, frame),
         }
     }
 
@@ -194,6 +218,18 @@ impl WireCodec {
         let gzip = match self.format {
             Format::Json => Json::compressed_data(raw.as_bytes())?,
             Format::MsgPack => MsgPack::compressed_data(raw.as_bytes())?,
+            Format::App(_) => {
+                let wrapper: CompressedPayload = raw
+                    .decode()
+                    .map_err(|e| DecodeError::Compressed(e.to_string()))?;
+                if wrapper.encoding != "gzip" {
+                    return Err(DecodeError::Compressed(format!(
+                        "unknown encoding {:?}",
+                        wrapper.encoding
+                    )));
+                }
+                wrapper.data.0
+            }
         };
         compress::inflate(&gzip, self.limits.max_message_size).map(Bytes::from)
     }
@@ -202,6 +238,7 @@ impl WireCodec {
         let correlation_id = match self.format {
             Format::Json => Json::probe_correlation_id(frame),
             Format::MsgPack => MsgPack::probe_correlation_id(frame),
+            Format::App(app) => app.codec().probe_correlation_id(frame),
         };
         DecodeFailure {
             error,
@@ -240,6 +277,12 @@ impl WireCodec {
                     Format::MsgPack => {
                         MsgPack::encode_envelope_spliced(ty, meta, raw.as_bytes(), out)
                     }
+                    Format::App(app) => app.codec().encode_envelope(
+                        ty,
+                        meta,
+                        Some(raw as &dyn erased_serde::Serialize),
+                        out,
+                    ),
                 })
             }
             other => self.encode_with(ty, meta, other, compress),
@@ -258,6 +301,11 @@ impl WireCodec {
         self.encode_inner(ty, meta, compress, |meta, out| match self.format {
             Format::Json => Json::encode_envelope(ty, meta, payload, out),
             Format::MsgPack => MsgPack::encode_envelope(ty, meta, payload, out),
+            Format::App(app) => {
+                let payload = payload.map(SizedRef);
+                let payload = payload.as_ref().map(|p| p as &dyn erased_serde::Serialize);
+                app.codec().encode_envelope(ty, meta, payload, out)
+            }
         })
     }
 
@@ -283,6 +331,18 @@ impl WireCodec {
             match self.format {
                 Format::Json => Json::encode_compressed(&gzip, &mut out)?,
                 Format::MsgPack => MsgPack::encode_compressed(&gzip, &mut out)?,
+                Format::App(app) => {
+                    let wrapper = CompressedPayload {
+                        encoding: "gzip".to_owned(),
+                        data: GzipBytes(gzip),
+                    };
+                    app.codec().encode_envelope(
+                        COMPRESSED_TYPE,
+                        None,
+                        Some(&wrapper as &dyn erased_serde::Serialize),
+                        &mut out,
+                    )?
+                }
             }
         }
         if out.len() > self.limits.max_message_size {
@@ -293,4 +353,18 @@ impl WireCodec {
         }
         Ok(Bytes::from(out))
     }
+}
+
+/// Decodes an envelope of an application format, checking the `type` as the
+/// built-in formats do.
+fn decode_app(app: AppFormat, frame: &Bytes) -> Result<Envelope, DecodeError> {
+    let parts = app.codec().decode_envelope(frame)?;
+    crate::envelope::check_type(&parts.ty)?;
+    Ok(Envelope {
+        ty: parts.ty,
+        meta: parts.meta,
+        payload: parts
+            .payload
+            .map(|bytes| RawPayload::new(Format::App(app), bytes)),
+    })
 }

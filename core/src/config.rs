@@ -1,7 +1,7 @@
 //! Limits and timings of a [`crate::Hub`], each with a documented default.
 
 use crate::connection::{IncompleteLimits, OverflowPolicy};
-use signalbox_codec::CodecLimits;
+use signalbox_codec::{CodecLimits, Codecs};
 use std::time::Duration;
 
 /// Everything a hub lets you tune. Start from [`Config::default`] and change
@@ -19,6 +19,11 @@ pub struct Config {
     /// Message size, compression threshold and level. Default: 1 MiB,
     /// 1024 bytes, level 6. Transports take their size limits from here.
     pub codec: CodecLimits,
+    /// The codecs clients may negotiate (docs/PROTOCOL.md §2): the built-in
+    /// `json`, `msgpack`, `json+gzip`, `msgpack+gzip`, and any application
+    /// codecs registered here or with [`crate::HubBuilder::codec`].
+    /// Default: the built-in four.
+    pub codecs: Codecs,
     /// Decoded messages waiting for their connection's handlers. When full,
     /// the connection stops reading (backpressure onto the peer). Default 64.
     pub inbound_queue: usize,
@@ -107,6 +112,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             codec: CodecLimits::default(),
+            codecs: Codecs::new(),
             inbound_queue: 64,
             outbound_queue_bytes: 1 << 20,
             outbound_queue: 8192,

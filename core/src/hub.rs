@@ -247,6 +247,20 @@ impl HubBuilder {
         self
     }
 
+    /// Registers an application codec ([`crate::codec::AppCodec`]):
+    /// clients select it by its name, as a WebSocket subprotocol or the
+    /// QUIC ALPN `signalbox/<name>`, exactly like the built-in codecs
+    /// (docs/PROTOCOL.md §2). Refuses a name that is malformed or taken.
+    /// [`HubBuilder::config`] replaces the whole configuration, registered
+    /// codecs included: call it first.
+    pub fn codec(
+        mut self,
+        codec: &'static dyn signalbox_codec::AppCodec,
+    ) -> Result<Self, signalbox_codec::CodecNameError> {
+        self.config.codecs.register(codec)?;
+        Ok(self)
+    }
+
     /// Keeps history for the topics `pattern` covers (first matching rule
     /// wins): each publication gets a [`Position`], subscribers receive it,
     /// and a reconnecting client can resume where it left off
@@ -339,6 +353,11 @@ impl Hub {
     /// connection.
     pub fn incomplete_budget(&self) -> &Arc<IncompleteBudget> {
         &self.inner.incomplete
+    }
+
+    /// The codecs clients may negotiate ([`Config::codecs`]).
+    pub fn codecs(&self) -> &signalbox_codec::Codecs {
+        &self.inner.config.codecs
     }
 
     /// The codec a connection that negotiated `codec` uses, with this hub's

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use quinn::crypto::rustls::HandshakeData;
 use rustls_pki_types::CertificateDer;
-use signalbox::codec::WireCodec;
+use signalbox::codec::{Codecs, WireCodec};
 use signalbox::connection::{
     Close, CloseKind, Connection, ConnectionInfo, DataMap, FrameSink, FrameSource, Inbound,
     Reservation, TransportError,
@@ -49,7 +49,7 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
         }
     };
     let hub = &settings.hub;
-    let Some(handshake) = handshake_of(&connection, peer_addr) else {
+    let Some(handshake) = handshake_of(&connection, peer_addr, hub.codecs()) else {
         // rustls refuses unknown ALPNs during the handshake; this is a
         // second line of defence.
         close(&connection, CloseKind::Protocol, "unknown ALPN");
@@ -151,13 +151,14 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
 fn handshake_of(
     connection: &quinn::Connection,
     peer_addr: std::net::SocketAddr,
+    codecs: &Codecs,
 ) -> Option<Handshake> {
     let data = connection
         .handshake_data()?
         .downcast::<HandshakeData>()
         .ok()?;
     let alpn_bytes = data.protocol.as_deref()?;
-    let codec = tls::codec_for_alpn(alpn_bytes)?;
+    let codec = tls::codec_for_alpn(codecs, alpn_bytes)?;
     let alpn = String::from_utf8_lossy(alpn_bytes).into_owned();
     let client_certs: Arc<[CertificateDer<'static>]> = connection
         .peer_identity()

@@ -39,7 +39,9 @@
 //! - TLS 1.3. The server presents a self-signed certificate made at start
 //!   ([`Identity::self_signed`]) or one it is given ([`Identity::from_pem`]).
 //! - ALPN picks the codec: `signalbox/json`, `signalbox/msgpack`,
-//!   `signalbox/json+gzip`, `signalbox/msgpack+gzip`. Any other ALPN fails
+//!   `signalbox/json+gzip`, `signalbox/msgpack+gzip`, and
+//!   `signalbox/<name>` for each application codec registered on the hub
+//!   (`HubBuilder::codec`). Any other ALPN fails
 //!   the handshake (TLS no_application_protocol, QUIC error 0x178). A
 //!   client offering several gets the first in that list (TLS lets the
 //!   server choose).

@@ -214,7 +214,7 @@ impl QuicServerBuilder {
             ),
         };
         let mut crypto = builder.with_single_cert(identity.chain().to_vec(), identity.key())?;
-        crypto.alpn_protocols = tls::alpn_protocols();
+        crypto.alpn_protocols = tls::alpn_protocols(hub.codecs());
         let crypto = QuicServerConfig::try_from(crypto)
             .map_err(|e| QuicError::Certificate(e.to_string()))?;
 

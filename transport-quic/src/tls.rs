@@ -5,7 +5,7 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use signalbox::codec::WireCodec;
+use signalbox::codec::{Codecs, WireCodec};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,9 +15,11 @@ pub const ALPN_PREFIX: &str = "signalbox/";
 /// The names a self-signed certificate always covers.
 pub const DEFAULT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
-/// The ALPN protocol ids the server offers, one per codec.
-pub fn alpn_protocols() -> Vec<Vec<u8>> {
-    WireCodec::NAMES
+/// The ALPN protocol ids a server with `codecs` offers, one per codec name
+/// (docs/PROTOCOL.md §5), application codecs included.
+pub fn alpn_protocols(codecs: &Codecs) -> Vec<Vec<u8>> {
+    codecs
+        .names()
         .iter()
         .map(|name| alpn_for(name).into_bytes())
         .collect()
@@ -28,10 +30,10 @@ pub fn alpn_for(codec: &str) -> String {
     format!("{ALPN_PREFIX}{codec}")
 }
 
-/// The codec an ALPN id selects, if it is one of ours.
-pub fn codec_for_alpn(alpn: &[u8]) -> Option<WireCodec> {
+/// The codec an ALPN id selects, if it names one of `codecs`.
+pub fn codec_for_alpn(codecs: &Codecs, alpn: &[u8]) -> Option<WireCodec> {
     let name = std::str::from_utf8(alpn).ok()?.strip_prefix(ALPN_PREFIX)?;
-    WireCodec::from_name(name)
+    codecs.from_name(name)
 }
 
 /// The crypto provider this crate uses throughout: rustls with *ring*.
@@ -182,14 +184,14 @@ mod tests {
         for name in WireCodec::NAMES {
             let alpn = alpn_for(name);
             assert_eq!(
-                codec_for_alpn(alpn.as_bytes()).map(|c| c.name()),
+                codec_for_alpn(&Codecs::new(), alpn.as_bytes()).map(|c| c.name()),
                 Some(name)
             );
         }
-        assert!(codec_for_alpn(b"signalbox/xml").is_none());
-        assert!(codec_for_alpn(b"json").is_none());
-        assert!(codec_for_alpn(b"h3").is_none());
-        assert_eq!(alpn_protocols().len(), 4);
+        assert!(codec_for_alpn(&Codecs::new(), b"signalbox/xml").is_none());
+        assert!(codec_for_alpn(&Codecs::new(), b"json").is_none());
+        assert!(codec_for_alpn(&Codecs::new(), b"h3").is_none());
+        assert_eq!(alpn_protocols(&Codecs::new()).len(), 4);
     }
 
     #[test]

@@ -46,6 +46,12 @@ impl WsConnector {
     pub fn new(url: &str, codec: &str) -> Result<Self, ConnectError> {
         let codec = WireCodec::from_name(codec)
             .ok_or_else(|| ConnectError::Config(format!("unknown codec {codec:?}")))?;
+        WsConnector::with_codec(url, codec)
+    }
+
+    /// A connector to `url` speaking `codec`, which may be an application
+    /// codec ([`signalbox::codec::Codecs::from_name`]).
+    pub fn with_codec(url: &str, codec: WireCodec) -> Result<Self, ConnectError> {
         let mut request = url
             .into_client_request()
             .map_err(|e| ConnectError::Config(format!("{url}: {e}")))?;

@@ -338,13 +338,15 @@ impl Upgrader {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let (codec, answer) = match WireCodec::negotiate(offers.iter().map(String::as_str)) {
+        let codecs = inner.hub.codecs();
+        let (codec, answer) = match codecs.negotiate(offers.iter().map(String::as_str)) {
             Negotiation::Default(codec) => (codec, None),
             Negotiation::Picked(codec) => (codec, Some(codec.name())),
             Negotiation::Refused => {
+                let names = codecs.names().join(", ");
                 return text_response(
                     StatusCode::BAD_REQUEST,
-                    "no supported subprotocol offered (json, msgpack, json+gzip, msgpack+gzip)",
+                    format!("no supported subprotocol offered ({names})"),
                 );
             }
         };

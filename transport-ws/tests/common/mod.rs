@@ -178,6 +178,28 @@ pub async fn connect(addr: SocketAddr, codec: &str) -> Client {
         .unwrap_or_else(|status| panic!("upgrade refused with {status}"))
 }
 
+/// Connects offering `codec` alone (which may be an application codec)
+/// and checks the server picked it.
+pub async fn connect_codec(addr: SocketAddr, codec: WireCodec) -> Client {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(codec.name()),
+    );
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (ws, response) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    let protocol = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(protocol.as_deref(), Some(codec.name()));
+    Client {
+        ws,
+        codec,
+        protocol,
+    }
+}
+
 impl Client {
     pub async fn send<M: signalbox::Message>(&mut self, msg: &M, correlation_id: Option<&str>) {
         let meta = Meta {
