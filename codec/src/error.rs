@@ -41,6 +41,16 @@ impl ErrorCode {
     /// The code as it appears on the wire.
     pub fn as_str(&self) -> &str {
         match self {
+            ErrorCode::Other(s) => s,
+            known => known.as_static_str().unwrap_or_default(),
+        }
+    }
+
+    /// The code as a `&'static str`: every code of docs/PROTOCOL.md §6 and
+    /// an application code given as a constant; `None` for one built at run
+    /// time (or parsed from the wire), which could be anything.
+    pub fn as_static_str(&self) -> Option<&'static str> {
+        Some(match self {
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
@@ -54,8 +64,9 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Aborted => "ABORTED",
             ErrorCode::Internal => "INTERNAL",
-            ErrorCode::Other(s) => s,
-        }
+            ErrorCode::Other(Cow::Borrowed(s)) => s,
+            ErrorCode::Other(Cow::Owned(_)) => return None,
+        })
     }
 
     /// Parses a wire code; unknown codes become [`ErrorCode::Other`].

@@ -193,23 +193,7 @@ mod on {
         pub(crate) fn error_answered(&self, code: &ErrorCode) {
             // Application codes are labelled when they are constants of
             // the code; one built at run time could be anything.
-            let label: &'static str = match code {
-                ErrorCode::Unauthenticated => "UNAUTHENTICATED",
-                ErrorCode::PermissionDenied => "PERMISSION_DENIED",
-                ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
-                ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
-                ErrorCode::NotFound => "NOT_FOUND",
-                ErrorCode::AlreadyExists => "ALREADY_EXISTS",
-                ErrorCode::Unimplemented => "UNIMPLEMENTED",
-                ErrorCode::Cancelled => "CANCELLED",
-                ErrorCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
-                ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
-                ErrorCode::Unavailable => "UNAVAILABLE",
-                ErrorCode::Aborted => "ABORTED",
-                ErrorCode::Internal => "INTERNAL",
-                ErrorCode::Other(std::borrow::Cow::Borrowed(code)) => code,
-                ErrorCode::Other(std::borrow::Cow::Owned(_)) => "OTHER",
-            };
+            let label = code.as_static_str().unwrap_or("OTHER");
             counter!("signalbox_errors_total", "code" => label).increment(1);
         }
 
