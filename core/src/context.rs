@@ -26,7 +26,9 @@
 //! }
 //! ```
 
-use crate::connection::{Close, CloseKind, ConnectionInfo, DataMap, OutboundQueue, PushOutcome};
+use crate::connection::{
+    Close, CloseKind, ConnectionInfo, DataMap, Frame, OutboundQueue, PushOutcome, ReplyTo,
+};
 use crate::error::Error;
 use crate::hub::{HubInner, PublishOptions, SubscribeOptions};
 use crate::message::Message;
@@ -116,7 +118,7 @@ impl Conn {
         let frame = msg
             .encode(self.codec(), &meta, compress)
             .map_err(encode_error)?;
-        self.push(frame)?;
+        self.push_frame(answer(frame, M::TYPE, meta.correlation_id), Stamp::none())?;
         self.shared.hub.meter.sent_typed(M::TYPE, 1);
         Ok(())
     }
@@ -132,6 +134,19 @@ impl Conn {
         correlation_id: Option<String>,
         payload: &ErrorPayload,
     ) -> Result<(), Error> {
+        self.send_error_to(ty, correlation_id, payload, None)
+    }
+
+    /// Sends an error answer; `refused` is the tag of a message the
+    /// transport refused ([`crate::connection::Inbound::Refused`]), which
+    /// the answer's frame carries back to it.
+    pub(crate) fn send_error_to(
+        &self,
+        ty: &str,
+        correlation_id: Option<String>,
+        payload: &ErrorPayload,
+        refused: Option<u64>,
+    ) -> Result<(), Error> {
         let meta = Meta {
             correlation_id,
             timestamp: Some(self.shared.hub.clock.now_ms()),
@@ -141,7 +156,11 @@ impl Conn {
             .codec()
             .encode(ty, &meta, Some(payload))
             .map_err(encode_error)?;
-        self.push(frame)?;
+        let frame = match refused {
+            Some(tag) => Frame::reply(frame, ReplyTo::Refused { tag }),
+            None => answer(frame, ty, meta.correlation_id),
+        };
+        self.push_frame(frame, Stamp::none())?;
         self.shared.hub.meter.sent(ty, 1);
         Ok(())
     }
@@ -159,18 +178,24 @@ impl Conn {
             .codec()
             .encode_with(ty, &meta, payload, compress)
             .map_err(encode_error)?;
-        self.push(frame)?;
+        self.push_frame(answer(frame, ty, meta.correlation_id), Stamp::none())?;
         self.shared.hub.meter.sent(ty, 1);
         Ok(())
     }
 
-    /// Queues an encoded frame.
+    /// Queues an encoded frame that answers nothing (a publication, a
+    /// state view).
     pub(crate) fn push(&self, frame: Bytes) -> Result<(), Error> {
-        self.push_stamped(frame, Stamp::none())
+        self.push_frame(Frame::new(frame), Stamp::none())
     }
 
     /// Queues an encoded frame of a publish that started at `stamp`.
     pub(crate) fn push_stamped(&self, frame: Bytes, stamp: Stamp) -> Result<(), Error> {
+        self.push_frame(Frame::new(frame), stamp)
+    }
+
+    /// Queues a frame, with its metadata, stamped at `stamp`.
+    fn push_frame(&self, frame: Frame, stamp: Stamp) -> Result<(), Error> {
         match self.shared.outbound.push_stamped(frame, stamp) {
             PushOutcome::Queued | PushOutcome::DroppedOldest | PushOutcome::DroppedNewest => Ok(()),
             PushOutcome::Overflow => {
@@ -345,6 +370,24 @@ impl Conn {
         } else {
             Close::new(CloseKind::Normal, "")
         }
+    }
+}
+
+/// The frame of a message of type `ty` sent with `correlation_id`: a
+/// message carrying a correlationId answers the peer's message with that
+/// id (docs/PROTOCOL.md §6), and is the last answer unless it is progress.
+/// The id's string moves into the frame's metadata (no copy: the ids
+/// here are clones or decoded strings, whose capacity is their length).
+fn answer(frame: Bytes, ty: &str, correlation_id: Option<String>) -> Frame {
+    match correlation_id {
+        Some(id) => Frame::reply(
+            frame,
+            ReplyTo::Request {
+                correlation_id: id.into_boxed_str(),
+                progress: ty == PROGRESS_TYPE,
+            },
+        ),
+        None => Frame::new(frame),
     }
 }
 

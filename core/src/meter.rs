@@ -128,17 +128,23 @@ mod on {
                 .increment(1);
         }
 
-        /// A connection closed with `close`.
-        pub(crate) fn connection_closed(&self, info: &ConnectionInfo, close: &Close) {
+        /// A connection closed with `close`, which the transport sent as
+        /// `code` (when it has close codes).
+        pub(crate) fn connection_closed(
+            &self,
+            info: &ConnectionInfo,
+            close: &Close,
+            code: Option<u32>,
+        ) {
             let (transport, codec) = (info.transport, info.codec.name());
             gauge!("signalbox_connections_open", "transport" => transport, "codec" => codec)
                 .decrement(1.0);
             // The close code in the transport's own numbering
-            // (docs/PROTOCOL.md §4 for WebSocket, §5 for QUIC).
-            let code = if transport == "quic" {
-                close.kind.quic_code().to_string()
-            } else {
-                close.kind.ws_code().to_string()
+            // (docs/PROTOCOL.md §4 for WebSocket, §5 for QUIC), or the
+            // kind's name for a transport without codes.
+            let code = match code {
+                Some(code) => code.to_string(),
+                None => close.kind.as_str().to_owned(),
             };
             counter!("signalbox_connections_closed_total", "transport" => transport, "code" => code)
                 .increment(1);
@@ -371,7 +377,7 @@ mod off {
         #[inline(always)]
         pub(crate) fn connection_opened(&self, _: &ConnectionInfo) {}
         #[inline(always)]
-        pub(crate) fn connection_closed(&self, _: &ConnectionInfo, _: &Close) {}
+        pub(crate) fn connection_closed(&self, _: &ConnectionInfo, _: &Close, _: Option<u32>) {}
         #[inline(always)]
         pub(crate) fn received_other(&self) {}
         #[inline(always)]

@@ -36,7 +36,8 @@
 use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::connection::{
-    Close, Connection, ConnectionInfo, DataMap, FrameSink, FrameSource, Inbound, TransportError,
+    Close, Connection, ConnectionInfo, DataMap, Frame, FrameSink, FrameSource, Inbound,
+    TransportError,
 };
 use crate::hub::{Hub, HubBuilder};
 use crate::message::Message;
@@ -74,10 +75,10 @@ pub struct MemorySink {
 
 #[async_trait]
 impl FrameSink for MemorySink {
-    async fn send_batch(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+    async fn send_batch(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
         for frame in frames {
             self.tx
-                .send(frame.clone())
+                .send(frame.bytes().clone())
                 .await
                 .map_err(|_| TransportError::Closed)?;
         }

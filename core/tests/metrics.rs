@@ -98,7 +98,7 @@ async fn a_slow_consumer_is_counted_once_and_its_queued_bytes_leave_the_gauge() 
     let s = &snapshotter.snapshot().into_vec();
     assert_eq!(counter(s, "signalbox_connections_opened_total", &open), 1);
     assert_eq!(counter(s, "signalbox_slow_consumer_closes_total", &[]), 1);
-    let closed = [("transport", "memory"), ("code", "1008")];
+    let closed = [("transport", "memory"), ("code", "policy")];
     assert_eq!(counter(s, "signalbox_connections_closed_total", &closed), 1);
     assert_eq!(gauge(s, "signalbox_connections_open", &open), 0.0);
     assert_eq!(

@@ -214,7 +214,7 @@ impl Member {
             .codec
             .encode(ty, &Meta::default(), Some(&payload))
             .unwrap();
-        self.link.sink.send_batch(&[frame]).await.unwrap();
+        self.link.sink.send_batch(&[frame.into()]).await.unwrap();
     }
 
     /// The payload of the next message of type `ty`, skipping others.

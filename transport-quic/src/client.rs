@@ -3,9 +3,9 @@
 //! [`signalbox::codec::WireCodec`]'s) job.
 
 use crate::error::QuicError;
-use crate::framing::{FrameDecoder, encode_frame};
+use crate::stream::{FrameReader, FramedStream, ReadError, WriteError};
 use crate::tls;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::RootCertStore;
 use signalbox::codec::WireCodec;
@@ -105,10 +105,8 @@ impl QuicClientBuilder {
         let (send, recv) = connection.open_bi().await?;
         Ok(QuicClient {
             endpoint,
+            stream: FramedStream::new(connection.clone(), send, recv, self.max_message_size),
             connection,
-            send,
-            recv,
-            decoder: FrameDecoder::new(self.max_message_size),
             codec: self.codec,
             max_message_size: self.max_message_size,
         })
@@ -119,9 +117,7 @@ impl QuicClientBuilder {
 pub(crate) struct Parts {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) connection: quinn::Connection,
-    pub(crate) send: quinn::SendStream,
-    pub(crate) recv: quinn::RecvStream,
-    pub(crate) decoder: FrameDecoder,
+    pub(crate) stream: FramedStream,
 }
 
 /// A connection to a signalbox QUIC server.
@@ -129,9 +125,8 @@ pub(crate) struct Parts {
 pub struct QuicClient {
     endpoint: quinn::Endpoint,
     connection: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    decoder: FrameDecoder,
+    /// The main stream.
+    stream: FramedStream,
     codec: WireCodec,
     max_message_size: usize,
 }
@@ -158,9 +153,7 @@ impl QuicClient {
         Parts {
             endpoint: self.endpoint,
             connection: self.connection,
-            send: self.send,
-            recv: self.recv,
-            decoder: self.decoder,
+            stream: self.stream,
         }
     }
 
@@ -181,36 +174,34 @@ impl QuicClient {
 
     /// Sends one encoded envelope on the main stream.
     pub async fn send_frame(&mut self, frame: &[u8]) -> Result<(), QuicError> {
-        let mut out = BytesMut::with_capacity(frame.len() + crate::framing::HEADER_LEN);
-        encode_frame(frame, &mut out)?;
-        self.send.write_chunk(out.freeze()).await?;
-        Ok(())
+        let frame = Bytes::copy_from_slice(frame);
+        self.stream.writer.write(&frame).await.map_err(write_error)
     }
 
     /// The next envelope from the main stream; `None` once the server
     /// finished it. Cancel-safe.
     pub async fn recv_frame(&mut self) -> Result<Option<Bytes>, QuicError> {
-        read_frame(&mut self.recv, &mut self.decoder).await
+        self.stream.reader.next().await.map_err(read_error)
     }
 
     /// Sends `frame` as a request on its own stream (the request-stream
     /// lane); its answers arrive on the returned stream.
     pub async fn request(&self, frame: &[u8]) -> Result<RequestStream, QuicError> {
-        let (mut send, recv) = self.connection.open_bi().await?;
-        let mut out = BytesMut::with_capacity(frame.len() + crate::framing::HEADER_LEN);
-        encode_frame(frame, &mut out)?;
-        send.write_chunk(out.freeze()).await?;
-        let _ = send.finish();
-        Ok(RequestStream {
-            recv,
-            decoder: FrameDecoder::new(self.max_message_size),
-        })
+        let (send, recv) = self.connection.open_bi().await?;
+        let FramedStream { reader, mut writer } =
+            FramedStream::new(self.connection.clone(), send, recv, self.max_message_size);
+        writer
+            .write(&Bytes::copy_from_slice(frame))
+            .await
+            .map_err(write_error)?;
+        writer.finish();
+        Ok(RequestStream { reader })
     }
 
     /// Finishes the main stream: the server closes the connection normally
     /// (code 0) after answering what it received.
     pub fn finish(&mut self) {
-        let _ = self.send.finish();
+        self.stream.writer.finish();
     }
 
     /// Closes the connection with an application code.
@@ -232,30 +223,31 @@ impl QuicClient {
 /// The answers to one request sent with [`QuicClient::request`].
 #[derive(Debug)]
 pub struct RequestStream {
-    recv: quinn::RecvStream,
-    decoder: FrameDecoder,
+    reader: FrameReader,
 }
 
 impl RequestStream {
     /// The next answer (progress, then the reply); `None` once the server
     /// finished the stream. Cancel-safe.
     pub async fn recv_frame(&mut self) -> Result<Option<Bytes>, QuicError> {
-        read_frame(&mut self.recv, &mut self.decoder).await
+        self.reader.next().await.map_err(read_error)
     }
 }
 
-pub(crate) async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
-) -> Result<Option<Bytes>, QuicError> {
-    loop {
-        if let Some(frame) = decoder.next_frame()? {
-            return Ok(Some(frame));
-        }
-        match recv.read_chunk(64 * 1024, true).await? {
-            Some(chunk) => decoder.push(&chunk.bytes),
-            None if decoder.has_partial() => return Err(QuicError::Truncated),
-            None => return Ok(None),
-        }
+fn read_error(error: ReadError) -> QuicError {
+    match error {
+        ReadError::Frame(error) => QuicError::Frame(error),
+        ReadError::Truncated => QuicError::Truncated,
+        ReadError::Stream(error) => QuicError::Read(error),
+        // A client's streams carry no share of a hub's budget; nothing
+        // refuses their partial frames.
+        ReadError::Refused(refusal) => QuicError::Config(refusal.to_string()),
+    }
+}
+
+fn write_error(error: WriteError) -> QuicError {
+    match error {
+        WriteError::Frame(error) => QuicError::Frame(error),
+        WriteError::Stream(error) => QuicError::Write(error),
     }
 }

@@ -2,30 +2,22 @@
 //! hub's [`FrameSource`] and [`FrameSink`], and the request-stream lane.
 
 use crate::auth::Handshake;
-use crate::framing::{FrameDecoder, FrameError, HEADER_LEN};
-use crate::lanes::{self, LaneTable};
+use crate::lanes::{self, LaneTable, Route};
 use crate::server::Settings;
+use crate::stream::{FrameReader, FrameWriter, FramedStream, close_code, close_connection};
 use crate::tls;
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use quinn::crypto::rustls::HandshakeData;
 use rustls_pki_types::CertificateDer;
-use signalbox::codec::{Codecs, WireCodec};
+use signalbox::codec::Codecs;
 use signalbox::connection::{
-    Close, CloseKind, Connection, ConnectionInfo, DataMap, FrameSink, FrameSource, Inbound,
-    Reservation, TransportError,
+    Close, CloseKind, Connection, ConnectionInfo, DataMap, Frame, FrameSink, FrameSource, Inbound,
+    TransportError,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// The largest chunk read from a stream at once.
-const READ_CHUNK: usize = 64 * 1024;
-
-/// Closes `connection` with the application code of `kind`.
-pub(crate) fn close(connection: &quinn::Connection, kind: CloseKind, reason: &str) {
-    connection.close(quinn::VarInt::from_u32(kind.quic_code()), reason.as_bytes());
-}
 
 /// Serves one incoming connection from handshake to close.
 pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
@@ -52,7 +44,7 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
     let Some(handshake) = handshake_of(&connection, peer_addr, hub.codecs()) else {
         // rustls refuses unknown ALPNs during the handshake; this is a
         // second line of defence.
-        close(&connection, CloseKind::Protocol, "unknown ALPN");
+        close_connection(&connection, CloseKind::Protocol, "unknown ALPN");
         return;
     };
     let codec = hub.codec(handshake.codec);
@@ -85,20 +77,23 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
     let (data, send, recv) = tokio::select! {
         biased;
         () = shutdown => {
-            close(&connection, CloseKind::GoingAway, "server shutting down");
+            close_connection(&connection, CloseKind::GoingAway, "server shutting down");
             return;
         }
         opened = opening => match opened {
             Ok(opened) => opened,
             Err((kind, reason)) => {
                 tracing::debug!(peer = %peer_addr, %reason, "connection ended before its stream");
-                close(&connection, kind, &reason);
+                close_connection(&connection, kind, &reason);
                 return;
             }
         },
     };
 
     let max = codec.limits().max_message_size;
+    let (reader, writer) = FramedStream::new(connection.clone(), send, recv, max)
+        .with_budget(hub.incomplete_budget().reserve())
+        .split();
     let lanes = if settings.request_streams > 0 {
         let table = Arc::new(LaneTable::default());
         let (tx, rx) = mpsc::channel(settings.request_streams as usize);
@@ -125,26 +120,21 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
         },
         data,
         source: Box::new(QuicSource {
-            recv,
-            decoder: FrameDecoder::new(max),
-            reservation: hub.incomplete_budget().reserve(),
-            finished: false,
+            reader,
             lanes: lane_rx,
         }),
         sink: Box::new(QuicSink {
-            connection: connection.clone(),
-            send,
+            writer,
             lanes: table,
-            codec,
             linger: settings.close_linger,
-            chunks: Vec::new(),
+            main: Vec::new(),
         }),
     };
     tokio::spawn(hub.serve(connection_for_hub)).await.ok();
     // The sink closed the connection with its code; if that was cut short,
     // make sure the peer hears of it.
     if connection.close_reason().is_none() {
-        close(&connection, CloseKind::Normal, "");
+        close_connection(&connection, CloseKind::Normal, "");
     }
 }
 
@@ -174,54 +164,19 @@ fn handshake_of(
     })
 }
 
-/// The read half: frames from the main stream, and requests from the
-/// request-stream lane.
+/// The read half: frames from the main stream, and requests (or their
+/// refusals) from the request-stream lane.
 struct QuicSource {
-    recv: quinn::RecvStream,
-    decoder: FrameDecoder,
-    /// The decoder's partial frame, charged to the hub's budget for
-    /// incomplete messages (docs/PROTOCOL.md §5).
-    reservation: Reservation,
-    finished: bool,
-    lanes: Option<mpsc::Receiver<Bytes>>,
+    reader: FrameReader,
+    lanes: Option<mpsc::Receiver<Inbound>>,
 }
 
 #[async_trait]
 impl FrameSource for QuicSource {
     async fn recv(&mut self) -> Result<Option<Inbound>, TransportError> {
-        // Cancel-safe: bytes read live in the decoder until a frame is
-        // whole, and both awaited futures lose nothing when dropped.
+        // Cancel-safe: the reader keeps partial frames, and a channel
+        // receive loses nothing when dropped.
         loop {
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    self.reservation.complete();
-                    return Ok(Some(Inbound::Message(frame)));
-                }
-                Ok(None) => {}
-                Err(error @ FrameError::TooLarge { .. }) => {
-                    return Err(TransportError::TooBig(error.to_string()));
-                }
-                Err(error) => return Err(TransportError::Protocol(error.to_string())),
-            }
-            if self.finished {
-                if self.decoder.has_partial() {
-                    return Err(TransportError::Protocol(
-                        "stream ended inside a frame".to_owned(),
-                    ));
-                }
-                return Ok(None);
-            }
-            // What the decoder holds now is part of the next frame. Charged
-            // (and its clock started) here rather than when it was read, so
-            // that time spent not reading (backpressure) does not count.
-            self.reservation.hold(self.decoder.buffered())?;
-            let deadline = self.reservation.deadline();
-            let late = async {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline).await,
-                    None => std::future::pending().await,
-                }
-            };
             let lanes = async {
                 match &mut self.lanes {
                     Some(rx) => rx.recv().await,
@@ -229,16 +184,16 @@ impl FrameSource for QuicSource {
                 }
             };
             tokio::select! {
-                () = late => return Err(TransportError::Refused(self.reservation.timed_out())),
                 request = lanes => match request {
-                    Some(frame) => return Ok(Some(Inbound::Message(frame))),
+                    Some(inbound) => return Ok(Some(inbound)),
                     None => self.lanes = None,
                 },
-                chunk = self.recv.read_chunk(READ_CHUNK, true) => match chunk {
-                    Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
-                    Ok(None) => self.finished = true,
-                    Err(error) => return Err(read_error(error)),
-                },
+                frame = self.reader.next() => {
+                    return match frame {
+                        Ok(frame) => Ok(frame.map(Inbound::Message)),
+                        Err(error) => Err(error.into_transport()),
+                    };
+                }
             }
         }
     }
@@ -249,78 +204,57 @@ impl FrameSource for QuicSource {
     }
 }
 
-fn read_error(error: quinn::ReadError) -> TransportError {
-    match error {
-        quinn::ReadError::ConnectionLost(_) | quinn::ReadError::ClosedStream => {
-            TransportError::Closed
-        }
-        quinn::ReadError::Reset(_) => TransportError::Closed,
-        other => TransportError::Other(other.to_string()),
-    }
-}
-
-fn write_error(error: quinn::WriteError) -> TransportError {
-    match error {
-        quinn::WriteError::ConnectionLost(_)
-        | quinn::WriteError::ClosedStream
-        | quinn::WriteError::Stopped(_) => TransportError::Closed,
-        other => TransportError::Other(other.to_string()),
-    }
-}
-
-/// The write half: the main stream, with replies to requests that came on
-/// their own stream diverted back there.
+/// The write half: the main stream, with answers to requests that came on
+/// their own stream diverted back there by their metadata
+/// ([`Frame::reply_to`]), never by decoding them.
 struct QuicSink {
-    connection: quinn::Connection,
-    send: quinn::SendStream,
+    writer: FrameWriter,
     lanes: Option<Arc<LaneTable>>,
-    codec: WireCodec,
     linger: Duration,
-    chunks: Vec<Bytes>,
+    /// The main stream's frames of a batch in which some went to request
+    /// streams (kept for its capacity).
+    main: Vec<Bytes>,
 }
 
 #[async_trait]
 impl FrameSink for QuicSink {
-    async fn send_batch(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
-        let mut headers = BytesMut::with_capacity(frames.len() * HEADER_LEN);
-        self.chunks.clear();
+    async fn send_batch(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
+        let Some(table) = self.lanes.as_ref().filter(|t| t.is_waiting()) else {
+            // No request stream waits for an answer: everything is the
+            // main stream's (one atomic load per batch), but the answer to
+            // a refusal whose stream gave up waiting, which goes nowhere.
+            return self
+                .writer
+                .write_batch(
+                    frames
+                        .iter()
+                        .filter(|f| !lanes::is_refusal(f))
+                        .map(Frame::bytes),
+                )
+                .await
+                .map_err(|e| e.into_transport());
+        };
+        // Answers go to their request streams as they come (waiting only
+        // for that stream); the rest is written in one go after.
+        self.main.clear();
         for frame in frames {
-            if let Some(table) = &self.lanes {
-                if let Some(lane) = table.route(&self.codec, frame) {
-                    lane.deliver(frame.clone()).await;
-                    continue;
-                }
+            match table.route(frame) {
+                Route::Main => self.main.push(frame.bytes().clone()),
+                Route::Lane(lane) => lane.deliver(frame.bytes().clone()).await,
+                Route::Drop => {}
             }
-            let header = crate::framing::encode_header(frame.len())
-                .map_err(|e| TransportError::Other(e.to_string()))?;
-            headers.put_slice(&header);
-            self.chunks.push(headers.split().freeze());
-            self.chunks.push(frame.clone());
         }
-        if self.chunks.is_empty() {
-            return Ok(());
-        }
-        // Waits for flow-control credit only, never for acknowledgements.
-        let result = self.send.write_all_chunks(&mut self.chunks).await;
-        self.chunks.clear();
-        result.map_err(write_error)
+        let written = self.writer.write_batch(&self.main).await;
+        self.main.clear();
+        written.map_err(|e| e.into_transport())
     }
 
     async fn close(&mut self, close: Close) -> Result<(), TransportError> {
-        // CONNECTION_CLOSE discards stream data not yet delivered: on a
-        // graceful close, finish the stream and give the peer a bounded
-        // moment to acknowledge it, then close with the application code.
-        // Other closes (protocol, policy, internal) go out at once.
-        let graceful = matches!(close.kind, CloseKind::Normal | CloseKind::GoingAway);
-        if self.send.finish().is_ok() && graceful {
-            let stopped = self.send.stopped();
-            let lost = self.connection.closed();
-            tokio::select! {
-                _ = tokio::time::timeout(self.linger, stopped) => {}
-                _ = lost => {}
-            }
-        }
-        self::close(&self.connection, close.kind, &close.reason);
+        self.writer.close(&close, self.linger).await;
         Ok(())
+    }
+
+    fn close_code(&self, kind: CloseKind) -> Option<u32> {
+        Some(close_code(kind))
     }
 }

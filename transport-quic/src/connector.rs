@@ -1,15 +1,14 @@
 //! [`QuicConnector`]: QUIC under [`signalbox::client::Client`].
 
-use crate::client::{QuicClientBuilder, read_frame};
+use crate::client::QuicClientBuilder;
 use crate::error::QuicError;
-use crate::framing::{FrameDecoder, HEADER_LEN, encode_header};
+use crate::stream::{FrameReader, FrameWriter, ReadError, close_code};
 use crate::tls;
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
 use signalbox::client::{Client, ConnectError, Connector, Link};
 use signalbox::codec::WireCodec;
 use signalbox::connection::{
-    Close, CloseKind, FrameSink, FrameSource, Inbound, PeerClose, TransportError,
+    Close, CloseKind, Frame, FrameSink, FrameSource, Inbound, PeerClose, TransportError,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -98,19 +97,15 @@ impl Connector for QuicConnector {
             .await
             .map_err(connect_error)?;
         let parts = client.into_parts();
+        let (reader, writer) = parts.stream.split();
         Ok(Link {
             source: Box::new(ClientSource {
                 _endpoint: parts.endpoint,
-                connection: parts.connection.clone(),
-                recv: parts.recv,
-                decoder: parts.decoder,
+                connection: parts.connection,
+                reader,
                 peer_close: None,
             }),
-            sink: Box::new(ClientSink {
-                connection: parts.connection,
-                send: parts.send,
-                chunks: Vec::new(),
-            }),
+            sink: Box::new(ClientSink { writer }),
         })
     }
 }
@@ -145,8 +140,7 @@ struct ClientSource {
     // Kept so the endpoint's socket outlives the connection's reader.
     _endpoint: quinn::Endpoint,
     connection: quinn::Connection,
-    recv: quinn::RecvStream,
-    decoder: FrameDecoder,
+    reader: FrameReader,
     peer_close: Option<PeerClose>,
 }
 
@@ -175,24 +169,18 @@ impl ClientSource {
 #[async_trait]
 impl FrameSource for ClientSource {
     async fn recv(&mut self) -> Result<Option<Inbound>, TransportError> {
-        // Cancel-safe: partial frames stay in the decoder.
-        match read_frame(&mut self.recv, &mut self.decoder).await {
+        // Cancel-safe: partial frames stay in the reader.
+        match self.reader.next().await {
             Ok(Some(frame)) => Ok(Some(Inbound::Message(frame))),
-            Ok(None) => {
-                self.learn_close().await;
-                Ok(None)
-            }
-            Err(QuicError::Frame(error)) => Err(TransportError::TooBig(error.to_string())),
-            Err(QuicError::Truncated) => Err(TransportError::Protocol(
-                "stream ended inside a frame".to_owned(),
-            )),
-            Err(QuicError::Read(
+            Ok(None)
+            | Err(ReadError::Stream(
                 quinn::ReadError::ConnectionLost(_) | quinn::ReadError::Reset(_),
             )) => {
                 self.learn_close().await;
                 Ok(None)
             }
-            Err(other) => Err(TransportError::Other(other.to_string())),
+            Err(ReadError::Frame(error)) => Err(TransportError::TooBig(error.to_string())),
+            Err(error) => Err(error.into_transport()),
         }
     }
 
@@ -206,42 +194,24 @@ impl FrameSource for ClientSource {
 }
 
 struct ClientSink {
-    connection: quinn::Connection,
-    send: quinn::SendStream,
-    chunks: Vec<Bytes>,
+    writer: FrameWriter,
 }
 
 #[async_trait]
 impl FrameSink for ClientSink {
-    async fn send_batch(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
-        let mut headers = BytesMut::with_capacity(frames.len() * HEADER_LEN);
-        self.chunks.clear();
-        for frame in frames {
-            let header =
-                encode_header(frame.len()).map_err(|e| TransportError::Other(e.to_string()))?;
-            headers.put_slice(&header);
-            self.chunks.push(headers.split().freeze());
-            self.chunks.push(frame.clone());
-        }
-        let result = self.send.write_all_chunks(&mut self.chunks).await;
-        self.chunks.clear();
-        result.map_err(|e| match e {
-            quinn::WriteError::ConnectionLost(_)
-            | quinn::WriteError::ClosedStream
-            | quinn::WriteError::Stopped(_) => TransportError::Closed,
-            other => TransportError::Other(other.to_string()),
-        })
+    async fn send_batch(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
+        self.writer
+            .write_batch(frames.iter().map(Frame::bytes))
+            .await
+            .map_err(|e| e.into_transport())
     }
 
     async fn close(&mut self, close: Close) -> Result<(), TransportError> {
-        let graceful = matches!(close.kind, CloseKind::Normal | CloseKind::GoingAway);
-        if self.send.finish().is_ok() && graceful {
-            let _ = tokio::time::timeout(CLOSE_LINGER, self.send.stopped()).await;
-        }
-        self.connection.close(
-            quinn::VarInt::from_u32(close.kind.quic_code()),
-            close.reason.as_bytes(),
-        );
+        self.writer.close(&close, CLOSE_LINGER).await;
         Ok(())
+    }
+
+    fn close_code(&self, kind: CloseKind) -> Option<u32> {
+        Some(close_code(kind))
     }
 }

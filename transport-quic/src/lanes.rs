@@ -1,27 +1,32 @@
 //! The request-stream lane: a request on its own bidirectional stream, its
-//! answers back on that stream.
+//! answers back on that stream (docs/PROTOCOL.md §5).
 //!
 //! Besides its main stream, a client may open further bidirectional
 //! streams, each carrying exactly one framed request envelope with a
 //! `meta.correlationId`. The request is routed as if it had come on the main
-//! stream — same connection, same data, same rooms, same rate limit — so
-//! the core needs no change. On the way out, the connection's sink looks at
-//! the correlationId of each message while any request stream is open:
-//! progress messages (`$ws:rpc-progress`) for a pending request go to its
-//! stream, and the first other message carrying that correlationId (the
-//! reply, `RPC_ERROR` or `ERROR`) goes there too, after which the server
-//! finishes the stream. A lost packet on one stream delays only that
-//! stream: requests do not wait behind each other, or behind the main
-//! stream.
+//! stream — same connection, same data, same rooms, same rate limit. On the
+//! way out the hub marks every answer with what it answers
+//! ([`Frame::reply_to`]): progress messages (`$ws:rpc-progress`) for a
+//! pending request go to its stream, and its last answer (the reply,
+//! `RPC_ERROR` or `ERROR`) goes there too, after which the server finishes
+//! the stream. Nothing outbound is decoded. A lost packet on one stream
+//! delays only that stream: requests do not wait behind each other, or
+//! behind the main stream.
+//!
+//! A request the lane cannot take (it does not decode, has no
+//! correlationId, or has one already pending on another stream) is handed
+//! to the hub as [`Inbound::Refused`], tagged with the stream's id: the hub
+//! answers it like any error (its clock, its error hook, its metrics), and
+//! the answer, marked [`ReplyTo::Refused`] with that tag, comes back here
+//! to be written on the refused stream.
 
-use crate::conn;
-use crate::framing::{FrameDecoder, FrameError, encode_frame};
 use crate::server::Settings;
-use bytes::{Bytes, BytesMut};
+use crate::stream::{FramedStream, ReadError, close_connection};
+use bytes::Bytes;
 use parking_lot::Mutex;
-use signalbox::codec::vocab;
-use signalbox::codec::{ErrorCode, ErrorPayload, Meta, WireCodec};
-use signalbox::connection::{CloseKind, Refusal, Reservation};
+use signalbox::Error;
+use signalbox::codec::{ErrorCode, WireCodec};
+use signalbox::connection::{CloseKind, Frame, Inbound, RefusedMessage, ReplyTo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -45,16 +50,31 @@ struct Entry {
     tx: mpsc::Sender<LaneFrame>,
 }
 
-/// Pending requests by correlationId, shared by the sink and the lane
-/// tasks of one connection.
+/// The request streams of one connection waiting for answers, shared by
+/// the sink and the lane tasks.
 #[derive(Default)]
 pub(crate) struct LaneTable {
-    entries: Mutex<HashMap<String, Entry>>,
-    len: AtomicUsize,
+    /// Pending requests, by correlationId.
+    requests: Mutex<HashMap<String, Entry>>,
+    /// Refused requests waiting for the hub's answer, by stream id (the
+    /// refusal's tag).
+    refusals: Mutex<HashMap<u64, mpsc::Sender<LaneFrame>>>,
+    /// Entries in both maps: while zero the sink looks at nothing.
+    waiting: AtomicUsize,
     next_id: AtomicU64,
 }
 
-/// Where one outgoing message goes: a request stream.
+/// Where one outgoing frame goes.
+pub(crate) enum Route {
+    /// The main stream.
+    Main,
+    /// A request stream.
+    Lane(Lane),
+    /// Nowhere: the answer to a refusal whose stream stopped waiting.
+    Drop,
+}
+
+/// A request stream waiting for a frame.
 pub(crate) struct Lane {
     tx: mpsc::Sender<LaneFrame>,
     last: bool,
@@ -75,43 +95,83 @@ impl Lane {
     }
 }
 
+/// Whether `frame` answers a refused request (and so never belongs on the
+/// main stream).
+pub(crate) fn is_refusal(frame: &Frame) -> bool {
+    matches!(frame.reply_to(), Some(ReplyTo::Refused { .. }))
+}
+
 impl LaneTable {
-    /// The request stream `frame` belongs on, if any. Costs one atomic load
-    /// while no request stream is open; decodes the frame's envelope
-    /// otherwise.
-    pub(crate) fn route(&self, codec: &WireCodec, frame: &Bytes) -> Option<Lane> {
-        if self.len.load(Ordering::Acquire) == 0 {
-            return None;
+    /// Whether any request stream waits for an answer.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    /// Where `frame` goes, by its metadata.
+    pub(crate) fn route(&self, frame: &Frame) -> Route {
+        match frame.reply_to() {
+            None => Route::Main,
+            Some(ReplyTo::Request {
+                correlation_id,
+                progress,
+            }) => {
+                let mut requests = self.requests.lock();
+                let tx = if *progress {
+                    requests.get(&**correlation_id).map(|e| e.tx.clone())
+                } else {
+                    let entry = requests.remove(&**correlation_id);
+                    if entry.is_some() {
+                        self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    entry.map(|e| e.tx)
+                };
+                match tx {
+                    Some(tx) => Route::Lane(Lane {
+                        tx,
+                        last: !*progress,
+                    }),
+                    // Not from a request stream, or one that gave up: the
+                    // main stream.
+                    None => Route::Main,
+                }
+            }
+            Some(ReplyTo::Refused { tag }) => match self.refusals.lock().remove(tag) {
+                Some(tx) => {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    Route::Lane(Lane { tx, last: true })
+                }
+                None => Route::Drop,
+            },
         }
-        let envelope = codec.decode(frame.clone()).ok()?;
-        let id = envelope.meta.correlation_id?;
-        let last = envelope.ty != vocab::RPC_PROGRESS;
-        let mut entries = self.entries.lock();
-        let tx = if last {
-            let entry = entries.remove(&id)?;
-            self.len.fetch_sub(1, Ordering::AcqRel);
-            entry.tx
-        } else {
-            entries.get(&id)?.tx.clone()
-        };
-        Some(Lane { tx, last })
     }
 
     fn register(&self, correlation_id: &str, id: u64, tx: mpsc::Sender<LaneFrame>) -> bool {
-        let mut entries = self.entries.lock();
-        if entries.contains_key(correlation_id) {
+        let mut requests = self.requests.lock();
+        if requests.contains_key(correlation_id) {
             return false;
         }
-        entries.insert(correlation_id.to_owned(), Entry { id, tx });
-        self.len.fetch_add(1, Ordering::AcqRel);
+        requests.insert(correlation_id.to_owned(), Entry { id, tx });
+        self.waiting.fetch_add(1, Ordering::AcqRel);
         true
     }
 
     fn unregister(&self, correlation_id: &str, id: u64) {
-        let mut entries = self.entries.lock();
-        if entries.get(correlation_id).is_some_and(|e| e.id == id) {
-            entries.remove(correlation_id);
-            self.len.fetch_sub(1, Ordering::AcqRel);
+        let mut requests = self.requests.lock();
+        if requests.get(correlation_id).is_some_and(|e| e.id == id) {
+            requests.remove(correlation_id);
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn await_refusal(&self, id: u64, tx: mpsc::Sender<LaneFrame>) {
+        if self.refusals.lock().insert(id, tx).is_none() {
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn forget_refusal(&self, id: u64) {
+        if self.refusals.lock().remove(&id).is_some() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -120,199 +180,163 @@ impl LaneTable {
 pub(crate) async fn accept(
     connection: quinn::Connection,
     table: Arc<LaneTable>,
-    inbound: mpsc::Sender<Bytes>,
+    inbound: mpsc::Sender<Inbound>,
     codec: WireCodec,
     settings: Arc<Settings>,
 ) {
+    let max = codec.limits().max_message_size;
     while let Ok((send, recv)) = connection.accept_bi().await {
         let id = table.next_id.fetch_add(1, Ordering::Relaxed);
+        let stream = FramedStream::new(connection.clone(), send, recv, max)
+            .with_budget(settings.hub.incomplete_budget().reserve());
         tokio::spawn(serve(
-            Stream {
+            LaneStream {
                 connection: connection.clone(),
-                send,
-                recv,
-                codec,
+                stream,
+                id,
+                table: table.clone(),
+                inbound: inbound.clone(),
+                settings: settings.clone(),
             },
-            id,
-            table.clone(),
-            inbound.clone(),
-            settings.clone(),
+            codec,
         ));
     }
 }
 
-struct Stream {
+/// One request stream and what it needs.
+struct LaneStream {
     connection: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    codec: WireCodec,
-}
-
-enum ReadOne {
-    Frame(Bytes),
-    Empty,
-    TooLarge(FrameError),
-    Refused(Refusal),
-    Broken,
-}
-
-impl Stream {
-    /// Reads the stream's one request; its bytes, until whole, are charged
-    /// to the hub's budget for incomplete messages (docs/PROTOCOL.md §5).
-    async fn read_one(&mut self, reservation: &mut Reservation) -> ReadOne {
-        let mut decoder = FrameDecoder::new(self.codec.limits().max_message_size);
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    reservation.complete();
-                    return ReadOne::Frame(frame);
-                }
-                Ok(None) => {}
-                Err(error) => return ReadOne::TooLarge(error),
-            }
-            if let Err(refusal) = reservation.hold(decoder.buffered()) {
-                return ReadOne::Refused(refusal);
-            }
-            match self.recv.read_chunk(64 * 1024, true).await {
-                Ok(Some(chunk)) => decoder.push(&chunk.bytes),
-                Ok(None) if decoder.has_partial() => return ReadOne::Broken,
-                Ok(None) => return ReadOne::Empty,
-                Err(_) => return ReadOne::Broken,
-            }
-        }
-    }
-
-    /// Answers on this stream with an `ERROR` and finishes it.
-    async fn refuse(mut self, correlation_id: Option<String>, code: ErrorCode, message: &str) {
-        let meta = Meta {
-            correlation_id,
-            timestamp: Some(now_ms()),
-            ..Meta::default()
-        };
-        let payload = ErrorPayload::new(code, message);
-        if let Ok(frame) = self.codec.encode(vocab::ERROR, &meta, Some(&payload)) {
-            self.write(&frame).await;
-        }
-        let _ = self.send.finish();
-    }
-
-    async fn write(&mut self, frame: &[u8]) -> bool {
-        let mut out = BytesMut::new();
-        if encode_frame(frame, &mut out).is_err() {
-            return false;
-        }
-        self.send.write_chunk(out.freeze()).await.is_ok()
-    }
-}
-
-async fn serve(
-    mut stream: Stream,
+    stream: FramedStream,
     id: u64,
     table: Arc<LaneTable>,
-    inbound: mpsc::Sender<Bytes>,
+    inbound: mpsc::Sender<Inbound>,
     settings: Arc<Settings>,
-) {
-    let mut reservation = settings.hub.incomplete_budget().reserve();
-    let read = tokio::time::timeout(
-        settings.handshake_timeout,
-        stream.read_one(&mut reservation),
-    )
-    .await;
-    drop(reservation);
+}
+
+async fn serve(mut lane: LaneStream, codec: WireCodec) {
+    // Its bytes, until whole, are charged to the hub's budget for
+    // incomplete messages (docs/PROTOCOL.md §5).
+    let read =
+        tokio::time::timeout(lane.settings.handshake_timeout, lane.stream.reader.next()).await;
+    lane.stream.reader.release_budget();
     let frame = match read {
-        Ok(ReadOne::Frame(frame)) => frame,
-        Ok(ReadOne::Empty) => {
-            let _ = stream.send.finish();
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => {
+            lane.stream.writer.finish();
             return;
         }
-        Ok(ReadOne::TooLarge(error)) => {
-            conn::close(&stream.connection, CloseKind::TooBig, &error.to_string());
+        Ok(Err(ReadError::Frame(error))) => {
+            close_connection(&lane.connection, CloseKind::TooBig, &error.to_string());
             return;
         }
-        Ok(ReadOne::Refused(refusal)) => {
-            conn::close(&stream.connection, CloseKind::Policy, &refusal.to_string());
+        Ok(Err(ReadError::Refused(refusal))) => {
+            close_connection(&lane.connection, CloseKind::Policy, &refusal.to_string());
             return;
         }
-        Ok(ReadOne::Broken) | Err(_) => {
-            let _ = stream
-                .send
-                .reset(quinn::VarInt::from_u32(LANE_PROTOCOL_ERROR));
+        Ok(Err(ReadError::Truncated | ReadError::Stream(_))) | Err(_) => {
+            lane.stream.writer.reset(LANE_PROTOCOL_ERROR);
             return;
         }
     };
     // One request per stream: whatever follows it is not read.
-    let _ = stream.recv.stop(quinn::VarInt::from_u32(0));
+    lane.stream.reader.stop();
 
-    let correlation_id = match stream.codec.decode(frame.clone()) {
-        Ok(envelope) => envelope.meta.correlation_id,
+    // The request's own correlationId and type, to wait for its answers
+    // by (the hub decodes it again to route it).
+    let (correlation_id, message_type) = match codec.decode(frame.clone()) {
+        Ok(envelope) => (envelope.meta.correlation_id, envelope.ty),
         Err(failure) => {
-            let message = failure.error.to_string();
-            stream
-                .refuse(failure.correlation_id, ErrorCode::InvalidArgument, &message)
-                .await;
-            return;
+            let error = Error::from(failure.error);
+            return refuse(lane, None, failure.correlation_id, error).await;
         }
     };
     let Some(correlation_id) = correlation_id else {
-        stream
-            .refuse(
-                None,
-                ErrorCode::InvalidArgument,
-                "a request stream needs meta.correlationId",
-            )
-            .await;
-        return;
+        let error = Error::invalid_argument("a request stream needs meta.correlationId");
+        return refuse(lane, Some(message_type), None, error).await;
     };
-    let (tx, mut rx) = mpsc::channel(LANE_QUEUE);
-    if !table.register(&correlation_id, id, tx) {
-        stream
-            .refuse(
-                Some(correlation_id),
-                ErrorCode::AlreadyExists,
-                "a request with this correlationId is already in flight on a request stream",
-            )
-            .await;
+    let (tx, rx) = mpsc::channel(LANE_QUEUE);
+    if !lane.table.register(&correlation_id, lane.id, tx) {
+        let error = Error::new(
+            ErrorCode::AlreadyExists,
+            "a request with this correlationId is already in flight on a request stream",
+        );
+        return refuse(lane, Some(message_type), Some(correlation_id), error).await;
+    }
+    if lane.inbound.send(Inbound::Message(frame)).await.is_err() {
+        lane.table.unregister(&correlation_id, lane.id);
         return;
     }
-    if inbound.send(frame).await.is_err() {
+    let (table, id) = (lane.table.clone(), lane.id);
+    answer(lane, rx, &correlation_id, || {
         table.unregister(&correlation_id, id);
+    })
+    .await;
+}
+
+/// Hands the hub a request this stream refuses; its answer comes back
+/// tagged with the stream's id and is written here.
+async fn refuse(
+    lane: LaneStream,
+    message_type: Option<String>,
+    correlation_id: Option<String>,
+    error: Error,
+) {
+    let (tx, rx) = mpsc::channel(1);
+    lane.table.await_refusal(lane.id, tx);
+    let refused = RefusedMessage {
+        error,
+        message_type,
+        correlation_id,
+        tag: lane.id,
+    };
+    if lane
+        .inbound
+        .send(Inbound::Refused(Box::new(refused)))
+        .await
+        .is_err()
+    {
+        lane.table.forget_refusal(lane.id);
         return;
     }
+    let (table, id) = (lane.table.clone(), lane.id);
+    answer(lane, rx, "(refused)", || table.forget_refusal(id)).await;
+}
 
-    let deadline = tokio::time::sleep(settings.request_timeout);
+/// Writes what comes for this stream until its last answer, then finishes
+/// it. A stream whose answer does not come within the request timeout is
+/// finished without one; `give_up` takes it out of the table.
+async fn answer(
+    mut lane: LaneStream,
+    mut rx: mpsc::Receiver<LaneFrame>,
+    what: &str,
+    give_up: impl FnOnce(),
+) {
+    let deadline = tokio::time::sleep(lane.settings.request_timeout);
     tokio::pin!(deadline);
-    loop {
+    let answered = loop {
         tokio::select! {
             next = rx.recv() => match next {
                 Some(LaneFrame { frame, last }) => {
-                    if !stream.write(&frame).await {
-                        table.unregister(&correlation_id, id);
-                        return;
+                    if lane.stream.writer.write(&frame).await.is_err() {
+                        break false;
                     }
                     if last {
-                        let _ = stream.send.finish();
-                        return;
+                        lane.stream.writer.finish();
+                        break true;
                     }
                 }
-                None => return,
+                // The table let go of this stream: nothing more comes.
+                None => break true,
             },
             () = &mut deadline => {
-                tracing::debug!(%correlation_id, "request stream timed out without a reply");
-                table.unregister(&correlation_id, id);
-                let _ = stream.send.finish();
-                return;
+                tracing::debug!(request = what, "request stream timed out without a reply");
+                lane.stream.writer.finish();
+                break false;
             }
-            _ = stream.connection.closed() => {
-                table.unregister(&correlation_id, id);
-                return;
-            }
+            _ = lane.connection.closed() => break false,
         }
+    };
+    if !answered {
+        give_up();
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

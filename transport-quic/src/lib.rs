@@ -101,6 +101,7 @@ mod error;
 pub mod framing;
 mod lanes;
 mod server;
+mod stream;
 mod tls;
 
 pub use auth::{Handshake, Rejection};
@@ -108,6 +109,7 @@ pub use client::{QuicClient, QuicClientBuilder, RequestStream};
 pub use connector::{QuicConnector, connect};
 pub use error::QuicError;
 pub use server::{ClientAuth, QuicServer, QuicServerBuilder};
+pub use stream::close_code;
 pub use tls::{
     ALPN_PREFIX, DEFAULT_NAMES, Identity, alpn_for, alpn_protocols, codec_for_alpn, public_roots,
     roots_from_pem,

@@ -379,6 +379,96 @@ async fn a_correlation_id_pending_on_a_stream_cannot_be_reused_on_another() {
     assert_eq!(first.recv().await.unwrap().ty, "DONE");
 }
 
+/// What the router's error hook saw: the transport, the message type and
+/// the error's code.
+type Seen = Arc<Mutex<Vec<(String, Option<String>, signalbox::ErrorCode)>>>;
+
+#[tokio::test]
+async fn lane_refusals_are_answered_by_the_hub_with_its_clock_and_error_hook() {
+    let clock = signalbox::ManualClock::new(1_700_000_000_123);
+    let seen: Seen = Arc::default();
+    let router = router().on_error({
+        let seen = seen.clone();
+        move |event| {
+            seen.lock().unwrap().push((
+                event.conn.info().transport.to_owned(),
+                event.message_type.map(str::to_owned),
+                event.error.code().clone(),
+            ));
+        }
+    });
+    let hub = signalbox::Hub::builder(router).clock(clock.clone()).build();
+    let server = start(&hub);
+    let mut client = Client::connect(&server, "json").await;
+
+    // No correlationId.
+    let frame = client.encode("ECHO", None, &json!(1));
+    let mut anonymous = Request::open(&client, &frame).await;
+    let error = anonymous.recv().await.expect("an answer on the stream");
+    assert_eq!(error.ty, "ERROR");
+    assert_eq!(error.meta.correlation_id, None);
+    assert_eq!(error.meta.timestamp, Some(1_700_000_000_123));
+    let payload: serde_json::Value = error.decode_payload().unwrap();
+    assert_eq!(payload["code"], "INVALID_ARGUMENT");
+    assert!(anonymous.recv().await.is_none(), "finished after the error");
+
+    // A correlationId already pending on another stream: answered on the
+    // refused stream, with the id, while the first stream gets its reply.
+    clock.advance(1000);
+    let frame = client.encode("SLOW", Some("dup"), &json!({"ms": 400}));
+    let mut first = Request::open(&client, &frame).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = Request::open(&client, &frame).await;
+    let error = second.recv().await.expect("an answer on the second stream");
+    assert_eq!(error.ty, "ERROR");
+    assert_eq!(error.meta.correlation_id.as_deref(), Some("dup"));
+    assert_eq!(error.meta.timestamp, Some(1_700_000_001_123));
+    let payload: serde_json::Value = error.decode_payload().unwrap();
+    assert_eq!(payload["code"], "ALREADY_EXISTS");
+    assert!(second.recv().await.is_none());
+    let done = first.recv().await.expect("the first stream's reply");
+    assert_eq!(done.ty, "DONE");
+    assert_eq!(done.meta.correlation_id.as_deref(), Some("dup"));
+    assert!(first.recv().await.is_none());
+
+    // A request that does not decode.
+    let mut garbage = Request::open(&client, b"{not json").await;
+    let error = garbage.recv().await.expect("an answer on the stream");
+    assert_eq!(error.ty, "ERROR");
+    assert_eq!(error.meta.timestamp, Some(1_700_000_001_123));
+    let payload: serde_json::Value = error.decode_payload().unwrap();
+    assert_eq!(payload["code"], "INVALID_ARGUMENT");
+    assert!(garbage.recv().await.is_none());
+
+    // Each refusal reached the error hook, from this QUIC connection.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "quic".to_owned(),
+                Some("ECHO".to_owned()),
+                signalbox::ErrorCode::InvalidArgument
+            ),
+            (
+                "quic".to_owned(),
+                Some("SLOW".to_owned()),
+                signalbox::ErrorCode::AlreadyExists
+            ),
+            (
+                "quic".to_owned(),
+                None,
+                signalbox::ErrorCode::InvalidArgument
+            ),
+        ]
+    );
+    // Nothing of it leaked onto the main stream.
+    client.send("ECHO", Some("after"), json!("main")).await;
+    let next = client.expect("ECHO").await;
+    assert_eq!(next.meta.correlation_id.as_deref(), Some("after"));
+    assert_eq!(hub.connection_count(), 1);
+}
+
 #[tokio::test]
 async fn with_the_lane_off_a_second_stream_cannot_be_opened() {
     let hub = hub();

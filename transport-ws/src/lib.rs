@@ -107,8 +107,8 @@ pub use server::{
     WsServer, WsServerBuilder,
 };
 pub use stream::{
-    Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, Linger, WsSink, WsSource, split,
-    websocket_config,
+    Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, Linger, WsSink, WsSource, close_code,
+    split, websocket_config,
 };
 pub use upgrade::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HandshakeRequest, Rejection, Upgrader,

@@ -6,7 +6,9 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use signalbox::codec::{CodecLimits, WireCodec};
-use signalbox::connection::{Close, FrameSink, FrameSource, Inbound, PeerClose, TransportError};
+use signalbox::connection::{
+    Close, CloseKind, Frame, FrameSink, FrameSource, Inbound, PeerClose, TransportError,
+};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::oneshot;
@@ -350,11 +352,11 @@ impl<S> FrameSink for WsSink<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn send_batch(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+    async fn send_batch(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
         let text = self.text;
         let sink = self.sink()?;
         for frame in frames {
-            let message = message(text, frame)?;
+            let message = message(text, frame.bytes())?;
             sink.feed(message).await.map_err(transport_error)?;
         }
         sink.flush().await.map_err(transport_error)
@@ -369,7 +371,7 @@ where
 
     async fn close(&mut self, close: Close) -> Result<(), TransportError> {
         let frame = CloseFrame {
-            code: CloseCode::from(close.kind.ws_code()),
+            code: CloseCode::from(close_code(close.kind)),
             reason: Utf8Bytes::from(close.reason.as_ref()),
         };
         let sink = self.sink()?;
@@ -389,6 +391,25 @@ where
             )) => Ok(()),
             Err(error) => Err(transport_error(error)),
         }
+    }
+
+    fn close_code(&self, kind: CloseKind) -> Option<u32> {
+        Some(u32::from(close_code(kind)))
+    }
+}
+
+/// The WebSocket close code for a close of `kind` (docs/PROTOCOL.md §4):
+/// 1000 normal, 1001 going away, 1002 protocol, 1007 invalid data, 1008
+/// policy, 1009 too big, 1011 internal.
+pub fn close_code(kind: CloseKind) -> u16 {
+    match kind {
+        CloseKind::Normal => 1000,
+        CloseKind::GoingAway => 1001,
+        CloseKind::Protocol => 1002,
+        CloseKind::InvalidData => 1007,
+        CloseKind::Policy => 1008,
+        CloseKind::TooBig => 1009,
+        CloseKind::Internal => 1011,
     }
 }
 

@@ -489,7 +489,7 @@ async fn a_flood_that_never_reads_is_closed_with_memory_bounded() {
     loop {
         let closed = closes.lock().unwrap().clone();
         if let Some(close) = closed.first() {
-            assert_eq!(close.kind.ws_code(), 1008, "{close:?}");
+            assert_eq!(signalbox_ws::close_code(close.kind), 1008, "{close:?}");
             assert!(close.reason.contains("slow consumer"), "{close:?}");
             break;
         }

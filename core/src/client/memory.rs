@@ -3,7 +3,8 @@
 
 use super::{ConnectError, Connector, Link};
 use crate::connection::{
-    Close, Connection, ConnectionInfo, DataMap, FrameSink, FrameSource, Inbound, TransportError,
+    Close, Connection, ConnectionInfo, DataMap, Frame, FrameSink, FrameSource, Inbound,
+    TransportError,
 };
 use crate::hub::Hub;
 use async_trait::async_trait;
@@ -84,10 +85,10 @@ struct Tx {
 
 #[async_trait]
 impl FrameSink for Tx {
-    async fn send_batch(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+    async fn send_batch(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
         let tx = self.tx.as_ref().ok_or(TransportError::Closed)?;
         for frame in frames {
-            tx.send(frame.clone())
+            tx.send(frame.bytes().clone())
                 .await
                 .map_err(|_| TransportError::Closed)?;
         }

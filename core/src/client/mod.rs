@@ -57,7 +57,7 @@ pub use memory::InProcess;
 pub use offline::OfflinePolicy;
 pub use resume::Recovery;
 
-use crate::connection::{Close, CloseKind, FrameSink, FrameSource, Inbound};
+use crate::connection::{Close, CloseKind, Frame, FrameSink, FrameSource, Inbound};
 use crate::context::{ERROR_TYPE, PROGRESS_TYPE, RPC_ERROR_TYPE};
 use crate::error::Error;
 use crate::message::Message;
@@ -932,7 +932,7 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> (String, Op
         });
     }
     batch.extend(backlog);
-    let mut frames: Vec<Bytes> = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
     let mut unsent: Vec<Outgoing> = Vec::new();
     let reason = loop {
         if !batch.is_empty() {
@@ -949,7 +949,7 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> (String, Op
                 });
             }
             frames.clear();
-            frames.extend(batch.iter().map(|o| o.frame.clone()));
+            frames.extend(batch.iter().map(|o| Frame::new(o.frame.clone())));
             if !frames.is_empty() {
                 if let Err(error) = sink.send_batch(&frames).await {
                     break (format!("write failed: {error}"), None);
@@ -965,7 +965,9 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> (String, Op
             }
             inbound = source.recv() => match inbound {
                 Ok(Some(Inbound::Message(frame))) => dispatch(shared, frame),
-                Ok(Some(Inbound::Alive)) => {}
+                // Refusals are the server side's: a client's transport
+                // has nothing to refuse on the hub's behalf.
+                Ok(Some(Inbound::Alive | Inbound::Refused(_))) => {}
                 Ok(None) => {
                     let close = source.peer_close();
                     let reason = close

@@ -9,7 +9,7 @@
 //!                                           (batches, pings, drain, close)
 //! ```
 
-use super::{Close, CloseKind, Connection, Inbound, TokenBucket};
+use super::{Close, CloseKind, Connection, Frame, Inbound, RefusedMessage, TokenBucket};
 use crate::connection::{FrameSink, FrameSource, OutboundBound, OutboundQueue};
 use crate::context::{Conn, ConnShared, ERROR_TYPE};
 use crate::error::Error;
@@ -48,6 +48,39 @@ fn answer_error(
     correlation_id: Option<String>,
     error: Error,
 ) {
+    answer_error_to(conn, ty, message_type, correlation_id, error, None);
+}
+
+/// Answers a message the transport refused ([`Inbound::Refused`]): an
+/// `ERROR` like any other (docs/PROTOCOL.md §6), whose frame carries the
+/// refusal's tag back to the transport.
+fn answer_refusal(conn: &Conn, refused: RefusedMessage) {
+    let RefusedMessage {
+        error,
+        message_type,
+        correlation_id,
+        tag,
+    } = refused;
+    answer_error_to(
+        conn,
+        ERROR_TYPE,
+        message_type.as_deref(),
+        correlation_id,
+        error,
+        Some(tag),
+    );
+}
+
+/// [`answer_error`], the frame marked as the answer to the refusal tagged
+/// `refused` when there is one.
+fn answer_error_to(
+    conn: &Conn,
+    ty: &str,
+    message_type: Option<&str>,
+    correlation_id: Option<String>,
+    error: Error,
+    refused: Option<u64>,
+) {
     let hub = &conn.shared.hub;
     hub.meter.error_answered(error.code());
     if let Some(sink) = &hub.hooks.on_error {
@@ -58,7 +91,7 @@ fn answer_error(
         });
     }
     tracing::debug!(code = %error.code(), message = error.message(), "error answered");
-    let _ = conn.send_error_as(ty, correlation_id, error.payload());
+    let _ = conn.send_error_to(ty, correlation_id, error.payload(), refused);
 }
 
 pub(crate) async fn serve(hub: Arc<HubInner>, connection: Connection) {
@@ -125,11 +158,11 @@ async fn run(
     // The reader has stopped: nothing new comes in. Let the processor and
     // the writer finish (both bounded by the drain timeout).
     let _ = processor.await;
-    let _ = writer.await;
+    let code = writer.await.ok().flatten();
 
     let close = conn.close_reason();
-    tracing::debug!(code = close.kind.ws_code(), reason = %close.reason, "connection closed");
-    hub.meter.connection_closed(conn.info(), &close);
+    tracing::debug!(kind = close.kind.as_str(), code, reason = %close.reason, "connection closed");
+    hub.meter.connection_closed(conn.info(), &close, code);
     for hook in &hub.hooks.on_close {
         hook(conn.clone(), close.clone()).await;
     }
@@ -184,6 +217,18 @@ async fn read_loop(
             }
             // The idle timer restarts below, after any wait for room.
             Ok(Some(Inbound::Message(frame))) => frame,
+            Ok(Some(Inbound::Refused(refused))) => {
+                // Answered like a message that failed to decode: after any
+                // wait for room, without a rate-limit token (the transport
+                // bounds what it refuses).
+                if !room_for_answers(conn).await {
+                    break;
+                }
+                idle_deadline = Instant::now() + idle_limit;
+                hub.meter.received_other();
+                answer_refusal(conn, *refused);
+                continue;
+            }
             Ok(None) => {
                 conn.close(Close::new(CloseKind::Normal, ""));
                 break;
@@ -532,11 +577,13 @@ async fn closed_then(conn: &Conn, grace: Duration) {
     tokio::time::sleep(grace).await;
 }
 
-async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
+/// Writes until the connection closes, then closes the sink. Returns the
+/// close code the transport used ([`FrameSink::close_code`]).
+async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) -> Option<u32> {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
     let outbound = &conn.shared.outbound;
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch: Vec<Frame> = Vec::new();
     let mut stamps: Vec<Stamp> = Vec::new();
     let mut ping = tokio::time::interval_at(
         Instant::now() + config.heartbeat_interval,
@@ -617,5 +664,7 @@ async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) {
     } else {
         config.drain_timeout
     };
+    let code = sink.close_code(close.kind);
     let _ = tokio::time::timeout(close_wait, sink.close(close)).await;
+    code
 }

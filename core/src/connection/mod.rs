@@ -19,6 +19,7 @@ pub(crate) use driver::{room_for_answers, serve};
 pub use outbound::{OutboundBound, OutboundQueue, OverflowPolicy, PushOutcome};
 pub(crate) use rate::TokenBucket;
 
+use crate::error::Error;
 use async_trait::async_trait;
 use bytes::Bytes;
 use signalbox_codec::WireCodec;
@@ -59,13 +60,120 @@ impl fmt::Debug for Connection {
 }
 
 /// Something the transport read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
     /// One complete message (one WebSocket message, one QUIC frame).
     Message(Bytes),
     /// A sign of life that carries no message (a WebSocket pong). It resets
     /// the heartbeat timer and nothing else.
     Alive,
+    /// A message the transport read but refused to hand on (a QUIC request
+    /// stream without a correlationId, docs/PROTOCOL.md §5). The hub
+    /// answers it like any other error (docs/PROTOCOL.md §6): an `ERROR`
+    /// stamped by the hub's clock, reported to the router's error hook,
+    /// queued as a [`Frame`] whose [`ReplyTo::Refused`] carries the
+    /// refusal's tag back to the transport. Boxed: the common variants
+    /// stay as small as the bytes they carry.
+    Refused(Box<RefusedMessage>),
+}
+
+/// A message the transport refused: what to answer, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedMessage {
+    /// The error to answer with (`ERROR`, docs/PROTOCOL.md §6).
+    pub error: Error,
+    /// The refused message's type, when the transport could read it.
+    pub message_type: Option<String>,
+    /// The refused message's correlationId, carried back in the answer.
+    pub correlation_id: Option<String>,
+    /// The transport's own mark for the refusal, returned on the answer's
+    /// frame ([`ReplyTo::Refused`]) so that it can deliver the answer where
+    /// the message came from.
+    pub tag: u64,
+}
+
+/// One outbound message: its encoded bytes, and what it answers when it is
+/// an answer.
+///
+/// A transport that delivers answers apart from its main channel (QUIC's
+/// request streams, docs/PROTOCOL.md §5) routes by [`Frame::reply_to`]
+/// instead of decoding the bytes. Publications and other messages that
+/// answer nothing carry no metadata and cost nothing beyond their bytes; a
+/// publication's fan-out shares one encoded [`Bytes`] among its subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    bytes: Bytes,
+    reply_to: Option<ReplyTo>,
+}
+
+impl Frame {
+    /// A frame that answers nothing (a publication, a push).
+    pub fn new(bytes: Bytes) -> Self {
+        Frame {
+            bytes,
+            reply_to: None,
+        }
+    }
+
+    /// A frame answering what `reply_to` names.
+    pub fn reply(bytes: Bytes, reply_to: ReplyTo) -> Self {
+        Frame {
+            bytes,
+            reply_to: Some(reply_to),
+        }
+    }
+
+    /// The encoded message.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// What the frame answers, if anything.
+    pub fn reply_to(&self) -> Option<&ReplyTo> {
+        self.reply_to.as_ref()
+    }
+
+    /// The encoded message, without the metadata.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The encoded length.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the encoded message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl From<Bytes> for Frame {
+    fn from(bytes: Bytes) -> Self {
+        Frame::new(bytes)
+    }
+}
+
+/// What an outbound [`Frame`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyTo {
+    /// The peer's message with this correlationId (docs/PROTOCOL.md §6):
+    /// a progress message (`$ws:rpc-progress`), after which more answers
+    /// follow, or the last answer (the reply, `RPC_ERROR`, `ERROR`, any
+    /// other message carrying the correlationId).
+    Request {
+        /// The correlationId the frame carries.
+        correlation_id: Box<str>,
+        /// Whether this is a progress message rather than the last answer.
+        progress: bool,
+    },
+    /// A message the transport refused ([`Inbound::Refused`]), by the tag
+    /// the transport gave it. This is the refusal's only answer.
+    Refused {
+        /// [`RefusedMessage::tag`].
+        tag: u64,
+    },
 }
 
 /// The read half of a connection.
@@ -122,8 +230,10 @@ impl std::fmt::Display for PeerClose {
 /// The write half of a connection.
 #[async_trait]
 pub trait FrameSink: Send + 'static {
-    /// Writes every frame, in order, and flushes once.
-    async fn send_batch(&mut self, frames: &[Bytes]) -> Result<(), TransportError>;
+    /// Writes every frame, in order, and flushes once. A transport that
+    /// sends answers apart from its main channel routes them by
+    /// [`Frame::reply_to`]; the others write [`Frame::bytes`].
+    async fn send_batch(&mut self, frames: &[Frame]) -> Result<(), TransportError>;
 
     /// Sends a transport-level heartbeat (a WebSocket ping). Transports with
     /// their own keep-alive (QUIC) need not do anything.
@@ -133,10 +243,20 @@ pub trait FrameSink: Send + 'static {
 
     /// Closes the connection with `close`, after everything sent before.
     async fn close(&mut self, close: Close) -> Result<(), TransportError>;
+
+    /// The code a close of `kind` carries in this transport's numbering
+    /// (WebSocket: docs/PROTOCOL.md §4; QUIC: §5), for metrics and logs.
+    /// `None` (the default) for a transport without close codes: the
+    /// metrics then name the kind ([`CloseKind::as_str`]).
+    fn close_code(&self, kind: CloseKind) -> Option<u32> {
+        let _ = kind;
+        None
+    }
 }
 
 /// Why a connection closes. Each transport maps the kind onto its own codes
-/// (WebSocket: docs/PROTOCOL.md §4; QUIC: §5).
+/// (WebSocket: docs/PROTOCOL.md §4, `signalbox_ws::close_code`; QUIC: §5,
+/// `signalbox_quic::close_code`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseKind {
     /// Normal closure (WS 1000, QUIC 0).
@@ -157,27 +277,18 @@ pub enum CloseKind {
 }
 
 impl CloseKind {
-    /// The WebSocket close code (docs/PROTOCOL.md §4).
-    pub fn ws_code(self) -> u16 {
+    /// The kind's name, for logs and for the metrics of transports without
+    /// close codes: `normal`, `going_away`, `protocol`, `invalid_data`,
+    /// `policy`, `too_big`, `internal`.
+    pub fn as_str(self) -> &'static str {
         match self {
-            CloseKind::Normal => 1000,
-            CloseKind::GoingAway => 1001,
-            CloseKind::Protocol => 1002,
-            CloseKind::InvalidData => 1007,
-            CloseKind::Policy => 1008,
-            CloseKind::TooBig => 1009,
-            CloseKind::Internal => 1011,
-        }
-    }
-
-    /// The QUIC application close code (docs/PROTOCOL.md §5).
-    pub fn quic_code(self) -> u32 {
-        match self {
-            CloseKind::Normal => 0,
-            CloseKind::GoingAway => 1,
-            CloseKind::Protocol | CloseKind::InvalidData | CloseKind::TooBig => 2,
-            CloseKind::Policy => 3,
-            CloseKind::Internal => 4,
+            CloseKind::Normal => "normal",
+            CloseKind::GoingAway => "going_away",
+            CloseKind::Protocol => "protocol",
+            CloseKind::InvalidData => "invalid_data",
+            CloseKind::Policy => "policy",
+            CloseKind::TooBig => "too_big",
+            CloseKind::Internal => "internal",
         }
     }
 }

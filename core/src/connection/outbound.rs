@@ -1,8 +1,8 @@
 //! The per-connection outbound queue: bounded by the bytes it holds and by
 //! a frame count, with a policy for when full.
 
+use super::Frame;
 use crate::meter::{QueueGauge, Stamp};
-use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use tokio::sync::Notify;
@@ -74,7 +74,7 @@ impl OutboundBound {
 
 #[derive(Debug)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Frame>,
     /// When each queued frame's publish started (with the `metrics`
     /// feature; empty without it), in step with `frames`.
     stamps: VecDeque<Stamp>,
@@ -92,14 +92,14 @@ impl State {
         self.bytes < bound.bytes && self.frames.len() < bound.frames
     }
 
-    fn push_back(&mut self, frame: Bytes, stamp: Stamp) {
+    fn push_back(&mut self, frame: Frame, stamp: Stamp) {
         self.bytes += frame.len();
         self.gauge.add(frame.len());
         self.frames.push_back(frame);
         self.stamps.push_back(stamp);
     }
 
-    fn pop_front(&mut self) -> Option<Bytes> {
+    fn pop_front(&mut self) -> Option<Frame> {
         let frame = self.frames.pop_front()?;
         self.stamps.pop_front();
         self.bytes -= frame.len();
@@ -108,7 +108,7 @@ impl State {
     }
 
     /// Moves every frame (and its stamp) out.
-    fn drain(&mut self, batch: &mut Vec<Bytes>, stamps: Option<&mut Vec<Stamp>>) {
+    fn drain(&mut self, batch: &mut Vec<Frame>, stamps: Option<&mut Vec<Stamp>>) {
         batch.extend(self.frames.drain(..));
         match stamps {
             Some(stamps) => stamps.extend(self.stamps.drain(..)),
@@ -164,12 +164,12 @@ impl OutboundQueue {
 
     /// Queues a frame, applying the overflow policy when the queue is at
     /// its bound (see [`OutboundBound`]).
-    pub fn push(&self, frame: Bytes) -> PushOutcome {
-        self.push_stamped(frame, Stamp::none())
+    pub fn push(&self, frame: impl Into<Frame>) -> PushOutcome {
+        self.push_stamped(frame.into(), Stamp::none())
     }
 
     /// [`OutboundQueue::push`] for a frame a publish queued at `stamp`.
-    pub(crate) fn push_stamped(&self, frame: Bytes, stamp: Stamp) -> PushOutcome {
+    pub(crate) fn push_stamped(&self, frame: Frame, stamp: Stamp) -> PushOutcome {
         let outcome = {
             let mut state = self.state.lock();
             if state.closed {
@@ -206,7 +206,7 @@ impl OutboundQueue {
 
     /// Moves every queued frame into `batch`. Returns `false` once the queue
     /// is closed and empty.
-    pub fn drain_into(&self, batch: &mut Vec<Bytes>) -> bool {
+    pub fn drain_into(&self, batch: &mut Vec<Frame>) -> bool {
         self.drain_stamped(batch, None)
     }
 
@@ -214,7 +214,7 @@ impl OutboundQueue {
     /// into `stamps` too.
     pub(crate) fn drain_stamped(
         &self,
-        batch: &mut Vec<Bytes>,
+        batch: &mut Vec<Frame>,
         stamps: Option<&mut Vec<Stamp>>,
     ) -> bool {
         let open = {
@@ -294,6 +294,7 @@ impl OutboundQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -321,7 +322,7 @@ mod tests {
     fn drain(q: &OutboundQueue) -> Vec<u8> {
         let mut batch = Vec::new();
         q.drain_into(&mut batch);
-        batch.iter().map(|b| b[0]).collect()
+        batch.iter().map(|f| f.bytes()[0]).collect()
     }
 
     const SHORT: Duration = Duration::from_millis(50);

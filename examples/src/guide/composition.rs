@@ -182,7 +182,7 @@ pub fn router() -> Result<Router, MergeError> {
             })
         })
         .on_close(|conn, close| async move {
-            tracing::info!(id = conn.id(), code = close.kind.ws_code(), "disconnected");
+            tracing::info!(id = conn.id(), kind = close.kind.as_str(), "disconnected");
         })
         .merge(auth_router(), ConflictPolicy::Error)?
         .merge(chat_router(), ConflictPolicy::Error)?
