@@ -195,3 +195,33 @@ async fn stalled_request_streams_are_bounded_by_the_budget() {
     let budget = hub.incomplete_budget();
     assert!(eventually(WAIT, || budget.used() == 0).await, "released");
 }
+
+/// A request stream's frame started and not completed within the timeout
+/// closes the connection with code 3, as on the main stream
+/// (docs/PROTOCOL.md §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_not_completed_in_time_is_closed_with_code_3() {
+    let mut config = Config::default();
+    config.incomplete.timeout = Duration::from_millis(500);
+    let hub = hub_with(config);
+    let server = start(&hub);
+    let mut client = Client::connect(&server, "json").await;
+    client.send("ECHO", Some("open"), json!(1)).await;
+    client.expect("ECHO").await;
+
+    let started = Instant::now();
+    let (mut send, recv) = client.conn.open_bi().await.unwrap();
+    send.write_all(&(10 * KIB as u32).to_be_bytes())
+        .await
+        .unwrap();
+    send.write_all(&[b' '; 100]).await.unwrap();
+    let (code, reason) = closed_within(&client.conn, WAIT)
+        .await
+        .expect("closed within the wait");
+    let took = started.elapsed();
+    assert_eq!(code, 3, "{reason}");
+    assert!(reason.contains("not completed within"), "{reason}");
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    drop((send, recv));
+}
