@@ -56,7 +56,7 @@
 //! - Application close codes: 0 normal, 1 going away, 2 protocol violation,
 //!   3 policy (authentication, slow consumer, incomplete-message budget or
 //!   timeout), 4 internal error, each with a reason, in QUIC's
-//!   CONNECTION_CLOSE.
+//!   CONNECTION_CLOSE ([`close_code`] maps the hub's close kinds).
 //! - Liveness is QUIC's: the idle timeout (default 30 s) drops silent peers,
 //!   and the server's keep-alives (default every 10 s) keep quiet but live
 //!   ones open. No application heartbeats are needed (the core still
@@ -76,8 +76,11 @@
 //! finishes. Requests on their own streams do not wait behind each other's
 //! lost packets. A request stream without a correlationId, or with one
 //! already pending on another request stream, gets an `ERROR` on that
-//! stream; one left unanswered is finished without a reply after the
-//! request timeout. See [`QuicServerBuilder::request_streams`].
+//! stream, answered by the hub like any error (its clock, the router's
+//! `on_error`); one left unanswered is finished without a reply after the
+//! request timeout. Answers find their stream by what the hub says they
+//! answer ([`signalbox::connection::Frame::reply_to`]), not by decoding.
+//! See [`QuicServerBuilder::request_streams`].
 //!
 //! # Clients
 //!

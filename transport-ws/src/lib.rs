@@ -63,7 +63,8 @@
 //! ([`signalbox::Config::incomplete`]): the bytes read from the socket
 //! since a connection's last complete message are charged to the hub's
 //! budget, and a connection that would pass it, or whose message is late,
-//! is closed with 1008.
+//! is closed with 1008. [`close_code`] maps the hub's close kinds onto
+//! these codes.
 //!
 //! Every close the server starts lingers: after its close frame the server
 //! reads and discards what the client still sends until the client's close
