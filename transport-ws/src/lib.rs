@@ -9,8 +9,9 @@
 //!
 //! ```no_run
 //! use serde::{Deserialize, Serialize};
+//! use signalbox::transport::Rejection;
 //! use signalbox::{message, Ctx, Router};
-//! use signalbox_ws::{Rejection, WsServer};
+//! use signalbox_ws::WsServer;
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Ping { n: u32 }
@@ -93,7 +94,8 @@ pub mod axum;
 
 pub mod client;
 /// The `http` crate, whose types [`WsConnector::header`] and
-/// [`Rejection::with_header`] take.
+/// [`Rejection::with_header`](signalbox::transport::Rejection::with_header)
+/// take.
 pub use http;
 mod metered;
 mod server;
@@ -110,7 +112,4 @@ pub use stream::{
     Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, Linger, WsSink, WsSource, split,
     websocket_config,
 };
-pub use upgrade::{
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HandshakeRequest, Rejection, Upgrader,
-    UpgraderBuilder,
-};
+pub use upgrade::{DEFAULT_MAX_CONNECTIONS, Upgrader, UpgraderBuilder};

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use signalbox::Config;
+use signalbox::transport::{Identity, IdentityError};
 use signalbox_ws::Upgrader;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,10 +57,10 @@ where
 #[tokio::test]
 async fn tls_serves_wss_and_https() {
     let (cert, key) = self_signed();
-    let server_tls = signalbox_ws::tls::server_config(cert.as_bytes(), key.as_bytes()).unwrap();
+    let identity = Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
     let client_tls = signalbox_ws::tls::client_config(cert.as_bytes()).unwrap();
     let hub = hub(Config::default());
-    let (addr, _) = start_with(&hub, |b| b.tls(server_tls)).await;
+    let (addr, _) = start_with(&hub, |b| b.identity(identity)).await;
 
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(client_tls);
@@ -94,8 +95,8 @@ async fn try_connect_plain(addr: SocketAddr) -> bool {
 async fn tls_config_rejects_pem_without_a_certificate() {
     let (_, key) = self_signed();
     assert!(matches!(
-        signalbox_ws::tls::server_config(b"", key.as_bytes()),
-        Err(signalbox_ws::tls::TlsError::NoCertificate)
+        Identity::from_pem(b"", key.as_bytes()),
+        Err(IdentityError::NoCertificate)
     ));
     assert!(signalbox_ws::tls::client_config(b"not pem").is_err());
 }
@@ -115,7 +116,7 @@ async fn the_hub_mounts_on_an_axum_route_beside_other_routes() {
                 }
                 match req.query_param("token").as_deref() {
                     Some("t") => Ok(signalbox::connection::DataMap::new()),
-                    _ => Err(signalbox_ws::Rejection::unauthorized()),
+                    _ => Err(signalbox::transport::Rejection::unauthorized()),
                 }
             }
         })
@@ -182,7 +183,7 @@ async fn what_an_axum_layer_puts_in_the_extensions_reaches_the_hook_and_the_conn
             let user = req
                 .extension::<LayerUser>()
                 .cloned()
-                .ok_or_else(signalbox_ws::Rejection::forbidden)?;
+                .ok_or_else(signalbox::transport::Rejection::forbidden)?;
             let mut data = signalbox::connection::DataMap::new();
             data.insert(user);
             Ok(data)
