@@ -569,7 +569,10 @@ mod tests {
         assert_eq!(data.get::<String>().map(String::as_str), Some("ada"));
         let refused = admission.authenticate(with_token("bad")).await.unwrap_err();
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-        let late = admission.authenticate(with_token("slow")).await.unwrap_err();
+        let late = admission
+            .authenticate(with_token("slow"))
+            .await
+            .unwrap_err();
         assert_eq!(late.status, StatusCode::REQUEST_TIMEOUT);
         assert_eq!(late.reason(), "authentication timed out");
 

@@ -136,12 +136,32 @@ enum ChatError {
     Signal(std::io::Error),
     #[error("--presence-refresh {0}: not a positive number of seconds")]
     PresenceRefresh(f64),
+    #[error("{flag} {path}: {source}")]
+    TlsRead {
+        flag: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("--tls-cert/--tls-key: {0}")]
     Tls(#[from] IdentityError),
     #[error("--drain-delay {0}: not a number of seconds")]
     DrainDelay(f64),
     #[error("--metrics: {0}")]
     Metrics(String),
+}
+
+/// The certificate of `--tls-cert`/`--tls-key`, read once for both
+/// listeners; a file that cannot be read is named with its flag.
+fn load_identity(cert: &Path, key: &Path) -> Result<Identity, ChatError> {
+    let read = |flag, path: &Path| {
+        std::fs::read(path).map_err(|source| ChatError::TlsRead {
+            flag,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let (cert, key) = (read("--tls-cert", cert)?, read("--tls-key", key)?);
+    Ok(Identity::from_pem(&cert, &key)?)
 }
 
 /// Starts the WebSocket listener (TLS when `identity` is given); returns
@@ -281,8 +301,7 @@ fn shutdown_signal() -> Result<impl Future<Output = Result<(), ChatError>>, Chat
 
 async fn run(args: Args) -> Result<(), ChatError> {
     let tls = match (&args.tls_cert, &args.tls_key) {
-        // One certificate for both listeners.
-        (Some(cert), Some(key)) => Some(Identity::from_pem_files(cert, key)?),
+        (Some(cert), Some(key)) => Some(load_identity(cert, key)?),
         _ => None,
     };
     let mut config = signalbox_examples::chat::config();
