@@ -67,7 +67,7 @@
 //!   [`Handshake`] (peer address, ALPN, server name, verified client
 //!   certificate chain when [`ClientAuth`] asks for one) and returns the
 //!   connection's data, or a [`Rejection`] that closes with code 3 (its
-//!   [`close_kind`](Rejection::close_kind)). Handshake, rejection and hook
+//!   [`close_kind`](signalbox::transport::Rejection::close_kind)). Handshake, rejection and hook
 //!   are the transport kit's ([`signalbox::transport`]), the same as the
 //!   WebSocket server's.
 //!

@@ -234,10 +234,10 @@ impl Admission {
     pub async fn authenticate(&self, handshake: Handshake) -> Result<DataMap, Rejection> {
         match &self.inner.auth {
             None => Ok(DataMap::new()),
-            Some(hook) => self
-                .within_handshake(hook.check(handshake))
-                .await
-                .unwrap_or_else(|HandshakeTimedOut| Err(Rejection::auth_timed_out())),
+            Some(hook) => match self.within_handshake(hook.check(handshake)).await {
+                Ok(decided) => decided,
+                Err(HandshakeTimedOut) => Err(Rejection::auth_timed_out()),
+            },
         }
     }
 }
@@ -399,9 +399,11 @@ mod tests {
     }
 
     /// Serves each connection until its release arrives; reports starts.
+    type Started = mpsc::UnboundedReceiver<(u32, oneshot::Sender<()>)>;
+
     fn held_connections() -> (
         impl FnMut(u32) -> futures_util::future::BoxFuture<'static, ()>,
-        mpsc::UnboundedReceiver<(u32, oneshot::Sender<()>)>,
+        Started,
     ) {
         let (started_tx, started_rx) = mpsc::unbounded_channel();
         let serve = move |n: u32| {

@@ -6,7 +6,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 
 /// The names a self-signed certificate always covers
-/// ([`Identity::self_signed`]).
+/// (`Identity::self_signed`, feature `self-signed`).
 pub const DEFAULT_SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// A certificate or key that could not be read or made.
@@ -48,7 +48,7 @@ pub enum IdentityError {
 ///
 /// Made from PEM ([`Identity::from_pem`], [`Identity::from_pem_files`]),
 /// from DER ([`Identity::from_der`]), or for development, self-signed
-/// ([`Identity::self_signed`], feature `self-signed`).
+/// (`Identity::self_signed`, feature `self-signed`).
 pub struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

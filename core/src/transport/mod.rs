@@ -71,7 +71,8 @@ mod rejection;
 
 pub use admission::{
     AcceptLoop, Admission, AdmissionBuilder, ConnectionLimit, ConnectionPermit,
-    DEFAULT_ACCEPT_RETRY, DEFAULT_HANDSHAKE_TIMEOUT, HandshakeTimedOut, Listener, Refusal,
+    DEFAULT_ACCEPT_RETRY, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HandshakeTimedOut,
+    Listener, Refusal,
 };
 pub use auth::{AuthFuture, AuthHook};
 pub use handshake::Handshake;
