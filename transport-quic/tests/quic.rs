@@ -523,3 +523,38 @@ async fn a_client_may_stay_quiet_before_its_first_message() {
     assert_eq!(reply.meta.correlation_id.as_deref(), Some("late"));
     assert_eq!(hub.connection_count(), 1);
 }
+
+#[tokio::test]
+async fn a_rejection_closes_with_its_close_kind_and_the_server_binds_by_name() {
+    let hub = hub();
+    let server = QuicServer::builder(hub.clone())
+        .authenticate(|handshake| async move {
+            match handshake.alpn.as_deref() {
+                Some("signalbox/msgpack") => Err(Rejection::from(
+                    signalbox::transport::http::StatusCode::SERVICE_UNAVAILABLE,
+                )),
+                _ => Err(Rejection::unauthorized().with_body("no token")),
+            }
+        })
+        // Text, resolved when binding, as the WebSocket server takes.
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    assert!(server.local_addr().ip().is_loopback() && server.local_addr().port() != 0);
+    for (alpn, code, reason) in [
+        ("signalbox/msgpack", 1, &b"Service Unavailable"[..]),
+        ("signalbox/json", 3, &b"no token"[..]),
+    ] {
+        let (_endpoint, refused) =
+            handshake(server.local_addr(), &server.cert_pem(), &[alpn]).await;
+        let refused = refused.unwrap();
+        match tokio::time::timeout(WAIT, refused.closed()).await.unwrap() {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.error_code.into_inner(), code, "{alpn}");
+                assert_eq!(&close.reason[..], reason, "{alpn}");
+            }
+            other => panic!("expected code {code}, got {other}"),
+        }
+    }
+    assert_eq!(hub.connection_count(), 0);
+}

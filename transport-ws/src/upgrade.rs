@@ -62,7 +62,9 @@ impl UpgraderBuilder {
     /// HTTP status, headers and body (401 with [`Rejection::unauthorized`])
     /// and the connection never reaches a handler. A hook that has not
     /// answered within the handshake timeout is answered 408
-    /// ([`Rejection::auth_timed_out`]).
+    /// ([`Rejection::auth_timed_out`]); in the standalone server
+    /// ([`crate::WsServer`]) the connection's own handshake timeout, which
+    /// started at accept, ends it first, without an answer.
     pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(Handshake) -> Fut + Send + Sync + 'static,

@@ -167,6 +167,34 @@ async fn the_hub_mounts_on_an_axum_route_beside_other_routes() {
     assert!(response.ends_with("ok"));
 }
 
+#[tokio::test]
+async fn a_hook_that_does_not_answer_within_the_handshake_timeout_is_answered_408() {
+    let hub = hub(Config::default());
+    let upgrader = Upgrader::builder(hub.clone())
+        .handshake_timeout(std::time::Duration::from_millis(300))
+        .authenticate(|req| async move {
+            if req.query_param("token").as_deref() == Some("slow") {
+                std::future::pending::<()>().await;
+            }
+            Ok(signalbox::connection::DataMap::new())
+        })
+        .build();
+    let app = axum::Router::new().route("/ws", signalbox_ws::axum::route(upgrader));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let late = tokio::time::timeout(WAIT, try_connect(addr, "/ws?token=slow", &["json"], &[]))
+        .await
+        .expect("the refusal comes within the handshake timeout, not never");
+    assert_eq!(late.err(), Some(408));
+    // The server is unharmed: a hook that answers lets the next one in.
+    let client = try_connect(addr, "/ws?token=quick", &["json"], &[])
+        .await
+        .unwrap();
+    roundtrip(client.ws, "json").await;
+}
+
 /// What an axum layer found out about a request (here: read from a header).
 #[derive(Debug, Clone, PartialEq)]
 struct LayerUser(String);
