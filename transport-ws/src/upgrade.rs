@@ -20,6 +20,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+/// The transport's name in [`Handshake::transport`] and
+/// [`ConnectionInfo::transport`].
+const TRANSPORT: &str = "ws";
+
 /// The default [`UpgraderBuilder::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
@@ -225,7 +229,7 @@ impl Upgrader {
             // An upgrade request has no body: the request's parts are all
             // the hook can use, and they are moved, not copied.
             let (parts, _body) = req.into_parts();
-            let mut handshake = Handshake::new("ws", codec);
+            let mut handshake = Handshake::new(TRANSPORT, codec);
             handshake.peer_addr = peer_addr;
             handshake.uri = Some(parts.uri);
             handshake.headers = parts.headers;
@@ -299,7 +303,7 @@ impl Upgrader {
         });
         let connection = Connection {
             info: ConnectionInfo {
-                transport: "ws",
+                transport: TRANSPORT,
                 peer_addr,
                 codec,
             },

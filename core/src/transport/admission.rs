@@ -72,7 +72,7 @@ impl ConnectionLimit {
             .clone()
             .try_acquire_owned()
             .ok()
-            .map(ConnectionPermit)
+            .map(|place| ConnectionPermit { _place: place })
     }
 
     /// Connections holding a permit now.
@@ -89,7 +89,9 @@ impl ConnectionLimit {
 /// One connection's place under a [`ConnectionLimit`]; dropping it frees
 /// the place.
 #[derive(Debug)]
-pub struct ConnectionPermit(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct ConnectionPermit {
+    _place: OwnedSemaphorePermit,
+}
 
 /// Builds an [`Admission`].
 #[derive(Debug)]
