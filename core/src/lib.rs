@@ -64,6 +64,7 @@ pub mod router;
 pub mod state;
 pub mod testing;
 pub mod topic;
+pub mod transport;
 pub mod versioned;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -162,9 +162,10 @@ async fn main() -> BenchResult<()> {
     let ws_server = signalbox_examples::chat::ws_server(hub.clone(), "127.0.0.1:0").await?;
     let ws_addr = ws_server.local_addr();
     tokio::spawn(ws_server.serve());
-    let quic = QuicServer::builder("127.0.0.1:0".parse()?)
+    let quic = QuicServer::builder(hub.clone())
         .request_streams(64)
-        .start(&hub)?;
+        .bind("127.0.0.1:0")
+        .await?;
 
     // Warm up both paths.
     ws(ws_addr, 500, WINDOW).await?;

@@ -364,7 +364,7 @@ pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
 }
 
 /// [`ws_server`] before it binds, for more settings (TLS:
-/// [`WsServerBuilder::tls`]; the page then picks `wss://` by itself).
+/// [`WsServerBuilder::identity`]; the page then picks `wss://` by itself).
 pub fn ws_builder(hub: Hub) -> WsServerBuilder {
     WsServer::builder(hub)
         .path("/ws")

@@ -17,7 +17,7 @@
 //! (`sb_token=<token>`). A request without a known token is refused with
 //! 401 before it reaches a route. An accepted one carries a [`UserId`] in
 //! its extensions; the upgrade's authentication hook moves it into the
-//! connection's typed data (`signalbox_ws::HandshakeRequest::extensions`),
+//! connection's typed data (`signalbox::transport::Handshake::extensions`),
 //! where the WebSocket handlers read it (`Conn::data`).
 //!
 //! WebSocket messages:
@@ -40,8 +40,9 @@ use axum::{Extension, Json, Router};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use signalbox::connection::DataMap;
+use signalbox::transport::Rejection;
 use signalbox::{Conn, Ctx, Error, Hub, message, validate};
-use signalbox_ws::{Rejection, Upgrader};
+use signalbox_ws::Upgrader;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;

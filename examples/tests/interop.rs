@@ -151,14 +151,14 @@ async fn the_chat_page_works_over_https_in_headless_chromium() {
     let cert_file =
         std::env::temp_dir().join(format!("signalbox-https-page-{}.pem", std::process::id()));
     std::fs::write(&cert_file, &cert_pem).unwrap();
-    let tls = signalbox_ws::tls::server_config(
+    let identity = signalbox::transport::Identity::from_pem(
         cert_pem.as_bytes(),
         certified.signing_key.serialize_pem().as_bytes(),
     )
     .unwrap();
     let hub = signalbox_examples::chat::hub();
     let server = signalbox_examples::chat::ws_builder(hub.clone())
-        .tls(tls)
+        .identity(identity)
         .bind("127.0.0.1:0")
         .await
         .unwrap();

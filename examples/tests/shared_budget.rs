@@ -76,8 +76,9 @@ async fn both_transports_draw_on_one_budget() {
         .unwrap();
     let ws_addr = ws.local_addr();
     tokio::spawn(ws.serve());
-    let quic = QuicServer::builder("127.0.0.1:0".parse().unwrap())
-        .start(&hub)
+    let quic = QuicServer::builder(hub.clone())
+        .bind("127.0.0.1:0")
+        .await
         .unwrap();
     let codec = WireCodec::from_name("json").unwrap();
     let mut client = QuicClient::builder(roots_from_pem(quic.cert_pem().as_bytes()).unwrap())

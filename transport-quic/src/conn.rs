@@ -1,7 +1,6 @@
 //! One QUIC connection: handshake, authentication, the main stream as the
 //! hub's [`FrameSource`] and [`FrameSink`], and the request-stream lane.
 
-use crate::auth::Handshake;
 use crate::lanes::{self, LaneTable, Route};
 use crate::server::Settings;
 use crate::stream::{FrameReader, FrameWriter, FramedStream, close_code, close_connection};
@@ -12,9 +11,10 @@ use quinn::crypto::rustls::HandshakeData;
 use rustls_pki_types::CertificateDer;
 use signalbox::codec::Codecs;
 use signalbox::connection::{
-    Close, CloseKind, Connection, ConnectionInfo, DataMap, Frame, FrameSink, FrameSource, Inbound,
+    Close, CloseKind, Connection, ConnectionInfo, Frame, FrameSink, FrameSource, Inbound,
     TransportError,
 };
+use signalbox::transport::Handshake;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -29,7 +29,7 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
             return;
         }
     };
-    let connection = match tokio::time::timeout(settings.handshake_timeout, connecting).await {
+    let connection = match settings.admission.within_handshake(connecting).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(error)) => {
             tracing::debug!(peer = %peer_addr, %error, "handshake failed");
@@ -50,19 +50,11 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
     let codec = hub.codec(handshake.codec);
 
     let opening = async {
-        let data = match &settings.auth {
-            Some(hook) => {
-                match tokio::time::timeout(settings.handshake_timeout, hook(handshake)).await {
-                    Ok(Ok(data)) => data,
-                    Ok(Err(rejection)) => {
-                        return Err((CloseKind::Policy, rejection.reason().to_owned()));
-                    }
-                    Err(_) => {
-                        return Err((CloseKind::Policy, "authentication timed out".to_owned()));
-                    }
-                }
+        let data = match settings.admission.authenticate(handshake).await {
+            Ok(data) => data,
+            Err(rejection) => {
+                return Err((rejection.close_kind(), rejection.reason().into_owned()));
             }
-            None => DataMap::new(),
         };
         // The client's first bidirectional stream carries the connection.
         // It exists for the server once the client sends on it; until then
@@ -155,13 +147,12 @@ fn handshake_of(
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .map(|chain| Arc::from(*chain))
         .unwrap_or_else(|| Arc::from(Vec::new()));
-    Some(Handshake {
-        peer_addr,
-        alpn,
-        codec,
-        server_name: data.server_name,
-        client_certs,
-    })
+    let mut handshake = Handshake::new("quic", codec);
+    handshake.peer_addr = Some(peer_addr);
+    handshake.alpn = Some(alpn);
+    handshake.server_name = data.server_name;
+    handshake.client_certs = client_certs;
+    Some(handshake)
 }
 
 /// The read half: frames from the main stream, and requests (or their

@@ -119,10 +119,11 @@ pub fn connect(addr: SocketAddr, trust_pem: &[u8], codec: &str) -> Result<Client
 fn connect_error(error: QuicError) -> ConnectError {
     match error {
         QuicError::Timeout => ConnectError::Timeout,
-        QuicError::Bind { source, .. } | QuicError::Io { source, .. } => ConnectError::Io(source),
-        QuicError::Certificate(_) | QuicError::Tls(_) | QuicError::Config(_) => {
-            ConnectError::Config(error.to_string())
-        }
+        QuicError::Bind { source, .. } | QuicError::Resolve(source) => ConnectError::Io(source),
+        QuicError::Certificate(_)
+        | QuicError::Identity(_)
+        | QuicError::Tls(_)
+        | QuicError::Config(_) => ConnectError::Config(error.to_string()),
         QuicError::Connect(quinn::ConnectError::InvalidServerName(name)) => {
             ConnectError::Config(format!("invalid server name {name:?}"))
         }

@@ -10,15 +10,12 @@ pub enum QuicError {
     /// The TLS configuration was refused (rustls).
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The server's certificate could not be read, made or written.
+    #[error(transparent)]
+    Identity(#[from] signalbox::transport::IdentityError),
+    /// The address to bind could not be resolved.
+    #[error("resolve: {0}")]
+    Resolve(#[source] std::io::Error),
     /// The UDP socket could not be bound.
     #[error("bind {addr}: {source}")]
     Bind {

@@ -15,7 +15,7 @@
 //!     .build();
 //! // A self-signed certificate for localhost, 127.0.0.1 and ::1 (plus any
 //! // extra names); `server.write_cert_pem(path)` hands it to clients.
-//! let server = QuicServer::builder("127.0.0.1:0".parse()?).start(&hub)?;
+//! let server = QuicServer::builder(hub.clone()).bind("127.0.0.1:0").await?;
 //!
 //! let codec = WireCodec::from_name("msgpack").unwrap(); // ALPN signalbox/msgpack
 //! let mut client = QuicClient::builder(roots_from_pem(server.cert_pem().as_bytes())?)
@@ -37,7 +37,9 @@
 //! # The wire (docs/PROTOCOL.md §5)
 //!
 //! - TLS 1.3. The server presents a self-signed certificate made at start
-//!   ([`Identity::self_signed`]) or one it is given ([`Identity::from_pem`]).
+//!   ([`Identity::self_signed`]) or the [`Identity`] it is given
+//!   ([`Identity::from_pem_files`]): the transport kit's identity type,
+//!   the same the WebSocket server takes.
 //! - ALPN picks the codec: `signalbox/json`, `signalbox/msgpack`,
 //!   `signalbox/json+gzip`, `signalbox/msgpack+gzip`, and
 //!   `signalbox/<name>` for each application codec registered on the hub
@@ -64,7 +66,10 @@
 //! - Authentication: [`QuicServerBuilder::authenticate`] sees a
 //!   [`Handshake`] (peer address, ALPN, server name, verified client
 //!   certificate chain when [`ClientAuth`] asks for one) and returns the
-//!   connection's data, or a [`Rejection`] that closes with code 3.
+//!   connection's data, or a [`Rejection`] that closes with code 3 (its
+//!   [`close_kind`](signalbox::transport::Rejection::close_kind)). Handshake, rejection and hook
+//!   are the transport kit's ([`signalbox::transport`]), the same as the
+//!   WebSocket server's.
 //!
 //! # The request-stream lane
 //!
@@ -94,9 +99,15 @@
 //! When the hub's shutdown begins the server refuses new connections, the
 //! hub writes each connection's queued messages and closes it with code 1,
 //! and [`QuicServer::closed`] resolves once all are gone.
+//!
+//! [`Identity`]: signalbox::transport::Identity
+//! [`Identity::self_signed`]: signalbox::transport::Identity::self_signed
+//! [`Identity::from_pem_files`]: signalbox::transport::Identity::from_pem_files
+//! [`Handshake`]: signalbox::transport::Handshake
+//! [`Rejection`]: signalbox::transport::Rejection
+//! [`Rejection::close_kind`]: signalbox::transport::Rejection::close_kind
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod auth;
 mod client;
 mod conn;
 mod connector;
@@ -107,15 +118,13 @@ mod server;
 mod stream;
 mod tls;
 
-pub use auth::{Handshake, Rejection};
 pub use client::{QuicClient, QuicClientBuilder, RequestStream};
 pub use connector::{QuicConnector, connect};
 pub use error::QuicError;
-pub use server::{ClientAuth, QuicServer, QuicServerBuilder};
+pub use server::{ClientAuth, DEFAULT_MAX_CONNECTIONS, QuicServer, QuicServerBuilder};
 pub use stream::close_code;
 pub use tls::{
-    ALPN_PREFIX, DEFAULT_NAMES, Identity, alpn_for, alpn_protocols, codec_for_alpn, public_roots,
-    roots_from_pem,
+    ALPN_PREFIX, alpn_for, alpn_protocols, codec_for_alpn, public_roots, roots_from_pem,
 };
 
 /// The quinn crate, re-exported for clients and advanced configuration.

@@ -1,20 +1,23 @@
-//! The QUIC listener: a quinn endpoint that hands each connection to a hub.
+//! The QUIC listener: a quinn endpoint that hands each connection to a hub,
+//! admitted by the transport kit ([`signalbox::transport`]).
 
-use crate::auth::{self, AuthHook, Handshake, Rejection};
 use crate::conn;
 use crate::error::QuicError;
-use crate::tls::{self, Identity};
+use crate::tls;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::RootCertStore;
 use signalbox::Hub;
 use signalbox::connection::DataMap;
+use signalbox::transport::{
+    AcceptLoop, Admission, AdmissionBuilder, Handshake, Identity, Listener, Refusal, Rejection,
+};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::net::ToSocketAddrs;
+use tokio::sync::watch;
 
 /// Whether the server asks clients for certificates.
 #[derive(Debug, Clone, Default)]
@@ -29,37 +32,39 @@ pub enum ClientAuth {
     Required(RootCertStore),
 }
 
+/// The default [`QuicServerBuilder::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// Per-connection settings shared by every connection of one server.
 pub(crate) struct Settings {
     pub(crate) hub: Hub,
+    /// Shutdown, connection limit, handshake timeout, authentication hook.
+    pub(crate) admission: Admission,
+    /// The admission's handshake timeout, which also bounds how long a
+    /// request stream may take to deliver its request.
     pub(crate) handshake_timeout: Duration,
     pub(crate) request_streams: u32,
     pub(crate) request_timeout: Duration,
     pub(crate) close_linger: Duration,
-    pub(crate) auth: Option<AuthHook>,
 }
 
 /// Configures a [`QuicServer`]; every setting has a default.
 pub struct QuicServerBuilder {
-    bind: SocketAddr,
+    admission: AdmissionBuilder,
     identity: Option<Identity>,
     extra_names: Vec<String>,
-    max_connections: usize,
     idle_timeout: Duration,
     keep_alive: Option<Duration>,
-    handshake_timeout: Duration,
     request_streams: u32,
     request_timeout: Option<Duration>,
     close_linger: Duration,
     client_auth: ClientAuth,
-    auth: Option<AuthHook>,
 }
 
 impl std::fmt::Debug for QuicServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuicServerBuilder")
-            .field("bind", &self.bind)
-            .field("max_connections", &self.max_connections)
+            .field("admission", &self.admission)
             .field("idle_timeout", &self.idle_timeout)
             .field("keep_alive", &self.keep_alive)
             .field("request_streams", &self.request_streams)
@@ -68,24 +73,23 @@ impl std::fmt::Debug for QuicServerBuilder {
 }
 
 impl QuicServerBuilder {
-    fn new(bind: SocketAddr) -> Self {
+    fn new(hub: Hub) -> Self {
         QuicServerBuilder {
-            bind,
+            admission: Admission::builder(hub).max_connections(DEFAULT_MAX_CONNECTIONS),
             identity: None,
             extra_names: Vec::new(),
-            max_connections: 10_000,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(10)),
-            handshake_timeout: Duration::from_secs(10),
             request_streams: 16,
             request_timeout: None,
             close_linger: Duration::from_secs(1),
             client_auth: ClientAuth::None,
-            auth: None,
         }
     }
 
-    /// Serves this certificate instead of generating a self-signed one.
+    /// Serves this certificate (the transport kit's [`Identity`], the same
+    /// type the WebSocket transport takes) instead of generating a
+    /// self-signed one.
     pub fn identity(mut self, identity: Identity) -> Self {
         self.identity = Some(identity);
         self
@@ -103,9 +107,10 @@ impl QuicServerBuilder {
     }
 
     /// Connections open at once; further ones are refused
-    /// (CONNECTION_REFUSED) during the handshake. Default 10,000.
+    /// (CONNECTION_REFUSED) during the handshake. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`].
     pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max;
+        self.admission = self.admission.max_connections(max);
         self
     }
 
@@ -126,10 +131,11 @@ impl QuicServerBuilder {
 
     /// How long the TLS handshake may take, then the authentication hook,
     /// and how long a request stream may take to deliver its request.
-    /// Default 10 s. (A connection whose client has not sent yet is idle,
-    /// not late: QUIC's idle timeout watches it.)
+    /// Default [`signalbox::transport::DEFAULT_HANDSHAKE_TIMEOUT`]. (A
+    /// connection whose client has not sent yet is idle, not late: QUIC's
+    /// idle timeout watches it.)
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.admission = self.admission.handshake_timeout(timeout);
         self
     }
 
@@ -163,27 +169,41 @@ impl QuicServerBuilder {
         self
     }
 
-    /// Runs `hook` after each handshake: `Ok(data)` lets the client in with
-    /// `data` as its connection's data, `Err` closes the connection with
-    /// the policy code (3).
+    /// Runs `hook` after each handshake; it sees a [`Handshake`] with the
+    /// peer address, codec, ALPN, server name and, with
+    /// [`client_auth`](Self::client_auth), the verified client certificate
+    /// chain. `Ok(data)` lets the client in with `data` as its connection's
+    /// data; `Err(rejection)` closes the connection with the rejection's
+    /// [`close_kind`](Rejection::close_kind) (the policy code 3 for
+    /// [`Rejection::unauthorized`] and [`Rejection::forbidden`]) and its
+    /// body as reason. A hook that has not answered within the handshake
+    /// timeout closes it with code 3 too.
     pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(Handshake) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<DataMap, Rejection>> + Send + 'static,
     {
-        self.auth = Some(auth::boxed(hook));
+        self.admission = self.admission.authenticate(hook);
         self
     }
 
-    /// Binds the UDP socket and starts serving connections to `hub`. Must be
-    /// called inside a tokio runtime. The server stops accepting when the
-    /// hub's shutdown begins; see [`QuicServer::closed`].
-    pub fn start(self, hub: &Hub) -> Result<QuicServer, QuicError> {
+    /// Binds the UDP socket on `addr` (`"127.0.0.1:0"` picks a free port; a
+    /// name that resolves to several addresses binds the first that can be
+    /// bound) and starts accepting connections for the hub: from here on
+    /// until the hub's shutdown begins. Await [`QuicServer::serve`] (or
+    /// [`QuicServer::closed`]) for the end.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<QuicServer, QuicError> {
+        let candidates: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(QuicError::Resolve)?
+            .collect();
         let identity = match self.identity {
             Some(identity) => identity,
             None => Identity::self_signed(&self.extra_names)?,
         };
-        if self.max_connections == 0 {
+        let admission = self.admission.build();
+        let hub = admission.hub().clone();
+        if admission.limit().max() == 0 {
             return Err(QuicError::Config(
                 "max_connections must be at least 1".into(),
             ));
@@ -230,31 +250,44 @@ impl QuicServerBuilder {
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport));
 
-        let endpoint = quinn::Endpoint::server(server_config, self.bind).map_err(|source| {
-            QuicError::Bind {
-                addr: self.bind,
-                source,
+        let mut failure = None;
+        let mut bound = None;
+        for candidate in candidates {
+            match quinn::Endpoint::server(server_config.clone(), candidate) {
+                Ok(endpoint) => {
+                    bound = Some((endpoint, candidate));
+                    break;
+                }
+                Err(source) => failure = Some((candidate, source)),
             }
-        })?;
-        let local_addr = endpoint.local_addr().map_err(|source| QuicError::Bind {
-            addr: self.bind,
-            source,
-        })?;
+        }
+        let (endpoint, addr) = match (bound, failure) {
+            (Some(bound), _) => bound,
+            (None, Some((addr, source))) => return Err(QuicError::Bind { addr, source }),
+            (None, None) => {
+                return Err(QuicError::Resolve(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "resolved to no address",
+                )));
+            }
+        };
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| QuicError::Bind { addr, source })?;
 
         let config = hub.config();
         let settings = Arc::new(Settings {
             hub: hub.clone(),
-            handshake_timeout: self.handshake_timeout,
+            handshake_timeout: admission.handshake_timeout(),
+            admission,
             request_streams: self.request_streams,
             request_timeout: self
                 .request_timeout
                 .unwrap_or(config.rpc_deadline + Duration::from_secs(5)),
             close_linger: self.close_linger.min(config.drain_timeout / 2),
-            auth: self.auth,
         });
         let (done_tx, done_rx) = watch::channel(false);
-        let limit = Arc::new(Semaphore::new(self.max_connections));
-        tokio::spawn(accept_loop(endpoint.clone(), settings, limit, done_tx));
+        tokio::spawn(accept_loop(endpoint.clone(), settings, done_tx));
         tracing::info!(addr = %local_addr, "QUIC listener ready");
         Ok(QuicServer {
             endpoint,
@@ -279,9 +312,10 @@ pub struct QuicServer {
 }
 
 impl QuicServer {
-    /// Starts configuring a server on `bind` (port 0 picks a free port).
-    pub fn builder(bind: SocketAddr) -> QuicServerBuilder {
-        QuicServerBuilder::new(bind)
+    /// Starts configuring a server for `hub`; [`QuicServerBuilder::bind`]
+    /// binds it.
+    pub fn builder(hub: Hub) -> QuicServerBuilder {
+        QuicServerBuilder::new(hub)
     }
 
     /// The address the endpoint is bound to.
@@ -301,7 +335,7 @@ impl QuicServer {
 
     /// Writes the certificate chain as PEM to `path`.
     pub fn write_cert_pem(&self, path: &Path) -> Result<(), QuicError> {
-        self.identity.write_cert_pem(path)
+        Ok(self.identity.write_cert_pem(path)?)
     }
 
     /// QUIC connections the endpoint holds now (handshaking, open or
@@ -318,50 +352,46 @@ impl QuicServer {
             let _ = done.wait_for(|done| *done).await;
         }
     }
+
+    /// Serves until the server has stopped ([`QuicServer::closed`]): the
+    /// same shape as the WebSocket server's `serve`. The endpoint accepts
+    /// from [`QuicServerBuilder::bind`] on, whether or not this is awaited.
+    pub async fn serve(self) {
+        self.closed().await;
+    }
+}
+
+/// The endpoint as the accept loop's [`Listener`].
+struct EndpointAccept(quinn::Endpoint);
+
+impl Listener for EndpointAccept {
+    type Incoming = quinn::Incoming;
+
+    async fn accept(&mut self) -> Option<std::io::Result<quinn::Incoming>> {
+        self.0.accept().await.map(Ok)
+    }
+
+    fn refuse(&mut self, incoming: quinn::Incoming, refusal: Refusal) {
+        tracing::debug!(peer = %incoming.remote_address(), %refusal, "connection refused");
+        incoming.refuse();
+    }
 }
 
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     settings: Arc<Settings>,
-    limit: Arc<Semaphore>,
     done: watch::Sender<bool>,
 ) {
-    let shutdown = settings.hub.shutdown_started();
-    tokio::pin!(shutdown);
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let incoming = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            incoming = endpoint.accept() => incoming,
-        };
-        let Some(incoming) = incoming else { break };
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let settings = settings.clone();
-                connections.spawn(async move {
-                    conn::handle(incoming, settings).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                tracing::debug!(peer = %incoming.remote_address(), "connection limit reached; refused");
-                incoming.refuse();
-            }
-        }
-    }
-    // Shutting down: refuse newcomers while the hub closes the others.
-    tracing::debug!(open = connections.len(), "QUIC listener draining");
-    loop {
-        tokio::select! {
-            joined = connections.join_next() => if joined.is_none() { break },
-            incoming = endpoint.accept() => match incoming {
-                Some(incoming) => incoming.refuse(),
-                None => break,
-            },
-        }
-    }
+    let hub = settings.hub.clone();
+    let limit = settings.admission.limit().clone();
+    // After the shutdown began: refuse newcomers while the hub closes the
+    // connections this loop started, then stop.
+    AcceptLoop::new(&hub, limit)
+        .drain(true)
+        .run(EndpointAccept(endpoint.clone()), |incoming| {
+            conn::handle(incoming, settings.clone())
+        })
+        .await;
     endpoint.set_server_config(None);
     let _ = tokio::time::timeout(settings.close_linger, endpoint.wait_idle()).await;
     tracing::info!("QUIC listener stopped");

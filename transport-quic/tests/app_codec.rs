@@ -11,14 +11,17 @@ use common::*;
 use signalbox::Hub;
 use signalbox_quic::{QuicServer, alpn_protocols, codec_for_alpn};
 
-fn start(hub: &Hub) -> QuicServer {
-    QuicServer::builder(localhost()).start(hub).unwrap()
+async fn start(hub: &Hub) -> QuicServer {
+    QuicServer::builder(hub.clone())
+        .bind(localhost())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn a_cbor_client_is_served_in_cbor_over_its_alpn() {
     let hub = Hub::builder(router()).codec(&cbor::CBOR).unwrap().build();
-    let server = start(&hub);
+    let server = start(&hub).await;
     for name in ["cbor", "cbor+gzip"] {
         let alpn = format!("signalbox/{name}");
         let (endpoint, conn) = handshake(server.local_addr(), &server.cert_pem(), &[&alpn]).await;
@@ -56,7 +59,7 @@ async fn a_cbor_client_is_served_in_cbor_over_its_alpn() {
 #[tokio::test]
 async fn a_server_without_the_codec_fails_its_alpn() {
     let hub = Hub::builder(router()).build();
-    let server = start(&hub);
+    let server = start(&hub).await;
     let (_endpoint, conn) =
         handshake(server.local_addr(), &server.cert_pem(), &["signalbox/cbor"]).await;
     assert!(conn.is_err(), "no application codec, no ALPN");

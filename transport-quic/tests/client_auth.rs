@@ -13,7 +13,8 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use signalbox::connection::DataMap;
-use signalbox_quic::{ClientAuth, QuicServer, Rejection, roots_from_pem};
+use signalbox::transport::Rejection;
+use signalbox_quic::{ClientAuth, QuicServer, roots_from_pem};
 use std::sync::Arc;
 
 struct Pki {
@@ -67,7 +68,7 @@ async fn an_optional_client_certificate_reaches_the_hook() {
     let pki = pki();
     let hub = hub();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let server = QuicServer::builder(localhost())
+    let server = QuicServer::builder(hub.clone())
         .client_auth(ClientAuth::Optional(
             roots_from_pem(pki.ca_pem.as_bytes()).unwrap(),
         ))
@@ -86,7 +87,8 @@ async fn an_optional_client_certificate_reaches_the_hook() {
                 }
             }
         })
-        .start(&hub)
+        .bind(localhost())
+        .await
         .unwrap();
 
     for (with_cert, user) in [(true, "ada"), (false, "anonymous")] {
@@ -115,11 +117,12 @@ async fn an_optional_client_certificate_reaches_the_hook() {
 async fn a_required_client_certificate_keeps_out_clients_without_one() {
     let pki = pki();
     let hub = hub();
-    let server = QuicServer::builder(localhost())
+    let server = QuicServer::builder(hub.clone())
         .client_auth(ClientAuth::Required(
             roots_from_pem(pki.ca_pem.as_bytes()).unwrap(),
         ))
-        .start(&hub)
+        .bind(localhost())
+        .await
         .unwrap();
     // With one: in.
     let endpoint = client_endpoint();

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 const KIB: usize = 1024;
 
-fn start(hub: &signalbox::Hub) -> QuicServer {
-    QuicServer::builder(localhost()).start(hub).unwrap()
+async fn start(hub: &signalbox::Hub) -> QuicServer {
+    QuicServer::builder(hub.clone())
+        .bind(localhost())
+        .await
+        .unwrap()
 }
 
 /// The application close (code and reason) `conn` ended with, if it ended
@@ -61,7 +64,7 @@ fn start_a_message(mut client: Client, announced: u32, sent: usize) -> quinn::Co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_length_mid_write_gets_code_2_and_its_reason() {
     let hub = hub_with(Config::default());
-    let server = start(&hub);
+    let server = start(&hub).await;
     for _ in 0..10 {
         let client = Client::connect(&server, "json").await;
         let conn = start_a_message(client, 2 * 1024 * 1024, 2 * 1024 * 1024);
@@ -87,7 +90,7 @@ async fn stalled_incomplete_messages_are_bounded_by_the_budget() {
     config.incomplete.budget = BUDGET;
     config.incomplete.timeout = Duration::from_secs(60);
     let hub = hub_with(config);
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut calm = Client::connect(&server, "msgpack").await;
 
     let mut conns = Vec::new();
@@ -138,7 +141,7 @@ async fn a_message_not_completed_in_time_is_closed_with_code_3() {
     let mut config = Config::default();
     config.incomplete.timeout = Duration::from_millis(500);
     let hub = hub_with(config);
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut idle = Client::connect(&server, "json").await;
     idle.send("ECHO", Some("before"), json!(1)).await;
     idle.expect("ECHO").await;
@@ -168,7 +171,7 @@ async fn stalled_request_streams_are_bounded_by_the_budget() {
     let mut config = Config::default();
     config.incomplete.budget = 1024 * KIB;
     let hub = hub_with(config);
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut client = Client::connect(&server, "json").await;
     // The main stream first: it opens the connection for the hub.
     client.send("ECHO", Some("open"), json!(1)).await;
@@ -204,7 +207,7 @@ async fn a_request_not_completed_in_time_is_closed_with_code_3() {
     let mut config = Config::default();
     config.incomplete.timeout = Duration::from_millis(500);
     let hub = hub_with(config);
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut client = Client::connect(&server, "json").await;
     client.send("ECHO", Some("open"), json!(1)).await;
     client.expect("ECHO").await;

@@ -6,13 +6,17 @@ mod common;
 use common::*;
 use signalbox::client::{Client, ConnectError, ConnectionState, Connector};
 use signalbox::connection::{Close, CloseKind, PeerClose};
-use signalbox_quic::{Identity, QuicConnector, QuicServer};
+use signalbox::transport::Identity;
+use signalbox_quic::{QuicConnector, QuicServer};
 use std::time::Duration;
 
 #[tokio::test]
 async fn a_client_over_quic_makes_requests_and_receives_pushes() {
     let hub = hub();
-    let server = QuicServer::builder(localhost()).start(&hub).unwrap();
+    let server = QuicServer::builder(hub.clone())
+        .bind(localhost())
+        .await
+        .unwrap();
     let (ticks_tx, mut ticks) = tokio::sync::mpsc::channel(16);
     for codec in ["json", "msgpack+gzip"] {
         let connector =
@@ -49,7 +53,10 @@ async fn a_client_over_quic_makes_requests_and_receives_pushes() {
 #[tokio::test]
 async fn the_client_reconnects_when_the_server_drops_it() {
     let hub = hub();
-    let server = QuicServer::builder(localhost()).start(&hub).unwrap();
+    let server = QuicServer::builder(hub.clone())
+        .bind(localhost())
+        .await
+        .unwrap();
     let connector =
         QuicConnector::new(server.local_addr(), server.cert_pem().as_bytes(), "msgpack").unwrap();
     let client = Client::builder(connector)
@@ -103,7 +110,10 @@ async fn the_client_reconnects_when_the_server_drops_it() {
 #[tokio::test]
 async fn a_server_with_an_untrusted_certificate_is_refused() {
     let hub = hub();
-    let server = QuicServer::builder(localhost()).start(&hub).unwrap();
+    let server = QuicServer::builder(hub.clone())
+        .bind(localhost())
+        .await
+        .unwrap();
     let stranger = Identity::self_signed::<&str>(&[]).unwrap().cert_pem();
     let connector = QuicConnector::new(server.local_addr(), stranger.as_bytes(), "json").unwrap();
     match connector.connect().await {

@@ -97,7 +97,10 @@ async fn garbage_on_the_stream_is_answered_or_closes_only_the_offender() {
     let mut config = Config::default();
     config.codec.max_message_size = 4096;
     let hub = hub_with(config);
-    let server = QuicServer::builder(localhost()).start(&hub).unwrap();
+    let server = QuicServer::builder(hub.clone())
+        .bind(localhost())
+        .await
+        .unwrap();
     let mut by = Client::connect(&server, "msgpack").await;
     let mut round = 0;
     served(&mut by, &mut round).await;
@@ -244,10 +247,11 @@ impl Drop for Relay {
 async fn peers_that_vanish_mid_frame_are_cleaned_up_and_others_served() {
     let _serial = SERIAL.lock().await;
     let hub = hub();
-    let server = QuicServer::builder(localhost())
+    let server = QuicServer::builder(hub.clone())
         .idle_timeout(Duration::from_millis(800))
         .keep_alive(Some(Duration::from_millis(200)))
-        .start(&hub)
+        .bind(localhost())
+        .await
         .unwrap();
     let mut by = Client::connect(&server, "json").await;
     let mut round = 0;
@@ -327,7 +331,10 @@ async fn a_flood_that_never_reads_is_closed_with_code_3_and_memory_bounded() {
     // peer is taken not to read.
     config.outbound_stall_timeout = Duration::from_secs(1);
     let hub = hub_with(config);
-    let server = QuicServer::builder(localhost()).start(&hub).unwrap();
+    let server = QuicServer::builder(hub.clone())
+        .bind(localhost())
+        .await
+        .unwrap();
     let mut by = Client::connect(&server, "msgpack").await;
     let mut round = 0;
     served(&mut by, &mut round).await;

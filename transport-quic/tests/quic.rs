@@ -8,18 +8,22 @@ use serde_json::json;
 use signalbox::Config;
 use signalbox::codec::WireCodec;
 use signalbox::connection::DataMap;
-use signalbox_quic::{QuicServer, Rejection};
+use signalbox::transport::Rejection;
+use signalbox_quic::QuicServer;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn start(hub: &signalbox::Hub) -> QuicServer {
-    QuicServer::builder(localhost()).start(hub).unwrap()
+async fn start(hub: &signalbox::Hub) -> QuicServer {
+    QuicServer::builder(hub.clone())
+        .bind(localhost())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn every_codec_answers_an_echo_on_the_main_stream() {
     let hub = hub();
-    let server = start(&hub);
+    let server = start(&hub).await;
     for name in WireCodec::NAMES {
         let mut client = Client::connect(&server, name).await;
         let payload = json!({"text": "hé", "n": 18446744073709551615u64, "f": 0.5});
@@ -41,7 +45,7 @@ async fn every_codec_answers_an_echo_on_the_main_stream() {
 #[tokio::test]
 async fn gzip_codecs_get_large_messages_compressed_and_every_codec_accepts_them() {
     let hub = hub();
-    let server = start(&hub);
+    let server = start(&hub).await;
     let text = "signalbox over quic ".repeat(200); // 4 KB, above the 1 KiB threshold
     for name in WireCodec::NAMES {
         let mut client = Client::connect(&server, name).await;
@@ -71,7 +75,7 @@ async fn gzip_codecs_get_large_messages_compressed_and_every_codec_accepts_them(
 #[tokio::test]
 async fn an_unknown_alpn_fails_the_handshake_with_no_application_protocol() {
     let hub = hub();
-    let server = start(&hub);
+    let server = start(&hub).await;
     let no_alpn = quinn::TransportErrorCode::crypto(0x78); // QUIC 0x178
     for alpns in [&["signalbox/xml"][..], &["h3", "json"][..], &[][..]] {
         let (_endpoint, result) = handshake(server.local_addr(), &server.cert_pem(), alpns).await;
@@ -103,7 +107,7 @@ async fn an_oversize_length_closes_the_connection_with_code_2() {
     let mut config = Config::default();
     config.codec.max_message_size = 1024;
     let hub = hub_with(config);
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut client = Client::connect(&server, "json").await;
     client.send("ECHO", Some("ok"), json!("fits")).await;
     client.expect("ECHO").await;
@@ -126,7 +130,7 @@ async fn a_frame_at_the_size_limit_is_accepted() {
     let mut config = Config::default();
     config.codec.max_message_size = 2048;
     let hub = hub_with(config);
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut client = Client::connect(&server, "json").await;
     // SLOW ignores the unknown `pad` field and answers with a small DONE.
     let base = client.encode("SLOW", Some("x"), &json!({"ms": 0, "pad": ""}));
@@ -141,10 +145,11 @@ async fn a_frame_at_the_size_limit_is_accepted() {
 #[tokio::test]
 async fn a_vanished_peer_is_cleaned_up_within_the_idle_timeout() {
     let hub = hub();
-    let server = QuicServer::builder(localhost())
+    let server = QuicServer::builder(hub.clone())
         .idle_timeout(Duration::from_millis(600))
         .keep_alive(Some(Duration::from_millis(150)))
-        .start(&hub)
+        .bind(localhost())
+        .await
         .unwrap();
     let relay = Relay::start(server.local_addr()).await;
     let mut client = Client::connect_to(relay.addr, &server.cert_pem(), "json").await;
@@ -173,7 +178,7 @@ async fn a_vanished_peer_is_cleaned_up_within_the_idle_timeout() {
 #[tokio::test]
 async fn graceful_shutdown_delivers_queued_messages_then_closes_with_code_1() {
     let hub = hub();
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut client = Client::connect(&server, "msgpack").await;
     client
         .send("JOIN", Some("j"), json!({"topic": "news"}))
@@ -214,9 +219,10 @@ async fn graceful_shutdown_delivers_queued_messages_then_closes_with_code_1() {
 #[tokio::test]
 async fn connections_past_the_limit_are_refused() {
     let hub = hub();
-    let server = QuicServer::builder(localhost())
+    let server = QuicServer::builder(hub.clone())
         .max_connections(1)
-        .start(&hub)
+        .bind(localhost())
+        .await
         .unwrap();
     let mut first = Client::connect(&server, "json").await;
     first.send("ECHO", Some("1"), json!(1)).await;
@@ -240,14 +246,14 @@ async fn connections_past_the_limit_are_refused() {
 async fn the_authentication_hook_sees_the_handshake_and_fills_connection_data() {
     let hub = hub();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let server = QuicServer::builder(localhost())
+    let server = QuicServer::builder(hub.clone())
         .authenticate({
             let seen = seen.clone();
             move |handshake| {
                 seen.lock().unwrap().push(handshake.clone());
                 async move {
-                    if handshake.alpn == "signalbox/msgpack" {
-                        return Err(Rejection::new("msgpack clients not welcome"));
+                    if handshake.alpn.as_deref() == Some("signalbox/msgpack") {
+                        return Err(Rejection::forbidden().with_body("msgpack clients not welcome"));
                     }
                     let mut data = DataMap::new();
                     data.insert(User("ada".into()));
@@ -255,7 +261,8 @@ async fn the_authentication_hook_sees_the_handshake_and_fills_connection_data() 
                 }
             }
         })
-        .start(&hub)
+        .bind(localhost())
+        .await
         .unwrap();
     let mut client = Client::connect(&server, "json").await;
     client.send("WHOAMI", Some("w"), json!(null)).await;
@@ -263,10 +270,15 @@ async fn the_authentication_hook_sees_the_handshake_and_fills_connection_data() 
     assert_eq!(you.user.as_deref(), Some("ada"));
     {
         let seen = seen.lock().unwrap();
-        assert_eq!(seen[0].alpn, "signalbox/json");
+        assert_eq!(seen[0].transport, "quic");
+        assert_eq!(seen[0].alpn.as_deref(), Some("signalbox/json"));
         assert_eq!(seen[0].codec.name(), "json");
         assert_eq!(seen[0].server_name.as_deref(), Some("localhost"));
-        assert_eq!(seen[0].peer_addr, client.endpoint.local_addr().unwrap());
+        assert_eq!(
+            seen[0].peer_addr,
+            Some(client.endpoint.local_addr().unwrap())
+        );
+        assert!(seen[0].headers.is_empty() && seen[0].uri.is_none());
         assert!(seen[0].client_certs.is_empty());
     }
 
@@ -290,7 +302,7 @@ async fn the_authentication_hook_sees_the_handshake_and_fills_connection_data() 
 #[tokio::test]
 async fn a_slow_request_on_its_own_stream_does_not_hold_up_a_fast_one() {
     let hub = hub();
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut client = Client::connect(&server, "json").await;
     client.send("WHOAMI", Some("main"), json!(null)).await;
     let me: You = client.expect("YOU").await.decode_payload().unwrap();
@@ -333,7 +345,7 @@ async fn a_slow_request_on_its_own_stream_does_not_hold_up_a_fast_one() {
 #[tokio::test]
 async fn progress_and_errors_of_a_stream_request_come_back_on_its_stream() {
     let hub = hub();
-    let server = start(&hub);
+    let server = start(&hub).await;
     let client = Client::connect(&server, "msgpack+gzip").await;
     let frame = client.encode("STEPS", Some("s"), &json!({"n": 3}));
     let mut steps = Request::open(&client, &frame).await;
@@ -367,7 +379,7 @@ async fn progress_and_errors_of_a_stream_request_come_back_on_its_stream() {
 #[tokio::test]
 async fn a_correlation_id_pending_on_a_stream_cannot_be_reused_on_another() {
     let hub = hub();
-    let server = start(&hub);
+    let server = start(&hub).await;
     let client = Client::connect(&server, "json").await;
     let frame = client.encode("SLOW", Some("dup"), &json!({"ms": 400}));
     let mut first = Request::open(&client, &frame).await;
@@ -398,7 +410,7 @@ async fn lane_refusals_are_answered_by_the_hub_with_its_clock_and_error_hook() {
         }
     });
     let hub = signalbox::Hub::builder(router).clock(clock.clone()).build();
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut client = Client::connect(&server, "json").await;
 
     // No correlationId.
@@ -472,9 +484,10 @@ async fn lane_refusals_are_answered_by_the_hub_with_its_clock_and_error_hook() {
 #[tokio::test]
 async fn with_the_lane_off_a_second_stream_cannot_be_opened() {
     let hub = hub();
-    let server = QuicServer::builder(localhost())
+    let server = QuicServer::builder(hub.clone())
         .request_streams(0)
-        .start(&hub)
+        .bind(localhost())
+        .await
         .unwrap();
     let mut client = Client::connect(&server, "json").await;
     client.send("ECHO", Some("1"), json!(1)).await;
@@ -486,7 +499,7 @@ async fn with_the_lane_off_a_second_stream_cannot_be_opened() {
 #[tokio::test]
 async fn a_client_that_finishes_its_stream_closes_normally() {
     let hub = hub();
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut client = Client::connect(&server, "json").await;
     client.send("ECHO", Some("1"), json!(1)).await;
     client.expect("ECHO").await;
@@ -504,9 +517,10 @@ async fn a_client_that_finishes_its_stream_closes_normally() {
 #[tokio::test]
 async fn the_certificate_covers_the_default_and_extra_names() {
     let hub = hub();
-    let server = QuicServer::builder(localhost())
+    let server = QuicServer::builder(hub.clone())
         .self_signed_names(["chat.test"])
-        .start(&hub)
+        .bind(localhost())
+        .await
         .unwrap();
     let pem = server.cert_pem();
     for name in ["localhost", "chat.test"] {
@@ -555,7 +569,7 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_with_code_3() 
     let mut config = Config::default();
     config.outbound_queue = 8;
     let hub = hub_with(config);
-    let server = start(&hub);
+    let server = start(&hub).await;
     let mut client = Client::connect(&server, "json").await;
     client
         .send("JOIN", Some("j"), json!({"topic": "firehose"}))
@@ -586,9 +600,10 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_with_code_3() 
 #[tokio::test]
 async fn a_client_may_stay_quiet_before_its_first_message() {
     let hub = hub();
-    let server = QuicServer::builder(localhost())
+    let server = QuicServer::builder(hub.clone())
         .handshake_timeout(Duration::from_millis(200))
-        .start(&hub)
+        .bind(localhost())
+        .await
         .unwrap();
     let mut client = Client::connect(&server, "json").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -597,4 +612,39 @@ async fn a_client_may_stay_quiet_before_its_first_message() {
     let reply = client.expect("ECHO").await;
     assert_eq!(reply.meta.correlation_id.as_deref(), Some("late"));
     assert_eq!(hub.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn a_rejection_closes_with_its_close_kind_and_the_server_binds_by_name() {
+    let hub = hub();
+    let server = QuicServer::builder(hub.clone())
+        .authenticate(|handshake| async move {
+            match handshake.alpn.as_deref() {
+                Some("signalbox/msgpack") => Err(Rejection::from(
+                    signalbox::transport::http::StatusCode::SERVICE_UNAVAILABLE,
+                )),
+                _ => Err(Rejection::unauthorized().with_body("no token")),
+            }
+        })
+        // Text, resolved when binding, as the WebSocket server takes.
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    assert!(server.local_addr().ip().is_loopback() && server.local_addr().port() != 0);
+    for (alpn, code, reason) in [
+        ("signalbox/msgpack", 1, &b"Service Unavailable"[..]),
+        ("signalbox/json", 3, &b"no token"[..]),
+    ] {
+        let (_endpoint, refused) =
+            handshake(server.local_addr(), &server.cert_pem(), &[alpn]).await;
+        let refused = refused.unwrap();
+        match tokio::time::timeout(WAIT, refused.closed()).await.unwrap() {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.error_code.into_inner(), code, "{alpn}");
+                assert_eq!(&close.reason[..], reason, "{alpn}");
+            }
+            other => panic!("expected code {code}, got {other}"),
+        }
+    }
+    assert_eq!(hub.connection_count(), 0);
 }

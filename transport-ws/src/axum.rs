@@ -22,7 +22,7 @@
 //! # Authentication by a layer
 //!
 //! The authentication hook ([`UpgraderBuilder::authenticate`]) receives the
-//! request's extensions ([`HandshakeRequest::extensions`]), so a tower or
+//! request's extensions ([`Handshake::extensions`]), so a tower or
 //! axum layer in front of the route can authenticate the request as it does
 //! for the application's other routes, and the hook only moves the layer's
 //! result into the connection's typed data (read by handlers with
@@ -37,7 +37,8 @@
 //! use axum::middleware::{self, Next};
 //! use axum::response::Response;
 //! use signalbox::connection::DataMap;
-//! use signalbox_ws::{Rejection, Upgrader};
+//! use signalbox::transport::Rejection;
+//! use signalbox_ws::Upgrader;
 //!
 //! #[derive(Clone)]
 //! struct UserId(String);
@@ -104,7 +105,7 @@
 //!
 //! [`Hub::shutdown`]: signalbox::Hub::shutdown
 //! [`UpgraderBuilder::authenticate`]: crate::UpgraderBuilder::authenticate
-//! [`HandshakeRequest::extensions`]: crate::HandshakeRequest::extensions
+//! [`Handshake::extensions`]: signalbox::transport::Handshake::extensions
 //! [`Hub::shutdown_started`]: signalbox::Hub::shutdown_started
 
 use crate::upgrade::Upgrader;

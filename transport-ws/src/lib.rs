@@ -9,8 +9,9 @@
 //!
 //! ```no_run
 //! use serde::{Deserialize, Serialize};
+//! use signalbox::transport::Rejection;
 //! use signalbox::{message, Ctx, Router};
-//! use signalbox_ws::{Rejection, WsServer};
+//! use signalbox_ws::WsServer;
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Ping { n: u32 }
@@ -94,7 +95,8 @@ pub mod axum;
 
 pub mod client;
 /// The `http` crate, whose types [`WsConnector::header`] and
-/// [`Rejection::with_header`] take.
+/// [`Rejection::with_header`](signalbox::transport::Rejection::with_header)
+/// take.
 pub use http;
 mod metered;
 mod server;
@@ -111,7 +113,4 @@ pub use stream::{
     Buffers, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, Linger, WsSink, WsSource, close_code,
     split, websocket_config,
 };
-pub use upgrade::{
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HandshakeRequest, Rejection, Upgrader,
-    UpgraderBuilder,
-};
+pub use upgrade::{DEFAULT_MAX_CONNECTIONS, Upgrader, UpgraderBuilder};

@@ -3,7 +3,8 @@
 //! endpoints.
 
 use crate::stream::Buffers;
-use crate::upgrade::{HandshakeRequest, Rejection, Upgrader, UpgraderBuilder, text_response};
+use crate::tls::{self, TlsError};
+use crate::upgrade::{Upgrader, UpgraderBuilder, text_response};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -12,6 +13,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use signalbox::Hub;
 use signalbox::connection::DataMap;
+use signalbox::transport::{
+    AcceptLoop, ConnectionLimit, Handshake, Identity, Listener, Refusal, Rejection,
+};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,8 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_rustls::TlsAcceptor;
 
 /// The default [`WsServerBuilder::max_pending`].
@@ -37,14 +40,23 @@ pub const MIN_MAX_HEADER_SIZE: usize = 8 * 1024;
 /// A failure to start or run the listener.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The address could not be bound.
+    /// The address could not be resolved or bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        /// The address.
+        /// The address (the last one tried, when it resolved to several).
         addr: String,
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS identity could not be made into a configuration.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// How the server gets its TLS configuration.
+enum TlsSetup {
+    Identity(Identity),
+    Config(Arc<rustls::ServerConfig>),
 }
 
 /// The paths of the health endpoints ([`WsServerBuilder::health`]).
@@ -86,7 +98,7 @@ pub struct WsServerBuilder {
     upgrader: UpgraderBuilder,
     path: String,
     statics: HashMap<String, StaticFile>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<TlsSetup>,
     max_pending: usize,
     max_header_size: usize,
     health: Option<HealthPaths>,
@@ -153,7 +165,7 @@ impl WsServerBuilder {
     /// See [`UpgraderBuilder::authenticate`].
     pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
     where
-        F: Fn(HandshakeRequest) -> Fut + Send + Sync + 'static,
+        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<DataMap, Rejection>> + Send + 'static,
     {
         self.upgrader = self.upgrader.authenticate(hook);
@@ -199,30 +211,33 @@ impl WsServerBuilder {
         self
     }
 
-    /// Serves TLS (`wss://`, `https://`) with `config`; see
-    /// [`crate::tls::server_config`] to make one from PEM.
-    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
-        self.tls = Some(config);
+    /// Serves TLS (`wss://`, `https://`) with `identity` (from PEM files,
+    /// or self-signed for development: [`Identity`]), the same identity
+    /// type the QUIC transport takes; the configuration is
+    /// [`tls::server_config`]'s (TLS 1.2 and 1.3, ALPN `http/1.1`).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.tls = Some(TlsSetup::Identity(identity));
         self
     }
 
-    /// Binds `addr` (`127.0.0.1:0` picks a free port; see
-    /// [`WsServer::local_addr`]).
-    pub async fn bind(
-        self,
-        addr: impl tokio::net::ToSocketAddrs + std::fmt::Display,
-    ) -> Result<WsServer, ServerError> {
-        let shown = addr.to_string();
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: shown.clone(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: shown,
-            source,
-        })?;
+    /// Serves TLS with a rustls configuration made elsewhere (client
+    /// certificates, other protocol versions, a certificate resolver), in
+    /// place of [`identity`](Self::identity).
+    pub fn tls_config(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsSetup::Config(config));
+        self
+    }
+
+    /// Binds `addr` (`"127.0.0.1:0"` picks a free port; see
+    /// [`WsServer::local_addr`]); a name that resolves to several addresses
+    /// binds the first that can be bound.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<WsServer, ServerError> {
+        let tls = match self.tls {
+            None => None,
+            Some(TlsSetup::Config(config)) => Some(config),
+            Some(TlsSetup::Identity(identity)) => Some(tls::server_config(&identity)?),
+        };
+        let (listener, local_addr) = bind_tcp(addr).await?;
         Ok(WsServer {
             listener,
             local_addr,
@@ -233,10 +248,37 @@ impl WsServerBuilder {
                 max_header_size: self.max_header_size,
                 health: self.health,
             }),
-            tls: self.tls.map(TlsAcceptor::from),
-            pending: Arc::new(Semaphore::new(self.max_pending)),
+            tls: tls.map(TlsAcceptor::from),
+            pending: ConnectionLimit::new(self.max_pending),
         })
     }
+}
+
+/// Binds the first of `addr`'s addresses that can be bound.
+async fn bind_tcp(addr: impl ToSocketAddrs) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let failed = |addr: String| move |source| ServerError::Bind { addr, source };
+    let mut last = None;
+    for candidate in tokio::net::lookup_host(addr)
+        .await
+        .map_err(failed("address".to_owned()))?
+    {
+        match TcpListener::bind(candidate).await {
+            Ok(listener) => {
+                let local = listener
+                    .local_addr()
+                    .map_err(failed(candidate.to_string()))?;
+                return Ok((listener, local));
+            }
+            Err(source) => last = Some((candidate, source)),
+        }
+    }
+    Err(match last {
+        Some((candidate, source)) => failed(candidate.to_string())(source),
+        None => failed("address".to_owned())(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "resolved to no address",
+        )),
+    })
 }
 
 struct Shared {
@@ -253,7 +295,7 @@ pub struct WsServer {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
-    pending: Arc<Semaphore>,
+    pending: ConnectionLimit,
 }
 
 impl std::fmt::Debug for WsServer {
@@ -292,45 +334,52 @@ impl WsServer {
 
     /// Accepts connections until the hub's shutdown starts; then stops
     /// accepting and returns (the hub closes open connections with 1001
-    /// after draining them: await [`Hub::shutdown`] for that).
+    /// after draining them: await [`Hub::shutdown`] for that). The
+    /// connections still in their handshake when it returns finish it
+    /// (and are refused 503) or time out.
     pub async fn serve(self) {
-        let hub = self.shared.upgrader.hub().clone();
-        let shutdown = hub.shutdown_started();
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and the like: wait a little
-                    // rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        let WsServer {
+            listener,
+            local_addr,
+            shared,
+            tls,
+            pending,
+        } = self;
+        let hub = shared.upgrader.hub().clone();
+        // Each TCP connection holds a place under `max_pending` until it is
+        // upgraded (the upgrader's own limit takes over) or closed.
+        AcceptLoop::new(&hub, pending)
+            .run(TcpAccept(listener), move |(tcp, peer): (TcpStream, SocketAddr)| {
+                let _ = tcp.set_nodelay(true);
+                let shared = shared.clone();
+                let tls = tls.clone();
+                async move {
+                    let admission = shared.upgrader.admission().clone();
+                    let served = admission
+                        .within_handshake(connection(shared, tls, tcp, peer))
+                        .await;
+                    if served.is_err() {
+                        tracing::debug!(%peer, "no upgrade within the handshake timeout; dropped");
+                    }
                 }
-            };
-            let Ok(permit) = self.pending.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "too many pending handshakes; connection dropped");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let shared = self.shared.clone();
-            let tls = self.tls.clone();
-            tokio::spawn(async move {
-                let timeout = shared.upgrader.handshake_timeout();
-                let served =
-                    tokio::time::timeout(timeout, connection(shared, tls, tcp, peer)).await;
-                if served.is_err() {
-                    tracing::debug!(%peer, "no upgrade within the handshake timeout; dropped");
-                }
-                drop(permit);
-            });
-        }
-        tracing::debug!(addr = %self.local_addr, "listener stopped");
+            })
+            .await;
+        tracing::debug!(addr = %local_addr, "listener stopped");
+    }
+}
+
+/// The TCP listener as the accept loop's [`Listener`].
+struct TcpAccept(TcpListener);
+
+impl Listener for TcpAccept {
+    type Incoming = (TcpStream, SocketAddr);
+
+    async fn accept(&mut self) -> Option<std::io::Result<Self::Incoming>> {
+        Some(self.0.accept().await)
+    }
+
+    fn refuse(&mut self, (_tcp, peer): Self::Incoming, refusal: Refusal) {
+        tracing::debug!(%peer, %refusal, "too many pending handshakes; connection dropped");
     }
 }
 

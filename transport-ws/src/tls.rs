@@ -1,5 +1,9 @@
 //! TLS configuration with rustls and its `ring` provider.
 //!
+//! The server presents an [`Identity`] (the transport kit's, shared with the
+//! QUIC transport: PEM files, DER, or self-signed for development), turned
+//! into a rustls configuration by [`server_config`].
+//!
 //! Clients trust either given certificates ([`client_config`]: a private CA
 //! or a self-signed test certificate) or the public roots
 //! ([`client_config_with_public_roots`]), which a `wss://` [`WsConnector`]
@@ -15,41 +19,31 @@
 //! [`WsConnector`]: crate::WsConnector
 
 use rustls::crypto::ring::default_provider;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use signalbox::transport::{Identity, IdentityError, certs_from_pem};
 use std::sync::Arc;
 
 /// A certificate or key that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// The PEM could not be read.
-    #[error("PEM: {0}")]
-    Pem(String),
-    /// The PEM held no certificate.
-    #[error("no certificate in the PEM")]
-    NoCertificate,
+    /// The PEM could not be read, or held no certificate.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// rustls refused the configuration.
     #[error("rustls: {0}")]
     Rustls(#[from] rustls::Error),
 }
 
-/// A server configuration from a PEM certificate chain and a PEM private key
-/// (PKCS#8, PKCS#1 or SEC1), advertising `http/1.1` by ALPN.
-pub fn server_config(
-    cert_chain_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(cert_chain_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate);
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem(e.to_string()))?;
+/// A server configuration presenting `identity` (TLS 1.2 and 1.3),
+/// advertising `http/1.1` by ALPN: what
+/// [`WsServerBuilder::identity`](crate::WsServerBuilder::identity) serves.
+/// Adjust it and pass it to
+/// [`WsServerBuilder::tls_config`](crate::WsServerBuilder::tls_config) for
+/// anything else.
+pub fn server_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_single_cert(identity.chain().to_vec(), identity.key())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -58,11 +52,8 @@ pub fn server_config(
 /// `roots_pem` (a private CA, or a self-signed test or example certificate).
 pub fn client_config(roots_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(roots_pem) {
-        roots.add(cert.map_err(|e| TlsError::Pem(e.to_string()))?)?;
-    }
-    if roots.is_empty() {
-        return Err(TlsError::NoCertificate);
+    for cert in certs_from_pem(roots_pem)? {
+        roots.add(cert)?;
     }
     client_config_with_roots(roots)
 }
@@ -99,6 +90,9 @@ mod tests {
     fn the_public_roots_are_many_and_make_a_client_config() {
         assert!(public_roots().len() > 100, "{}", public_roots().len());
         assert!(client_config_with_public_roots().is_ok());
-        assert!(matches!(client_config(b""), Err(TlsError::NoCertificate)));
+        assert!(matches!(
+            client_config(b""),
+            Err(TlsError::Identity(IdentityError::NoCertificate))
+        ));
     }
 }

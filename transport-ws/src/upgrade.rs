@@ -5,163 +5,32 @@
 use crate::metered::{Meter, Metered};
 use crate::stream::{self, Buffers, Linger};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use signalbox::Hub;
 use signalbox::codec::{Negotiation, WireCodec};
 use signalbox::connection::{Connection, ConnectionInfo, DataMap};
+use signalbox::transport::{Admission, AdmissionBuilder, ConnectionPermit, Handshake, Rejection};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-/// The default [`UpgraderBuilder::handshake_timeout`] (docs/PROTOCOL.md §4).
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The transport's name in [`Handshake::transport`] and
+/// [`ConnectionInfo::transport`].
+const TRANSPORT: &str = "ws";
+
 /// The default [`UpgraderBuilder::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
-/// What an authentication hook sees of the upgrade request.
-#[derive(Debug, Clone)]
-pub struct HandshakeRequest {
-    /// The request headers (`Authorization`, `Cookie`, `Origin`, …).
-    pub headers: HeaderMap,
-    /// The request URI, with its query.
-    pub uri: Uri,
-    /// The request's extensions: what the HTTP stack in front of the
-    /// upgrade put there. Mounted in an axum application (the `axum`
-    /// module), that is every value a tower or axum layer inserted — an
-    /// authenticated user, say — so an authentication done by a layer
-    /// reaches the hook, which moves it into the connection's data (see
-    /// [`HandshakeRequest::extension`]). The standalone server
-    /// ([`crate::WsServer`]) has no layers: there it holds only what hyper
-    /// itself inserts.
-    pub extensions: http::Extensions,
-    /// The peer's address, when known.
-    pub peer_addr: Option<SocketAddr>,
-    /// The codec negotiated for the connection.
-    pub codec: WireCodec,
-}
-
-impl HandshakeRequest {
-    /// The first value of query parameter `name`, percent-decoded
-    /// (`?token=abc` → `Some("abc")`).
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        self.uri.query()?.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key) == name).then(|| percent_decode(value))
-        })
-    }
-
-    /// A header's value as text, if present and visible ASCII.
-    pub fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The request extension of type `T`, if a layer inserted one
-    /// (see [`HandshakeRequest::extensions`]).
-    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<&T> {
-        self.extensions.get::<T>()
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// An upgrade refused by the application: the HTTP response to send instead.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    /// The status (default for authentication: 401).
-    pub status: StatusCode,
-    /// Extra headers (`WWW-Authenticate`, …).
-    pub headers: HeaderMap,
-    /// The body, as plain text.
-    pub body: Bytes,
-}
-
-impl Rejection {
-    /// A rejection with `status` and the status's reason as body.
-    pub fn new(status: StatusCode) -> Self {
-        Rejection {
-            status,
-            headers: HeaderMap::new(),
-            body: Bytes::from_static(status.canonical_reason().unwrap_or("").as_bytes()),
-        }
-    }
-
-    /// 401 Unauthorized.
-    pub fn unauthorized() -> Self {
-        Rejection::new(StatusCode::UNAUTHORIZED)
-    }
-
-    /// 403 Forbidden.
-    pub fn forbidden() -> Self {
-        Rejection::new(StatusCode::FORBIDDEN)
-    }
-
-    /// Replaces the body.
-    pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
-        self.body = body.into();
-        self
-    }
-
-    /// Adds a header.
-    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
-        self
-    }
-
-    fn into_response(self) -> Response<Bytes> {
-        let mut response = text_response(self.status, self.body);
-        response.headers_mut().extend(self.headers);
-        response
-    }
-}
-
-impl From<StatusCode> for Rejection {
-    fn from(status: StatusCode) -> Self {
-        Rejection::new(status)
-    }
-}
-
-type AuthHook =
-    dyn Fn(HandshakeRequest) -> BoxFuture<'static, Result<DataMap, Rejection>> + Send + Sync;
-
 /// Builds an [`Upgrader`].
 pub struct UpgraderBuilder {
-    hub: Hub,
+    admission: AdmissionBuilder,
     origins: Option<Vec<String>>,
-    auth: Option<Arc<AuthHook>>,
-    max_connections: usize,
-    handshake_timeout: Duration,
     buffers: Buffers,
 }
 
@@ -169,9 +38,7 @@ impl std::fmt::Debug for UpgraderBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpgraderBuilder")
             .field("origins", &self.origins)
-            .field("auth", &self.auth.is_some())
-            .field("max_connections", &self.max_connections)
-            .field("handshake_timeout", &self.handshake_timeout)
+            .field("admission", &self.admission)
             .field("buffers", &self.buffers)
             .finish()
     }
@@ -192,31 +59,38 @@ impl UpgraderBuilder {
         self
     }
 
-    /// Authenticates each upgrade: `Ok(data)` starts the connection with
-    /// `data` (see [`signalbox::Conn::data`]); `Err(rejection)` answers the
-    /// rejection's HTTP status (401 with [`Rejection::unauthorized`]) and
-    /// the connection never reaches a handler.
+    /// Authenticates each upgrade: the hook sees the request as a
+    /// [`Handshake`] (URI, headers, extensions, peer address, codec);
+    /// `Ok(data)` starts the connection with `data` (see
+    /// [`signalbox::Conn::data`]); `Err(rejection)` answers the rejection's
+    /// HTTP status, headers and body (401 with [`Rejection::unauthorized`])
+    /// and the connection never reaches a handler. A hook that has not
+    /// answered within the handshake timeout is answered 408
+    /// ([`Rejection::auth_timed_out`]); in the standalone server
+    /// ([`crate::WsServer`]) the connection's own handshake timeout, which
+    /// started at accept, ends it first, without an answer.
     pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
     where
-        F: Fn(HandshakeRequest) -> Fut + Send + Sync + 'static,
+        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<DataMap, Rejection>> + Send + 'static,
     {
-        self.auth = Some(Arc::new(move |req| Box::pin(hook(req))));
+        self.admission = self.admission.authenticate(hook);
         self
     }
 
     /// WebSocket connections served at once; past it upgrades get HTTP 503.
     /// Default [`DEFAULT_MAX_CONNECTIONS`].
     pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max;
+        self.admission = self.admission.max_connections(max);
         self
     }
 
     /// How long the upgrade may take, from the first byte of the request
     /// (standalone server) or from the answer 101 (axum) to a WebSocket
-    /// ready. Default [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    /// ready; the authentication hook gets as long again. Default
+    /// [`signalbox::transport::DEFAULT_HANDSHAKE_TIMEOUT`].
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.admission = self.admission.handshake_timeout(timeout);
         self
     }
 
@@ -230,12 +104,8 @@ impl UpgraderBuilder {
     pub fn build(self) -> Upgrader {
         Upgrader {
             inner: Arc::new(Inner {
-                permits: Arc::new(Semaphore::new(self.max_connections)),
-                max_connections: self.max_connections,
-                hub: self.hub,
+                admission: self.admission.build(),
                 origins: self.origins,
-                auth: self.auth,
-                handshake_timeout: self.handshake_timeout,
                 buffers: self.buffers,
             }),
         }
@@ -243,12 +113,8 @@ impl UpgraderBuilder {
 }
 
 struct Inner {
-    hub: Hub,
+    admission: Admission,
     origins: Option<Vec<String>>,
-    auth: Option<Arc<AuthHook>>,
-    permits: Arc<Semaphore>,
-    max_connections: usize,
-    handshake_timeout: Duration,
     buffers: Buffers,
 }
 
@@ -267,7 +133,7 @@ pub struct Upgrader {
 impl std::fmt::Debug for Upgrader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upgrader")
-            .field("hub", &self.inner.hub)
+            .field("hub", self.hub())
             .field("open", &self.connection_count())
             .finish_non_exhaustive()
     }
@@ -277,30 +143,31 @@ impl Upgrader {
     /// Starts building an upgrader for `hub`.
     pub fn builder(hub: Hub) -> UpgraderBuilder {
         UpgraderBuilder {
-            hub,
+            admission: Admission::builder(hub).max_connections(DEFAULT_MAX_CONNECTIONS),
             origins: None,
-            auth: None,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             buffers: Buffers::default(),
         }
     }
 
     /// The hub connections go to.
     pub fn hub(&self) -> &Hub {
-        &self.inner.hub
+        self.inner.admission.hub()
+    }
+
+    /// The admission rules (connection limit, handshake timeout,
+    /// authentication hook).
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
     }
 
     /// The handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {
-        self.inner.handshake_timeout
+        self.inner.admission.handshake_timeout()
     }
 
     /// WebSocket connections this upgrader is serving now.
     pub fn connection_count(&self) -> usize {
-        self.inner
-            .max_connections
-            .saturating_sub(self.inner.permits.available_permits())
+        self.inner.admission.connection_count()
     }
 
     /// Answers one upgrade request. On success the answer is `101
@@ -338,7 +205,8 @@ impl Upgrader {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let codecs = inner.hub.codecs();
+        let admission = &inner.admission;
+        let codecs = admission.hub().codecs();
         let (codec, answer) = match codecs.negotiate(offers.iter().map(String::as_str)) {
             Negotiation::Default(codec) => (codec, None),
             Negotiation::Picked(codec) => (codec, Some(codec.name())),
@@ -350,48 +218,42 @@ impl Upgrader {
                 );
             }
         };
-        if inner.hub.is_shutting_down() {
-            return text_response(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
-        }
-        let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
-            return text_response(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+        let permit = match admission.admit() {
+            Ok(permit) => permit,
+            Err(refusal) => return rejection_response(refusal.to_rejection()),
         };
         // Taken before the hook runs, so the extensions the hook receives
         // do not carry hyper's upgrade handle.
         let on_upgrade = hyper::upgrade::on(&mut req);
-        let data = match &inner.auth {
-            None => DataMap::new(),
-            Some(hook) => {
-                // An upgrade request has no body: the request's parts are
-                // all the hook can use, and they are moved, not copied.
-                let (parts, _body) = req.into_parts();
-                let request = HandshakeRequest {
-                    headers: parts.headers,
-                    uri: parts.uri,
-                    extensions: parts.extensions,
-                    peer_addr,
-                    codec,
-                };
-                match hook(request).await {
-                    Ok(data) => data,
-                    Err(rejection) => return rejection.into_response(),
-                }
+        let data = if admission.has_auth_hook() {
+            // An upgrade request has no body: the request's parts are all
+            // the hook can use, and they are moved, not copied.
+            let (parts, _body) = req.into_parts();
+            let mut handshake = Handshake::new(TRANSPORT, codec);
+            handshake.peer_addr = peer_addr;
+            handshake.uri = Some(parts.uri);
+            handshake.headers = parts.headers;
+            handshake.extensions = parts.extensions;
+            match admission.authenticate(handshake).await {
+                Ok(data) => data,
+                Err(rejection) => return rejection_response(rejection),
             }
+        } else {
+            DataMap::new()
         };
         let this = self.clone();
         tokio::spawn(async move {
-            let upgraded =
-                match tokio::time::timeout(this.inner.handshake_timeout, on_upgrade).await {
-                    Ok(Ok(upgraded)) => upgraded,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "upgrade failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("upgrade not completed within the handshake timeout");
-                        return;
-                    }
-                };
+            let upgraded = match this.inner.admission.within_handshake(on_upgrade).await {
+                Ok(Ok(upgraded)) => upgraded,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "upgrade failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("upgrade not completed within the handshake timeout");
+                    return;
+                }
+            };
             this.serve(TokioIo::new(upgraded), codec, peer_addr, data, permit)
                 .await;
         });
@@ -418,11 +280,11 @@ impl Upgrader {
         codec: WireCodec,
         peer_addr: Option<SocketAddr>,
         data: DataMap,
-        permit: OwnedSemaphorePermit,
+        permit: ConnectionPermit,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let hub = &self.inner.hub;
+        let hub = self.hub();
         let codec = hub.codec(codec);
         let config = stream::websocket_config(codec.limits(), self.inner.buffers);
         // The bytes of incomplete messages count against the hub's budget
@@ -441,7 +303,7 @@ impl Upgrader {
         });
         let connection = Connection {
             info: ConnectionInfo {
-                transport: "ws",
+                transport: TRANSPORT,
                 peer_addr,
                 codec,
             },
@@ -501,6 +363,13 @@ fn check_upgrade<B>(req: &Request<B>) -> Result<String, Box<Response<Bytes>>> {
     }
 }
 
+/// The HTTP answer to a refused upgrade.
+pub(crate) fn rejection_response(rejection: Rejection) -> Response<Bytes> {
+    let mut response = text_response(rejection.status, rejection.body);
+    response.headers_mut().extend(rejection.headers);
+    response
+}
+
 /// A plain-text response.
 pub(crate) fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
     let mut response = Response::new(body.into());
@@ -510,25 +379,4 @@ pub(crate) fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Respo
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params_are_percent_decoded() {
-        let req = HandshakeRequest {
-            headers: HeaderMap::new(),
-            uri: "/ws?a=1&token=x%2By+z&empty".parse().unwrap(),
-            extensions: http::Extensions::new(),
-            peer_addr: None,
-            codec: WireCodec::from_name("json").unwrap(),
-        };
-        assert_eq!(req.query_param("token").as_deref(), Some("x+y z"));
-        assert_eq!(req.query_param("a").as_deref(), Some("1"));
-        assert_eq!(req.query_param("empty").as_deref(), Some(""));
-        assert_eq!(req.query_param("none"), None);
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-    }
 }

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use signalbox::Config;
 use signalbox::client::{Client, ClientError, ConnectionState, OfflinePolicy};
+use signalbox::transport::Identity;
 use signalbox_ws::WsConnector;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -164,7 +165,7 @@ async fn messages_sent_offline_are_delivered_after_connecting() {
 async fn a_denied_upgrade_stops_the_client_and_fails_its_requests() {
     let hub = hub(Config::default());
     let (addr, _) = start_with(&hub, |b| {
-        b.authenticate(|_req| async { Err(signalbox_ws::Rejection::unauthorized()) })
+        b.authenticate(|_req| async { Err(signalbox::transport::Rejection::unauthorized()) })
     })
     .await;
     let client = quick(WsConnector::new(&format!("ws://{addr}/ws"), "json").unwrap()).build();
@@ -209,7 +210,7 @@ async fn a_denied_upgrade_stops_the_client_and_fails_its_requests() {
     // 403 too; retrying is a policy.
     let hub = self::hub(Config::default());
     let (addr, _) = start_with(&hub, |b| {
-        b.authenticate(|_req| async { Err(signalbox_ws::Rejection::forbidden()) })
+        b.authenticate(|_req| async { Err(signalbox::transport::Rejection::forbidden()) })
     })
     .await;
     let client = quick(WsConnector::new(&format!("ws://{addr}/ws"), "json").unwrap())
@@ -237,10 +238,10 @@ async fn the_client_speaks_wss() {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
     let hub = hub(Config::default());
-    let (addr, _) = start_with(&hub, |b| {
-        b.tls(signalbox_ws::tls::server_config(cert.as_bytes(), key.as_bytes()).unwrap())
-    })
-    .await;
+    // A full rustls configuration (here the one `identity` would make).
+    let identity = Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let config = signalbox_ws::tls::server_config(&identity).unwrap();
+    let (addr, _) = start_with(&hub, |b| b.tls_config(config)).await;
     let connector = WsConnector::new(&format!("wss://localhost:{}/ws", addr.port()), "msgpack")
         .unwrap()
         .tls(signalbox_ws::tls::client_config(cert.as_bytes()).unwrap());
@@ -382,7 +383,7 @@ fn the_http_types_the_api_takes_are_reexported() {
     let _connector = WsConnector::new("ws://localhost:1/ws", "json")
         .unwrap()
         .header(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
-    let _rejection = signalbox_ws::Rejection::unauthorized()
+    let _rejection = signalbox::transport::Rejection::unauthorized()
         .with_header(AUTHORIZATION, HeaderValue::from_static("x"));
     assert_eq!(StatusCode::UNAUTHORIZED.as_u16(), 401);
 }

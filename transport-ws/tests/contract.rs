@@ -7,7 +7,7 @@ use common::*;
 use signalbox::Config;
 use signalbox::codec::{Envelope, WireCodec};
 use signalbox::connection::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE};
-use signalbox_ws::Rejection;
+use signalbox::transport::Rejection;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 

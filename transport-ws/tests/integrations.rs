@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use signalbox::Config;
+use signalbox::transport::{Identity, IdentityError};
 use signalbox_ws::Upgrader;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,10 +57,10 @@ where
 #[tokio::test]
 async fn tls_serves_wss_and_https() {
     let (cert, key) = self_signed();
-    let server_tls = signalbox_ws::tls::server_config(cert.as_bytes(), key.as_bytes()).unwrap();
+    let identity = Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
     let client_tls = signalbox_ws::tls::client_config(cert.as_bytes()).unwrap();
     let hub = hub(Config::default());
-    let (addr, _) = start_with(&hub, |b| b.tls(server_tls)).await;
+    let (addr, _) = start_with(&hub, |b| b.identity(identity)).await;
 
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(client_tls);
@@ -94,8 +95,8 @@ async fn try_connect_plain(addr: SocketAddr) -> bool {
 async fn tls_config_rejects_pem_without_a_certificate() {
     let (_, key) = self_signed();
     assert!(matches!(
-        signalbox_ws::tls::server_config(b"", key.as_bytes()),
-        Err(signalbox_ws::tls::TlsError::NoCertificate)
+        Identity::from_pem(b"", key.as_bytes()),
+        Err(IdentityError::NoCertificate)
     ));
     assert!(signalbox_ws::tls::client_config(b"not pem").is_err());
 }
@@ -115,7 +116,7 @@ async fn the_hub_mounts_on_an_axum_route_beside_other_routes() {
                 }
                 match req.query_param("token").as_deref() {
                     Some("t") => Ok(signalbox::connection::DataMap::new()),
-                    _ => Err(signalbox_ws::Rejection::unauthorized()),
+                    _ => Err(signalbox::transport::Rejection::unauthorized()),
                 }
             }
         })
@@ -166,6 +167,34 @@ async fn the_hub_mounts_on_an_axum_route_beside_other_routes() {
     assert!(response.ends_with("ok"));
 }
 
+#[tokio::test]
+async fn a_hook_that_does_not_answer_within_the_handshake_timeout_is_answered_408() {
+    let hub = hub(Config::default());
+    let upgrader = Upgrader::builder(hub.clone())
+        .handshake_timeout(std::time::Duration::from_millis(300))
+        .authenticate(|req| async move {
+            if req.query_param("token").as_deref() == Some("slow") {
+                std::future::pending::<()>().await;
+            }
+            Ok(signalbox::connection::DataMap::new())
+        })
+        .build();
+    let app = axum::Router::new().route("/ws", signalbox_ws::axum::route(upgrader));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let late = tokio::time::timeout(WAIT, try_connect(addr, "/ws?token=slow", &["json"], &[]))
+        .await
+        .expect("the refusal comes within the handshake timeout, not never");
+    assert_eq!(late.err(), Some(408));
+    // The server is unharmed: a hook that answers lets the next one in.
+    let client = try_connect(addr, "/ws?token=quick", &["json"], &[])
+        .await
+        .unwrap();
+    roundtrip(client.ws, "json").await;
+}
+
 /// What an axum layer found out about a request (here: read from a header).
 #[derive(Debug, Clone, PartialEq)]
 struct LayerUser(String);
@@ -182,7 +211,7 @@ async fn what_an_axum_layer_puts_in_the_extensions_reaches_the_hook_and_the_conn
             let user = req
                 .extension::<LayerUser>()
                 .cloned()
-                .ok_or_else(signalbox_ws::Rejection::forbidden)?;
+                .ok_or_else(signalbox::transport::Rejection::forbidden)?;
             let mut data = signalbox::connection::DataMap::new();
             data.insert(user);
             Ok(data)

@@ -116,11 +116,9 @@ async fn run(args: Args) -> Result<()> {
     let mut line = format!("listening ws={}", ws.local_addr());
     tokio::spawn(ws.serve());
     let _quic = if args.quic != "off" {
-        let bind = tokio::net::lookup_host(&args.quic)
-            .await?
-            .next()
-            .context("--quic: not an address")?;
-        let server = signalbox_quic::QuicServer::builder(bind).start(&hub)?;
+        let server = signalbox_quic::QuicServer::builder(hub.clone())
+            .bind(&args.quic)
+            .await?;
         if let Some(path) = &args.cert_out {
             server.write_cert_pem(path)?;
         }

@@ -17,12 +17,12 @@
 
 use clap::{Parser, ValueEnum};
 use signalbox::Hub;
-use signalbox_quic::Identity;
+use signalbox::transport::{Identity, IdentityError};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 /// The chat example: a web page at `/`, WebSocket at `/ws`, QUIC beside it.
@@ -130,8 +130,6 @@ enum ChatError {
     Redis(#[from] signalbox_redis::RedisBrokerError),
     #[error(transparent)]
     Ws(#[from] signalbox_ws::ServerError),
-    #[error("--quic {0}: not an address")]
-    QuicAddr(String),
     #[error(transparent)]
     Quic(#[from] signalbox_quic::QuicError),
     #[error("signal handler: {0}")]
@@ -145,9 +143,7 @@ enum ChatError {
         source: std::io::Error,
     },
     #[error("--tls-cert/--tls-key: {0}")]
-    WsTls(#[from] signalbox_ws::tls::TlsError),
-    #[error("--tls-cert/--tls-key: {0}")]
-    QuicTls(signalbox_quic::QuicError),
+    Tls(#[from] IdentityError),
     #[error("--drain-delay {0}: not a number of seconds")]
     DrainDelay(f64),
     #[error("--metrics: {0}")]
@@ -155,39 +151,29 @@ enum ChatError {
 }
 
 /// The certificate of `--tls-cert`/`--tls-key`, read once for both
-/// listeners.
-struct Tls {
-    ws: Arc<rustls::ServerConfig>,
-    quic: Identity,
-}
-
-impl Tls {
-    fn load(cert: &Path, key: &Path) -> Result<Tls, ChatError> {
-        let read = |flag, path: &Path| {
-            std::fs::read(path).map_err(|source| ChatError::TlsRead {
-                flag,
-                path: path.display().to_string(),
-                source,
-            })
-        };
-        let (cert, key) = (read("--tls-cert", cert)?, read("--tls-key", key)?);
-        Ok(Tls {
-            ws: signalbox_ws::tls::server_config(&cert, &key)?,
-            quic: Identity::from_pem(&cert, &key).map_err(ChatError::QuicTls)?,
+/// listeners; a file that cannot be read is named with its flag.
+fn load_identity(cert: &Path, key: &Path) -> Result<Identity, ChatError> {
+    let read = |flag, path: &Path| {
+        std::fs::read(path).map_err(|source| ChatError::TlsRead {
+            flag,
+            path: path.display().to_string(),
+            source,
         })
-    }
+    };
+    let (cert, key) = (read("--tls-cert", cert)?, read("--tls-key", key)?);
+    Ok(Identity::from_pem(&cert, &key)?)
 }
 
-/// Starts the WebSocket listener (TLS when `tls` is given); returns its
-/// address.
+/// Starts the WebSocket listener (TLS when `identity` is given); returns
+/// its address.
 async fn start_ws(
     hub: &Hub,
     addr: &str,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    identity: Option<Identity>,
 ) -> Result<SocketAddr, ChatError> {
     let mut builder = signalbox_examples::chat::ws_builder(hub.clone());
-    if let Some(config) = tls {
-        builder = builder.tls(config);
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
     }
     let server = builder.bind(addr).await?;
     let local = server.local_addr();
@@ -204,16 +190,11 @@ async fn start_quic(
     identity: Option<Identity>,
     cert_out: Option<&Path>,
 ) -> Result<signalbox_quic::QuicServer, ChatError> {
-    let bind = tokio::net::lookup_host(addr)
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ChatError::QuicAddr(addr.to_owned()))?;
-    let mut builder = signalbox_quic::QuicServer::builder(bind);
+    let mut builder = signalbox_quic::QuicServer::builder(hub.clone());
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
-    let server = builder.start(hub)?;
+    let server = builder.bind(addr).await?;
     if let Some(path) = cert_out {
         server.write_cert_pem(path)?;
     }
@@ -320,7 +301,7 @@ fn shutdown_signal() -> Result<impl Future<Output = Result<(), ChatError>>, Chat
 
 async fn run(args: Args) -> Result<(), ChatError> {
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+        (Some(cert), Some(key)) => Some(load_identity(cert, key)?),
         _ => None,
     };
     let mut config = signalbox_examples::chat::config();
@@ -349,9 +330,8 @@ async fn run(args: Args) -> Result<(), ChatError> {
         }
     };
     let secure = tls.is_some();
-    let (ws_tls, identity) = tls.map(|tls| (tls.ws, tls.quic)).unzip();
-    let ws = start_ws(&hub, &args.ws, ws_tls).await?;
-    let quic = start_quic(&hub, &args.quic, identity, args.cert_out.as_deref()).await?;
+    let ws = start_ws(&hub, &args.ws, tls.clone()).await?;
+    let quic = start_quic(&hub, &args.quic, tls, args.cert_out.as_deref()).await?;
     // Listeners up, Redis connected or knowingly degraded (retrying).
     hub.set_ready();
     let signal = shutdown_signal()?;
