@@ -12,7 +12,7 @@
 //! | check | what it asks of the transport |
 //! |---|---|
 //! | `routing` | a typed message reaches its handler and the reply comes back, with the correlationId (§1, §7) |
-//! | `codecs` | every codec it offers round-trips payloads; `+gzip` clients get compressed envelopes above the threshold, others never; compressed input is unwrapped; a topic reaches each member in its own codec (§2, §3) |
+//! | `codecs` | every codec it offers round-trips payloads exactly; `+gzip` clients get compressed envelopes above the threshold, others never; compressed input is unwrapped for every client; a topic reaches each member in its own codec (§1, §2, §3) |
 //! | `errors` | unknown type, malformed envelope, invalid payload, reserved type → `ERROR`; invalid request payload and handler error → `RPC_ERROR`, each with its code and correlationId; the connection survives (§6) |
 //! | `ordering` | messages of one connection handled and answered in order; publications reach each subscriber in order (§8) |
 //! | `backpressure` | a subscriber that does not read is closed as a slow consumer (policy) while the server stays up and a reading subscriber of the same topic gets everything (§4, §8) |
@@ -180,27 +180,20 @@ pub async fn run_check(transport: &dyn Transport, check: &str) -> Result<(), Che
         check: check.to_owned(),
         message,
     };
-    let config = match check {
-        "codecs" => {
-            let mut config = Config::default();
-            config.codec.compress_threshold = 512;
-            config
-        }
+    let mut config = Config::default();
+    match check {
+        "codecs" => config.codec.compress_threshold = 512,
         "backpressure" => {
-            let mut config = Config::default();
             config.outbound_queue_bytes = 64 * 1024;
             config.rate_limit = None;
-            config
         }
         "heartbeat" => {
-            let mut config = Config::default();
             config.heartbeat_interval = Duration::from_millis(300);
             config.heartbeat_timeout = Duration::from_millis(700);
-            config
         }
-        "routing" | "errors" | "ordering" | "close_codes" => Config::default(),
+        "routing" | "errors" | "ordering" | "close_codes" => {}
         other => return Err(failure(format!("no check named {other:?}"))),
-    };
+    }
     let suite = Suite::start(transport, config).await.map_err(failure)?;
     let result = match check {
         "routing" => routing(&suite).await,
@@ -668,7 +661,9 @@ async fn codecs(suite: &Suite<'_>) -> Result<(), String> {
             format!("asked for {name}, got {}", peer.codec.name())
         })?;
         // A payload round-trips.
-        let payload = serde_json::json!({"n": 1, "s": "ünï ✓", "list": [1, 2.5, null, true]});
+        let payload = serde_json::json!({
+            "n": 1, "big": u64::MAX, "f": 0.1, "s": "ünï ✓", "list": [1, 2.5, null, true]
+        });
         peer.send_value(Echo::TYPE, Some("c-1"), Some(&payload))
             .await?;
         let reply = peer.recv().await?;
@@ -693,23 +688,21 @@ async fn codecs(suite: &Suite<'_>) -> Result<(), String> {
                 || format!("{name}: the {size}-byte echo came back changed"),
             )?;
         }
-        // A compressed message from the client is unwrapped before routing.
-        if peer.codec.gzip() {
-            let payload = serde_json::Value::String("b".repeat(3000));
-            let frame = peer
-                .codec
-                .encode(Echo::TYPE, &meta(Some("c-in")), Some(&payload))
-                .map_err(|e| e.to_string())?;
-            ensure(frame.windows(10).any(|w| w == b"COMPRESSED"), || {
-                format!("{name}: the client's codec did not compress")
-            })?;
-            peer.send_frame(frame).await?;
-            let reply = peer.recv().await?;
-            let back: serde_json::Value = reply.decode_payload().map_err(|e| e.to_string())?;
-            ensure(back == payload, || {
-                format!("{name}: a compressed request was not unwrapped")
-            })?;
-        }
+        // A compressed message is unwrapped before routing, whatever the
+        // client's codec.
+        let payload = serde_json::Value::String("b".repeat(3000));
+        let frame = WireCodec::new(peer.codec.format(), true)
+            .encode(Echo::TYPE, &meta(Some("c-in")), Some(&payload))
+            .map_err(|e| e.to_string())?;
+        ensure(frame.windows(10).any(|w| w == b"COMPRESSED"), || {
+            format!("{name}: the gzip form of the codec did not compress")
+        })?;
+        peer.send_frame(frame).await?;
+        let reply = peer.recv().await?;
+        let back: serde_json::Value = reply.decode_payload().map_err(|e| e.to_string())?;
+        ensure(back == payload, || {
+            format!("{name}: a compressed request was not unwrapped")
+        })?;
         peer.send(
             &Join {
                 topic: "codecs".into(),
@@ -966,7 +959,10 @@ async fn heartbeat(suite: &Suite<'_>) -> Result<(), String> {
     let codec = suite.first_codec()?;
     let mut silent = suite.open(codec).await?;
     silent.echo("hello").await?;
-    let mut answering = suite.open(codec).await?;
+    // The answering peer speaks the last codec: the acknowledgement comes
+    // in the connection's codec.
+    let last = suite.transport.codecs().last().copied().unwrap_or(codec);
+    let mut answering = suite.open(last).await?;
     // Three seconds: past the interval plus the timeout (1 s) with a wide
     // margin. The silent peer neither sends nor reads meanwhile.
     for i in 0..30 {
