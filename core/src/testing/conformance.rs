@@ -213,7 +213,9 @@ pub async fn run_check(transport: &dyn Transport, check: &str) -> Result<(), Che
 /// `conformance_tests!(MyTransport::new())` for all of them, or
 /// `conformance_tests!(MyTransport::new() => routing, errors)` for some.
 /// The expression is evaluated in each test; it must give a value whose
-/// reference is a `&dyn Transport`.
+/// reference is a `&dyn Transport`. The tests run on tokio's multi-thread
+/// runtime: the calling crate needs tokio with its `macros` and
+/// `rt-multi-thread` features.
 #[macro_export]
 macro_rules! conformance_tests {
     ($transport:expr) => {
