@@ -15,7 +15,7 @@
 //! | `codecs` | every codec it offers round-trips payloads exactly; `+gzip` clients get compressed envelopes above the threshold, others never; compressed input is unwrapped for every client; a topic reaches each member in its own codec (§1, §2, §3) |
 //! | `errors` | unknown type, malformed envelope, invalid payload, reserved type → `ERROR`; invalid request payload and handler error → `RPC_ERROR`, each with its code and correlationId; the connection survives (§6) |
 //! | `ordering` | messages of one connection handled and answered in order; publications reach each subscriber in order (§8) |
-//! | `backpressure` | a subscriber that does not read is closed as a slow consumer (policy) while the server stays up and a reading subscriber of the same topic gets everything (§4, §8) |
+//! | `backpressure` | a subscriber that does not read is closed as a slow consumer (policy) while the server stays up and a reading subscriber of the same topic gets everything; under a drop policy it is kept, and misses what is dropped, counted (§4, §8) |
 //! | `close_codes` | each close the server makes reaches the client as [`PeerClose`] with the transport's code, shutdown included (§4, §5) |
 //! | `heartbeat` | a silent peer is closed (policy, by the hub) unless the transport does liveness itself; a peer sending `__heartbeat` is answered and kept (§4, §5) |
 //!
@@ -35,13 +35,13 @@ use crate::client::{ConnectError, Connector, Link};
 use crate::config::Config;
 use crate::connection::{
     Close, CloseKind, FrameSink, FrameSource, HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE, Inbound,
-    PeerClose, TransportError,
+    OverflowPolicy, PeerClose, TransportError,
 };
 use crate::context::{ERROR_TYPE, RPC_ERROR_TYPE};
 use crate::hub::Hub;
 use crate::message::Message;
 use crate::router::Router;
-use crate::{Ctx, Error};
+use crate::{Conn, Ctx, Error};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -925,7 +925,90 @@ async fn backpressure(suite: &Suite<'_>) -> Result<(), String> {
     let mut late = suite.open(codec).await?;
     late.echo("late").await?;
     let closes = suite.closes();
-    ensure(closes.len() == 1, || format!("closes: {closes:?}"))
+    ensure(closes.len() == 1, || format!("closes: {closes:?}"))?;
+
+    // Under a drop policy the reader that does not read is kept and
+    // misses publications, counted; the reader that reads misses none.
+    let mut config = suite.hub.config().clone();
+    config.overflow = OverflowPolicy::DropNewest;
+    let dropping = Suite::start(suite.transport, config).await?;
+    let result = dropped_not_closed(&dropping, codec, &text).await;
+    dropping.stop().await;
+    result
+}
+
+/// The drop-policy half of [`backpressure`].
+async fn dropped_not_closed(suite: &Suite<'_>, codec: &str, text: &str) -> Result<(), String> {
+    let mut slow = suite.open(codec).await?;
+    slow.send(
+        &Join {
+            topic: "flood".into(),
+        },
+        Some("j"),
+    )
+    .await?;
+    slow.expect::<Joined>(Some("j")).await?;
+    let mut fast = suite.open(codec).await?;
+    fast.send(
+        &Join {
+            topic: "flood".into(),
+        },
+        Some("j"),
+    )
+    .await?;
+    fast.expect::<Joined>(Some("j")).await?;
+    let dropped = || {
+        suite
+            .hub
+            .topic_members("flood")
+            .iter()
+            .map(Conn::dropped)
+            .sum::<u64>()
+    };
+    let (mut published, mut n) = (0, 0);
+    while dropped() == 0 {
+        ensure(published < FLOOD_LIMIT, || {
+            format!("{published} bytes published and nothing was dropped")
+        })?;
+        let tick = Tick {
+            n,
+            text: text.to_owned(),
+        };
+        suite
+            .hub
+            .publish("flood", &tick)
+            .await
+            .map_err(|e| e.to_string())?;
+        let got: Tick = fast.expect(None).await?;
+        ensure(got.n == n, || format!("the reader got {} for {n}", got.n))?;
+        published += text.len();
+        n += 1;
+    }
+    // The slow reader, reading at last, gets an increasing run of what was
+    // published, then is served as usual.
+    let (mut last, mut received) = (None, 0);
+    loop {
+        let envelope = slow.recv().await?;
+        if envelope.ty != Tick::TYPE {
+            return Err(format!("the slow reader got {}", envelope.ty));
+        }
+        let tick: Tick = envelope.decode_payload().map_err(|e| e.to_string())?;
+        ensure(last.is_none_or(|last| tick.n > last), || {
+            format!("the slow reader got {} after {last:?}", tick.n)
+        })?;
+        last = Some(tick.n);
+        received += 1;
+        // Every publication was either received or dropped.
+        if received + dropped() >= n {
+            break;
+        }
+    }
+    slow.echo("kept").await?;
+    fast.echo("fast").await?;
+    let closes = suite.closes();
+    ensure(closes.is_empty(), || {
+        format!("a drop policy closed connections: {closes:?}")
+    })
 }
 
 /// docs/PROTOCOL.md §4, §5: the close codes the client sees.
