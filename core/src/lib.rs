@@ -6,6 +6,9 @@
 //! transports (`signalbox-ws`, `signalbox-quic`) hand connections; each
 //! client picks its codec (`signalbox-codec`).
 //!
+//! The example uses `signalbox::testing::TestHub`, the in-memory harness of
+//! the `testing` feature (off by default; tests enable it).
+//!
 //! ```
 //! use serde::{Deserialize, Serialize};
 //! use signalbox::testing::TestHub;
@@ -62,6 +65,7 @@ mod meter;
 pub mod middleware;
 pub mod router;
 pub mod state;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod topic;
 pub mod transport;

@@ -2,7 +2,10 @@
 //! send them messages, collect what the server sent, and control time.
 //!
 //! For unit tests of routers and applications; the transports have their
-//! own tests over real sockets.
+//! own tests over real sockets, and run the [`conformance`] suite.
+//!
+//! Behind the `testing` feature (off by default): enable it in the
+//! `[dev-dependencies]` that use it.
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
@@ -32,6 +35,11 @@
 // The harness panics on purpose: it is for tests, where a panic is a
 // failed assertion with a message.
 #![allow(clippy::expect_used)]
+
+pub mod conformance;
+mod rss;
+
+pub use rss::{RssSampler, vm_kib};
 
 use crate::clock::ManualClock;
 use crate::config::Config;

@@ -4,6 +4,9 @@
 //! its own authentication layer) with a hub mounted at `/ws`; the
 //! `axum_app` binary runs it.
 //!
+//! [`ndjson`] is a custom transport in one file (newline-delimited JSON
+//! over TCP) that passes the conformance suite of `signalbox::testing`.
+//!
 //! [`chat`] is the chat server of docs/PROTOCOL.md §9: rooms, messages, an echo
 //! request, over WebSocket with a web page. The `chat` binary runs it; the
 //! tests start it in-process.
@@ -23,3 +26,4 @@
 pub mod chat;
 pub mod embed;
 pub mod guide;
+pub mod ndjson;

@@ -16,71 +16,16 @@ use common::*;
 use serde_json::json;
 use signalbox::Config;
 use signalbox::codec::ErrorPayload;
+use signalbox::testing::RssSampler;
 use signalbox_quic::QuicServer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn vm_kib(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Samples VmRSS every 2 ms until stopped.
-struct RssSampler {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicUsize>,
-    baseline: usize,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn start() -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let baseline = vm_kib("VmRSS:");
-        let peak = Arc::new(AtomicUsize::new(baseline));
-        let (s, p) = (stop.clone(), peak.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(vm_kib("VmRSS:"), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
-        RssSampler {
-            stop,
-            peak,
-            baseline,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops; prints the figures and returns the peak's growth in MiB.
-    fn finish(mut self, what: &str) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let peak = self.peak.load(Ordering::Relaxed).max(vm_kib("VmRSS:"));
-        let grown = peak.saturating_sub(self.baseline) / 1024;
-        eprintln!(
-            "rss {what}: baseline {} MiB, peak {} MiB (+{grown} MiB), now {} MiB, process VmHWM {} MiB",
-            self.baseline / 1024,
-            peak / 1024,
-            vm_kib("VmRSS:") / 1024,
-            vm_kib("VmHWM:") / 1024,
-        );
-        grown
-    }
-}
 
 /// A client that only wants to be served.
 async fn served(by: &mut Client, round: &mut u32) {

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 use signalbox::Config;
-use signalbox::codec::WireCodec;
 use signalbox::connection::DataMap;
 use signalbox::transport::Rejection;
 use signalbox_quic::QuicServer;
@@ -18,58 +17,6 @@ async fn start(hub: &signalbox::Hub) -> QuicServer {
         .bind(localhost())
         .await
         .unwrap()
-}
-
-#[tokio::test]
-async fn every_codec_answers_an_echo_on_the_main_stream() {
-    let hub = hub();
-    let server = start(&hub).await;
-    for name in WireCodec::NAMES {
-        let mut client = Client::connect(&server, name).await;
-        let payload = json!({"text": "hé", "n": 18446744073709551615u64, "f": 0.5});
-        client.send("ECHO", Some("e-1"), payload.clone()).await;
-        let reply = client.expect("ECHO").await;
-        assert_eq!(reply.meta.correlation_id.as_deref(), Some("e-1"), "{name}");
-        assert!(reply.meta.timestamp.is_some(), "{name}");
-        let got: serde_json::Value = reply.decode_payload().unwrap();
-        assert_eq!(got, payload, "{name}");
-        let you = {
-            client.send("WHOAMI", Some("w"), json!(null)).await;
-            client.expect("YOU").await
-        };
-        let you: You = you.decode_payload().unwrap();
-        assert_eq!(you.transport, "quic");
-    }
-}
-
-#[tokio::test]
-async fn gzip_codecs_get_large_messages_compressed_and_every_codec_accepts_them() {
-    let hub = hub();
-    let server = start(&hub).await;
-    let text = "signalbox over quic ".repeat(200); // 4 KB, above the 1 KiB threshold
-    for name in WireCodec::NAMES {
-        let mut client = Client::connect(&server, name).await;
-        // The client sends a compressed envelope whatever its codec.
-        let gzip_codec = WireCodec::new(client.codec.format(), true);
-        let meta = signalbox::codec::Meta {
-            correlation_id: Some("big".into()),
-            ..Default::default()
-        };
-        let frame = gzip_codec
-            .encode("ECHO", &meta, Some(&json!({ "text": text })))
-            .unwrap();
-        assert!(frame.len() < 1024, "the request itself travels compressed");
-        client.send_frame(&frame).await;
-
-        let raw = client.recv_frame().await.expect("a reply");
-        let compressed = raw.windows(10).any(|w| w == b"COMPRESSED");
-        assert_eq!(compressed, client.codec.gzip(), "{name}: reply compression");
-        let reply = client.codec.decode(raw).unwrap();
-        assert_eq!(reply.ty, "ECHO");
-        assert_eq!(reply.meta.correlation_id.as_deref(), Some("big"));
-        let got: serde_json::Value = reply.decode_payload().unwrap();
-        assert_eq!(got["text"], text.as_str(), "{name}");
-    }
 }
 
 #[tokio::test]

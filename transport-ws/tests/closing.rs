@@ -9,6 +9,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use signalbox::Config;
 use signalbox::codec::Meta;
+use signalbox::testing::RssSampler;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use signalbox::Config;
 use signalbox::codec::{Envelope, WireCodec};
-use signalbox::connection::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE};
 use signalbox::transport::Rejection;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -42,106 +41,6 @@ async fn each_codec_is_answered_with_its_name_and_frame_kind() {
             reply.meta.timestamp.is_some(),
             "{name}: server stamps messages"
         );
-    }
-}
-
-#[tokio::test]
-async fn gzip_clients_get_compressed_envelopes_at_or_above_the_threshold_only() {
-    let mut config = Config::default();
-    config.codec.compress_threshold = 512;
-    let (_hub, addr) = start(config).await;
-    for name in ["json+gzip", "msgpack+gzip"] {
-        let mut client = connect(addr, name).await;
-        let plain = WireCodec::from_name(name.trim_end_matches("+gzip")).unwrap();
-        for (size, compressed) in [(10, false), (400, false), (2000, true)] {
-            let payload = serde_json::Value::String("a".repeat(size));
-            let meta = signalbox::Meta {
-                correlation_id: Some(format!("gz-{size}")),
-                ..Default::default()
-            };
-            let frame = client.codec.encode("ECHO", &meta, Some(&payload)).unwrap();
-            client.send_frame(frame).await;
-            let (raw, _) = client.recv_raw().await;
-            // Read without unwrapping: what travelled on the wire.
-            let outer = plain.decode(raw.clone());
-            let outer_ty = match &outer {
-                Ok(env) => env.ty.clone(),
-                Err(_) => String::new(),
-            };
-            // The plain codec unwraps COMPRESSED too; tell them apart by the bytes.
-            let on_wire_compressed = raw.windows(10).any(|w| w == b"COMPRESSED");
-            assert_eq!(on_wire_compressed, compressed, "{name}, {size} bytes");
-            let inner = client.codec.decode(raw).unwrap();
-            assert_eq!(inner.ty, "ECHO", "{name} {outer_ty}");
-            assert_eq!(echo_payload(&inner), payload);
-        }
-        // A compressed request is unwrapped before routing.
-        let big = serde_json::Value::String("b".repeat(3000));
-        let meta = signalbox::Meta {
-            correlation_id: Some("gz-in".into()),
-            ..Default::default()
-        };
-        let frame = client.codec.encode("ECHO", &meta, Some(&big)).unwrap();
-        assert!(frame.windows(10).any(|w| w == b"COMPRESSED"));
-        client.send_frame(frame).await;
-        let reply = client.recv().await;
-        assert_eq!(reply.meta.correlation_id.as_deref(), Some("gz-in"));
-        assert_eq!(echo_payload(&reply), big);
-    }
-}
-
-#[tokio::test]
-async fn clients_without_gzip_never_get_compressed_envelopes() {
-    let (_hub, addr) = start(Config::default()).await;
-    for name in ["json", "msgpack"] {
-        let mut client = connect(addr, name).await;
-        let payload = serde_json::Value::String("c".repeat(5000));
-        client
-            .send_frame(
-                client
-                    .codec
-                    .encode("ECHO", &signalbox::Meta::default(), Some(&payload))
-                    .unwrap(),
-            )
-            .await;
-        let (raw, _) = client.recv_raw().await;
-        assert!(!raw.windows(10).any(|w| w == b"COMPRESSED"), "{name}");
-    }
-}
-
-#[tokio::test]
-async fn a_room_mixes_codecs_and_each_member_reads_its_own() {
-    let (_hub, addr) = start(Config::default()).await;
-    let mut members = Vec::new();
-    for name in WireCodec::NAMES {
-        let mut client = connect(addr, name).await;
-        client
-            .send(
-                &Join {
-                    room: "mixed".into(),
-                },
-                None,
-            )
-            .await;
-        // A request after the join: its reply means the join was handled.
-        echo(&mut client, serde_json::json!(null), "sync").await;
-        members.push(client);
-    }
-    members[1]
-        .send(
-            &Say {
-                room: "mixed".into(),
-                text: "from msgpack".into(),
-            },
-            None,
-        )
-        .await;
-    for member in &mut members {
-        let env = member.recv().await;
-        assert_eq!(env.ty, "SAID", "{}", member.codec.name());
-        let said: Said = env.decode_payload().unwrap();
-        assert_eq!(said.text, "from msgpack");
-        assert!(env.meta.client_id.is_some());
     }
 }
 
@@ -357,23 +256,6 @@ async fn a_client_that_answers_pings_stays_open() {
     );
     let reply = echo(&mut client, serde_json::json!("still here"), "alive").await;
     assert_eq!(echo_payload(&reply), serde_json::json!("still here"));
-}
-
-#[tokio::test]
-async fn the_heartbeat_message_is_answered_in_the_connections_codec() {
-    let (_hub, addr) = start(Config::default()).await;
-    for name in ["json", "msgpack"] {
-        let mut client = connect(addr, name).await;
-        let frame = client
-            .codec
-            .encode::<()>(HEARTBEAT_TYPE, &signalbox::Meta::default(), None)
-            .unwrap();
-        client.send_frame(frame).await;
-        // `recv` checks the frame kind matches the codec.
-        let ack = client.recv().await;
-        assert_eq!(ack.ty, HEARTBEAT_ACK_TYPE);
-        assert!(ack.meta.timestamp.is_some_and(|t| t > 1_500_000_000_000));
-    }
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod common;
 use common::*;
 use signalbox::Config;
 use signalbox::codec::Meta;
+use signalbox::testing::RssSampler;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
 //! The transport seam, and the per-connection machinery that drives it.
 //!
-//! A transport (WebSocket, QUIC, the in-memory one of [`crate::testing`])
+//! A transport (WebSocket, QUIC, the in-memory one of `signalbox::testing`)
 //! finishes its handshake, then hands the hub a [`Connection`]: what the
 //! handshake revealed ([`ConnectionInfo`]), a [`FrameSource`] of inbound
 //! messages and a [`FrameSink`] for outbound ones. [`crate::Hub::serve`]

@@ -9,8 +9,6 @@ use signalbox::codec::{Envelope, Meta, WireCodec};
 use signalbox::{Config, Ctx, Error, Hub, Router, message};
 use signalbox_ws::{WsServer, WsServerBuilder};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -363,67 +361,6 @@ pub async fn eof_within(tcp: &mut TcpStream, wait: Duration) -> bool {
     })
     .await
     .unwrap_or(false)
-}
-
-/// Resident set of this process, in KiB, from /proc/self/status.
-pub fn vm_kib(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Samples VmRSS every 2 ms on a thread of its own until stopped; reports
-/// the baseline, the peak and the end.
-pub struct RssSampler {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicUsize>,
-    baseline: usize,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    pub fn start() -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let baseline = vm_kib("VmRSS:");
-        let peak = Arc::new(AtomicUsize::new(baseline));
-        let thread = {
-            let (stop, peak) = (stop.clone(), peak.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(vm_kib("VmRSS:"), Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            })
-        };
-        RssSampler {
-            stop,
-            peak,
-            baseline,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops sampling; prints and returns the growth of the peak over the
-    /// baseline, in MiB.
-    pub fn finish(mut self, what: &str) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let peak = self.peak.load(Ordering::Relaxed).max(vm_kib("VmRSS:"));
-        let grown = peak.saturating_sub(self.baseline) / 1024;
-        eprintln!(
-            "rss {what}: baseline {} MiB, peak {} MiB (+{grown} MiB), now {} MiB, process VmHWM {} MiB",
-            self.baseline / 1024,
-            peak / 1024,
-            vm_kib("VmRSS:") / 1024,
-            vm_kib("VmHWM:") / 1024,
-        );
-        grown
-    }
 }
 
 /// A plain HTTP/1.1 request on a new connection (`Connection: close`):
