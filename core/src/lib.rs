@@ -76,7 +76,9 @@ pub use hub::{
 };
 pub use message::{Invalid, Message, Opaque, validate};
 pub use middleware::{Middleware, Next, Request};
-pub use router::{ConflictPolicy, ErrorEvent, HandlerResult, MergeError, Route, Router};
+pub use router::{
+    BuildError, ConflictPolicy, ErrorEvent, HandlerResult, MergeError, Route, Router,
+};
 pub use state::StateStore;
 pub use topic::history::{HistoryLimits, Position, Start, TopicPattern};
 pub use topic::presence::{PresenceEntry, PresenceJoined, PresenceLeft};
