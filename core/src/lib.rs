@@ -24,7 +24,10 @@
 //! message!(NewMessage = "NEW_MESSAGE");
 //!
 //! let router = Router::new()
-//!     .on(|ctx: Ctx<JoinRoom>| async move { ctx.subscribe(&ctx.payload().room_id).map(drop) })
+//!     .on(|ctx: Ctx<JoinRoom>| async move {
+//!         ctx.subscribe(&ctx.payload().room_id)?;
+//!         Ok(())
+//!     })
 //!     .on(|ctx: Ctx<SendMessage>| async move {
 //!         let SendMessage { room_id, text } = ctx.payload();
 //!         if !ctx.is_subscribed(room_id) {
