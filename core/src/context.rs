@@ -247,9 +247,16 @@ impl Conn {
     }
 
     /// Shared application state registered with [`crate::Router::with_state`].
+    ///
+    /// A type no router registered is an INTERNAL error here, when the
+    /// handler runs; declared with [`crate::Router::needs`] (or
+    /// [`crate::Route::needs`]) it is refused when the hub is built instead.
     pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, Error> {
         self.shared.hub.state.get::<T>().ok_or_else(|| {
-            tracing::error!(state = std::any::type_name::<T>(), "state not registered");
+            tracing::error!(
+                state = std::any::type_name::<T>(),
+                "state not registered (declare it with Router::needs to have the hub refuse to build without it)"
+            );
             Error::internal("internal error")
         })
     }

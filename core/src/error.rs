@@ -1,17 +1,60 @@
 //! The error a handler or middleware returns, and what the peer sees of it.
+//!
+//! # From an application's error to the wire
+//!
+//! A handler returns `Result<(), E>` (a request handler `Result<Resp, E>`)
+//! for its router's error type `E` ([`crate::Router::handler_error`]): any
+//! type with `Into<signalbox::Error>`. What the peer is answered
+//! (docs/PROTOCOL.md §6) is the [`Error`] that conversion makes:
+//!
+//! - a [`signalbox::Error`](Error) is answered as it is: its code, message
+//!   and details;
+//! - an application error type answers what its `From` impl makes of it.
+//!   [`Error::internal_cause`] is the usual choice for a failure the peer
+//!   cannot act on (a database or HTTP error): INTERNAL with the generic
+//!   message `"internal error"`, the error itself kept as the
+//!   [`source`](std::error::Error::source);
+//! - `Box<dyn std::error::Error + Send + Sync>` (and, with the `anyhow`
+//!   feature, `anyhow::Error`) answers the `signalbox::Error` it holds, if it
+//!   holds one, and otherwise INTERNAL `"internal error"` with the error as
+//!   the source.
+//!
+//! The source never reaches the peer. It is logged (`tracing`, at error
+//! level, with the message type) and reaches the router's error sink
+//! ([`crate::Router::on_error`]) as `event.error.source()`, so the full
+//! error is where the operator looks and nowhere else. To show the peer an
+//! error's text, the application says so: `Error::internal(e.to_string())`.
 
 use crate::message::Invalid;
 use signalbox_codec::{DecodeError, ErrorCode, ErrorPayload, PayloadError};
 use std::fmt;
+use std::sync::Arc;
+
+/// The cause an [`Error`] keeps for the log and the error sink.
+type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The message the peer is answered for an error it is not told about.
+const GENERIC_INTERNAL: &str = "internal error";
 
 /// An error answered to the peer as `ERROR` (or `RPC_ERROR` for a request):
-/// a docs/PROTOCOL.md §6 code, a message and optional details.
+/// a docs/PROTOCOL.md §6 code, a message and optional details, and
+/// optionally the cause behind it, which stays on the server (see the
+/// [module docs](self)).
 ///
 /// Handlers return it with `?`; the router sends it with the offending
 /// message's correlationId and reports it to the error sink.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Error {
     payload: ErrorPayload,
+    source: Option<Source>,
+}
+
+/// Two errors are equal when the peer would be answered the same: their
+/// sources are not compared.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload == other.payload
+    }
 }
 
 impl Error {
@@ -19,6 +62,45 @@ impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Error {
             payload: ErrorPayload::new(code, message),
+            source: None,
+        }
+    }
+
+    /// INTERNAL with the generic message `"internal error"`, keeping
+    /// `cause` for the log and the error sink only: what an application's
+    /// error the peer cannot act on (a database or HTTP failure) should
+    /// become.
+    ///
+    /// ```
+    /// use signalbox::{Error, ErrorCode};
+    ///
+    /// let io = std::io::Error::other("connection refused by 10.0.0.7:5432");
+    /// let e = Error::internal_cause(io);
+    /// assert_eq!(e.code(), &ErrorCode::Internal);
+    /// assert_eq!(e.message(), "internal error");
+    /// let source = std::error::Error::source(&e).map(|s| s.to_string());
+    /// assert_eq!(source.as_deref(), Some("connection refused by 10.0.0.7:5432"));
+    /// ```
+    pub fn internal_cause(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::internal(GENERIC_INTERNAL).with_source(cause)
+    }
+
+    /// Keeps `cause` behind this error: logged and given to the error sink,
+    /// never sent to the peer.
+    pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(cause));
+        self
+    }
+
+    /// An error from any boxed error: the [`Error`] it is, if it is one,
+    /// otherwise [`Error::internal_cause`] of it.
+    fn from_boxed(error: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        match error.downcast::<Error>() {
+            Ok(error) => *error,
+            Err(other) => Error {
+                source: Some(Arc::from(other)),
+                ..Error::internal(GENERIC_INTERNAL)
+            },
         }
     }
 
@@ -99,7 +181,33 @@ impl Error {
 
 impl From<ErrorPayload> for Error {
     fn from(payload: ErrorPayload) -> Self {
-        Error { payload }
+        Error {
+            payload,
+            source: None,
+        }
+    }
+}
+
+/// What a handler returning `Result<_, Box<dyn std::error::Error + Send +
+/// Sync>>` answers: the [`Error`] inside if the box holds one, otherwise
+/// INTERNAL `"internal error"` with the boxed error as the source.
+impl From<Box<dyn std::error::Error + Send + Sync + 'static>> for Error {
+    fn from(error: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        Error::from_boxed(error)
+    }
+}
+
+/// What a handler returning `anyhow::Result` answers: the [`Error`] inside
+/// if the `anyhow::Error` wraps one, otherwise INTERNAL `"internal error"`
+/// with the whole `anyhow::Error` (its context chain included) as the
+/// source. Needs the `anyhow` feature.
+#[cfg(feature = "anyhow")]
+impl From<anyhow::Error> for Error {
+    fn from(error: anyhow::Error) -> Self {
+        match error.downcast::<Error>() {
+            Ok(error) => error,
+            Err(other) => Error::from_boxed(other.into()),
+        }
     }
 }
 
@@ -109,7 +217,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<Invalid> for Error {
     fn from(invalid: Invalid) -> Self {

@@ -8,7 +8,7 @@ use crate::context::Conn;
 use crate::error::Error;
 use crate::message::Message;
 use crate::meter::{HubMeter, TopicGauges};
-use crate::router::{Hooks, RouteEntry, Router};
+use crate::router::{BuildError, Hooks, RouteEntry, Router};
 use crate::state::StateStore;
 use crate::topic::history::{
     self, Entry, Gate, HistoryLimits, MemoryHistory, Position, Replay, Start, TopicPattern,
@@ -290,8 +290,21 @@ impl HubBuilder {
     }
 
     /// Builds the hub.
+    ///
+    /// # Panics
+    /// If a state type the routers declared they need ([`Router::needs`],
+    /// [`crate::Route::needs`]) is not registered: a wiring mistake, caught
+    /// at startup. [`HubBuilder::try_build`] returns it instead.
     pub fn build(self) -> Hub {
-        let (routes, hooks, state) = self.router.into_parts();
+        self.try_build()
+            .unwrap_or_else(|error| panic!("signalbox: cannot build the hub: {error}"))
+    }
+
+    /// Builds the hub, or says why it cannot: a state type the routers
+    /// declared they need ([`Router::needs`], [`crate::Route::needs`]) that
+    /// none registers ([`BuildError::MissingState`]).
+    pub fn try_build(self) -> Result<Hub, BuildError> {
+        let (routes, hooks, state) = self.router.into_parts()?;
         let node = format!(
             "{:08x}",
             std::collections::hash_map::RandomState::new()
@@ -326,15 +339,15 @@ impl HubBuilder {
         inner.broker.attach(LocalDelivery {
             hub: Arc::downgrade(&inner),
         });
-        Hub { inner }
+        Ok(Hub { inner })
     }
 }
 
 impl Hub {
     /// Starts building a hub around `router`.
-    pub fn builder(router: Router) -> HubBuilder {
+    pub fn builder<E: Into<Error> + Send + 'static>(router: Router<E>) -> HubBuilder {
         HubBuilder {
-            router,
+            router: router.erase(),
             config: Config::default(),
             rules: TopicRules::default(),
             broker: Arc::new(LocalBroker),

@@ -27,7 +27,10 @@
 //! message!(NewMessage = "NEW_MESSAGE");
 //!
 //! let router = Router::new()
-//!     .on(|ctx: Ctx<JoinRoom>| async move { ctx.subscribe(&ctx.payload().room_id).map(drop) })
+//!     .on(|ctx: Ctx<JoinRoom>| async move {
+//!         ctx.subscribe(&ctx.payload().room_id)?;
+//!         Ok(())
+//!     })
 //!     .on(|ctx: Ctx<SendMessage>| async move {
 //!         let SendMessage { room_id, text } = ctx.payload();
 //!         if !ctx.is_subscribed(room_id) {
@@ -81,7 +84,9 @@ pub use hub::{
 };
 pub use message::{Invalid, Message, Opaque, validate};
 pub use middleware::{Middleware, Next, Request};
-pub use router::{ConflictPolicy, ErrorEvent, HandlerResult, MergeError, Route, Router};
+pub use router::{
+    BuildError, ConflictPolicy, ErrorEvent, HandlerResult, MergeError, Route, Router,
+};
 pub use state::StateStore;
 pub use topic::history::{HistoryLimits, Position, Start, TopicPattern};
 pub use topic::presence::{PresenceEntry, PresenceJoined, PresenceLeft};

@@ -12,49 +12,99 @@ use futures_util::future::BoxFuture;
 use signalbox_codec::Meta;
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What a handler of [`Router::on`] may return: nothing, or a result.
+/// What a handler of [`Router::on`] may return: nothing, or
+/// `Result<(), E>` for the router's error type `E`
+/// ([`Router::handler_error`]; [`Error`] unless chosen).
+///
+/// The error type is the router's, not each handler's, so that a handler
+/// that only uses `?` and ends with `Ok(())` needs no annotation: there is
+/// one `Result` this trait accepts, and the compiler takes it. What an
+/// error becomes on the wire is in [`crate::error`].
 ///
 /// A handler of `.on` that returns a value gets a compiler error pointing
 /// to [`Router::rpc`] (`core/tests/ui/on_returns_a_value.rs`).
 #[diagnostic::on_unimplemented(
-    message = "a handler of `.on` (or an `on_open` hook) returns `{Self}`; it may return only `()` or `Result<(), signalbox::Error>`",
+    message = "a handler of `.on` (or an `on_open` hook) returns `{Self}`; it may return only `()` or `Result<(), {E}>`, the router's error type",
     label = "returns `{Self}`",
-    note = "to answer a request with a value, route it with `.rpc` (the handler returns `Result<Response, Error>`, docs/PROTOCOL.md §7)",
-    note = "to send a message from a handler of `.on`, use `ctx.reply(&msg)` or `ctx.conn().send(&msg)` and return `Ok(())`"
+    note = "to answer a request with a value, route it with `.rpc` (the handler returns `Result<Response, {E}>`, docs/PROTOCOL.md §7)",
+    note = "to send a message from a handler of `.on`, use `ctx.reply(&msg)` or `ctx.conn().send(&msg)` and return `Ok(())`",
+    note = "to return another error type (one with `Into<signalbox::Error>`), choose it for the router with `.handler_error::<YourError>()`"
 )]
-pub trait HandlerResult: Send + 'static {
-    /// As a result.
+pub trait HandlerResult<E = Error>: Send + 'static {
+    /// As a result, the error converted for the wire.
     fn into_result(self) -> Result<(), Error>;
 }
 
-impl HandlerResult for () {
+impl<E> HandlerResult<E> for () {
     fn into_result(self) -> Result<(), Error> {
         Ok(())
     }
 }
 
-impl HandlerResult for Result<(), Error> {
+impl<E: Into<Error> + Send + 'static> HandlerResult<E> for Result<(), E> {
     fn into_result(self) -> Result<(), Error> {
-        self
+        self.map_err(Into::into)
     }
 }
 
+/// A shared-state type a router or route declared it uses
+/// ([`Router::needs`], [`Route::needs`]).
+#[derive(Clone, Copy)]
+struct Need {
+    type_name: &'static str,
+    registered: fn(&DataMap) -> bool,
+}
+
+impl Need {
+    fn of<T: Send + Sync + 'static>() -> Need {
+        fn registered<T: Send + Sync + 'static>(state: &DataMap) -> bool {
+            state.get::<T>().is_some()
+        }
+        Need {
+            type_name: std::any::type_name::<T>(),
+            registered: registered::<T>,
+        }
+    }
+}
+
+/// Why a hub could not be built from a router ([`HubBuilder::try_build`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A router or route declared it needs shared state of a type that no
+    /// router registered with [`Router::with_state`].
+    #[error("{} needs shared state of type {type_name}, which no router registers with with_state", .route.as_deref().map_or_else(|| "a router".to_owned(), |r| format!("route {r:?}")))]
+    MissingState {
+        /// The state's type, as `std::any::type_name` spells it.
+        type_name: &'static str,
+        /// The route that declared it ([`Route::needs`]); `None` when a
+        /// router did ([`Router::needs`]).
+        route: Option<String>,
+    },
+}
+
 /// One route: a message type, its handler, and how it runs.
-pub struct Route {
+///
+/// `E` is the error type its handler returns; a route added with
+/// [`Router::route`] takes the router's, so it is rarely written.
+pub struct Route<E = Error> {
     name: String,
     rpc: bool,
     concurrent: bool,
     deadline: Option<Duration>,
     compress: bool,
     layers: Vec<Arc<dyn Middleware>>,
+    needs: Vec<Need>,
     handler: Arc<dyn Fn(bool) -> Endpoint + Send + Sync>,
+    error: PhantomData<fn() -> E>,
 }
 
-impl std::fmt::Debug for Route {
+impl<E> std::fmt::Debug for Route<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Route")
             .field("name", &self.name)
@@ -66,14 +116,14 @@ impl std::fmt::Debug for Route {
     }
 }
 
-impl Route {
+impl<E: Into<Error> + Send + 'static> Route<E> {
     /// A route for messages of type `M`, handled in arrival order.
-    pub fn on<M, H, Fut>(handler: H) -> Route
+    pub fn on<M, H, Fut>(handler: H) -> Route<E>
     where
         M: Message,
         H: Fn(Ctx<M>) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
-        Fut::Output: HandlerResult,
+        Fut::Output: HandlerResult<E>,
     {
         let handler = Arc::new(handler);
         Route {
@@ -83,13 +133,15 @@ impl Route {
             deadline: None,
             compress: true,
             layers: Vec::new(),
+            needs: Vec::new(),
+            error: PhantomData,
             handler: Arc::new(move |compress| {
                 let handler = handler.clone();
                 Arc::new(move |req: Request| {
                     let handler = handler.clone();
                     Box::pin(async move {
                         let ctx = decode::<M>(req, false, compress)?;
-                        handler(ctx).await.into_result()
+                        HandlerResult::<E>::into_result(handler(ctx).await)
                     }) as BoxFuture<'static, Result<(), Error>>
                 })
             }),
@@ -97,16 +149,17 @@ impl Route {
     }
 
     /// A request/response route: the handler's `Ok` is sent back as `Resp`
-    /// with the request's correlationId, its `Err` as `RPC_ERROR` (also for
-    /// a request without a correlationId, docs/PROTOCOL.md §6). Requests
-    /// run concurrently (up to [`crate::Config::max_concurrent`]) and get
+    /// with the request's correlationId, its `Err` (converted as
+    /// [`crate::error`] describes) as `RPC_ERROR` (also for a request
+    /// without a correlationId, docs/PROTOCOL.md §6). Requests run
+    /// concurrently (up to [`crate::Config::max_concurrent`]) and get
     /// DEADLINE_EXCEEDED when they take longer than the deadline.
-    pub fn rpc<Req, Resp, H, Fut>(handler: H) -> Route
+    pub fn rpc<Req, Resp, H, Fut>(handler: H) -> Route<E>
     where
         Req: Message,
         Resp: Message,
         H: Fn(Ctx<Req>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+        Fut: Future<Output = Result<Resp, E>> + Send + 'static,
     {
         let handler = Arc::new(handler);
         Route {
@@ -116,6 +169,8 @@ impl Route {
             deadline: None,
             compress: true,
             layers: Vec::new(),
+            needs: Vec::new(),
+            error: PhantomData,
             handler: Arc::new(move |compress| {
                 let handler = handler.clone();
                 Arc::new(move |req: Request| {
@@ -127,12 +182,25 @@ impl Route {
                             correlation_id: ctx.meta.correlation_id.clone(),
                             ..Meta::default()
                         };
-                        let resp = handler(ctx).await?;
+                        let resp = handler(ctx).await.map_err(Into::into)?;
                         conn.send_with(&resp, meta, compress)
                     }) as BoxFuture<'static, Result<(), Error>>
                 })
             }),
         }
+    }
+}
+
+impl<E> Route<E> {
+    /// Declares that this route's handler uses shared state of type `T`
+    /// ([`Conn::state`]): building a hub whose routers register no `T`
+    /// ([`Router::with_state`]) then fails with
+    /// [`BuildError::MissingState`] instead of answering INTERNAL to a peer
+    /// when the handler runs. [`Router::needs`] declares it for a whole
+    /// router.
+    pub fn needs<T: Send + Sync + 'static>(mut self) -> Self {
+        self.needs.push(Need::of::<T>());
+        self
     }
 
     /// Adds middleware that runs for this route only, after the router's.
@@ -174,6 +242,22 @@ impl Route {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The same route, typed for a router of another error type (its
+    /// handler was converted when it was made).
+    fn cast<E2>(self) -> Route<E2> {
+        Route {
+            name: self.name,
+            rpc: self.rpc,
+            concurrent: self.concurrent,
+            deadline: self.deadline,
+            compress: self.compress,
+            layers: self.layers,
+            needs: self.needs,
+            handler: self.handler,
+            error: PhantomData,
+        }
+    }
 }
 
 fn decode<M: Message>(req: Request, rpc: bool, compress: bool) -> Result<Ctx<M>, Error> {
@@ -214,7 +298,9 @@ pub struct ErrorEvent<'a> {
     pub conn: &'a Conn,
     /// The message type, when the error concerns one that was read.
     pub message_type: Option<&'a str>,
-    /// The error, as answered to the peer.
+    /// The error, as answered to the peer; its
+    /// [`source`](std::error::Error::source), if any, is the cause the peer
+    /// was not told about ([`crate::error`]).
     pub error: &'a Error,
 }
 
@@ -246,6 +332,11 @@ pub(crate) struct RouteEntry {
 /// Routes, middleware, hooks and state; [`Router::build`] turns it into a
 /// [`Hub`].
 ///
+/// `E` is the error type its handlers return: [`Error`] for
+/// [`Router::new`], any type with `Into<Error>` after
+/// [`Router::handler_error`] (what the peer is answered is in
+/// [`crate::error`]).
+///
 /// ```
 /// use serde::{Deserialize, Serialize};
 /// use signalbox::{message, Ctx, Error, Router};
@@ -264,15 +355,29 @@ pub(crate) struct RouteEntry {
 ///     });
 /// # let _ = router;
 /// ```
-#[derive(Default)]
-pub struct Router {
+pub struct Router<E = Error> {
     routes: Vec<Route>,
     layers: Vec<Arc<dyn Middleware>>,
     hooks: Hooks,
     state: DataMap,
+    needs: Vec<Need>,
+    error: PhantomData<fn() -> E>,
 }
 
-impl std::fmt::Debug for Router {
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            routes: Vec::new(),
+            layers: Vec::new(),
+            hooks: Hooks::default(),
+            state: DataMap::default(),
+            needs: Vec::new(),
+            error: PhantomData,
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for Router<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field(
@@ -289,9 +394,66 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    /// An empty router.
+    /// An empty router whose handlers return [`Error`].
     pub fn new() -> Self {
         Router::default()
+    }
+}
+
+impl<E: Into<Error> + Send + 'static> Router<E> {
+    /// Handlers added from here on return `E` in their `Err`: any error type
+    /// with `Into<signalbox::Error>` (what the peer is answered is in
+    /// [`crate::error`]). Handlers already added keep theirs.
+    ///
+    /// With an application error type, `?` works on signalbox calls, the
+    /// database and everything else the error type converts from, without a
+    /// `map_err`:
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use signalbox::{message, Ctx, Error, Router};
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// enum AppError {
+    ///     #[error(transparent)]
+    ///     Signal(#[from] Error),
+    ///     #[error("database: {0}")]
+    ///     Db(#[from] std::io::Error),
+    /// }
+    ///
+    /// impl From<AppError> for Error {
+    ///     fn from(e: AppError) -> Error {
+    ///         match e {
+    ///             AppError::Signal(e) => e,
+    ///             // INTERNAL "internal error" to the peer; the cause to the log.
+    ///             AppError::Db(e) => Error::internal_cause(e),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # fn save(_: &str) -> Result<(), std::io::Error> { Ok(()) }
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Note { text: String }
+    /// message!(Note = "NOTE");
+    ///
+    /// let router = Router::new()
+    ///     .handler_error::<AppError>()
+    ///     .on(|ctx: Ctx<Note>| async move {
+    ///         save(&ctx.payload().text)?;
+    ///         ctx.reply(ctx.payload())?;
+    ///         Ok(())
+    ///     });
+    /// # let _ = router;
+    /// ```
+    pub fn handler_error<E2: Into<Error> + Send + 'static>(self) -> Router<E2> {
+        Router {
+            routes: self.routes,
+            layers: self.layers,
+            hooks: self.hooks,
+            state: self.state,
+            needs: self.needs,
+            error: PhantomData,
+        }
     }
 
     /// Routes messages of type `M` to `handler`, in arrival order.
@@ -304,9 +466,9 @@ impl Router {
         M: Message,
         H: Fn(Ctx<M>) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
-        Fut::Output: HandlerResult,
+        Fut::Output: HandlerResult<E>,
     {
-        self.route(Route::on::<M, H, Fut>(handler))
+        self.route(Route::<E>::on::<M, H, Fut>(handler))
     }
 
     /// Routes requests of type `Req` to `handler`, answering `Resp`; see
@@ -319,9 +481,9 @@ impl Router {
         Req: Message,
         Resp: Message,
         H: Fn(Ctx<Req>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+        Fut: Future<Output = Result<Resp, E>> + Send + 'static,
     {
-        self.route(Route::rpc::<Req, Resp, H, Fut>(handler))
+        self.route(Route::<E>::rpc::<Req, Resp, H, Fut>(handler))
     }
 
     /// Adds a configured [`Route`].
@@ -329,7 +491,8 @@ impl Router {
     /// # Panics
     /// If this router already routes the route's type: two handlers for one
     /// type is a programming error, caught at startup.
-    pub fn route(mut self, route: Route) -> Self {
+    pub fn route(mut self, route: Route<E>) -> Self {
+        let route = route.cast::<Error>();
         assert!(
             !self.routes.iter().any(|r| r.name == route.name),
             "signalbox: message type {:?} is routed twice; use Router::merge with a ConflictPolicy",
@@ -352,12 +515,12 @@ impl Router {
     where
         H: Fn(Conn) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
-        Fut::Output: HandlerResult,
+        Fut::Output: HandlerResult<E>,
     {
         let hook = Arc::new(hook);
         self.hooks.on_open.push(Arc::new(move |conn| {
             let hook = hook.clone();
-            Box::pin(async move { hook(conn).await.into_result() })
+            Box::pin(async move { HandlerResult::<E>::into_result(hook(conn).await) })
         }));
         self
     }
@@ -380,7 +543,9 @@ impl Router {
 
     /// The error sink: sees every error answered to a peer (undecodable
     /// messages, unknown types, invalid payloads, handler errors, panics,
-    /// rate limits). One per hub; setting it again replaces it.
+    /// rate limits), with the cause the peer is not told about as
+    /// `event.error.source()` ([`crate::error`]). One per hub; setting it
+    /// again replaces it.
     pub fn on_error(mut self, sink: impl Fn(&ErrorEvent<'_>) + Send + Sync + 'static) -> Self {
         self.hooks.on_error = Some(Arc::new(sink));
         self
@@ -402,22 +567,46 @@ impl Router {
         self
     }
 
+    /// Declares that this router's handlers use shared state of type `T`
+    /// ([`Conn::state`]), registered here or by a router this one is merged
+    /// into. Building a hub without it fails ([`HubBuilder::try_build`]
+    /// returns [`BuildError::MissingState`], [`HubBuilder::build`] panics)
+    /// instead of answering INTERNAL to a peer when a handler asks for it.
+    ///
+    /// ```
+    /// use signalbox::{BuildError, Router};
+    ///
+    /// struct Db;
+    /// // A module's routes say what they use; the application registers it.
+    /// fn notes() -> Router { Router::new().needs::<Db>() }
+    ///
+    /// let forgot = Router::new().merge(notes(), signalbox::ConflictPolicy::Error).unwrap();
+    /// assert!(matches!(forgot.into_builder().try_build(), Err(BuildError::MissingState { .. })));
+    ///
+    /// let app = Router::new().with_state(Db).merge(notes(), signalbox::ConflictPolicy::Error).unwrap();
+    /// assert!(app.into_builder().try_build().is_ok());
+    /// ```
+    pub fn needs<T: Send + Sync + 'static>(mut self) -> Self {
+        self.needs.push(Need::of::<T>());
+        self
+    }
+
     /// Takes every route, hook and state of `other` (bun-ws-router's
     /// `addRoutes`). `other`'s middleware stays scoped to `other`'s routes;
     /// this router's middleware applies to all. Lifecycle hooks of both
     /// run; `other`'s error sink and topic hook are used only if this
     /// router has none.
-    pub fn merge(self, other: Router, policy: ConflictPolicy) -> Result<Self, MergeError> {
+    pub fn merge<E2>(self, other: Router<E2>, policy: ConflictPolicy) -> Result<Self, MergeError> {
         self.mount("", other, policy)
     }
 
     /// Like [`Router::merge`], with `prefix` put before each of `other`'s
     /// types (`mount("admin.", r)` routes `admin.KICK` to `r`'s `KICK`
     /// handler).
-    pub fn mount(
+    pub fn mount<E2>(
         mut self,
         prefix: &str,
-        other: Router,
+        other: Router<E2>,
         policy: ConflictPolicy,
     ) -> Result<Self, MergeError> {
         let Router {
@@ -425,6 +614,8 @@ impl Router {
             layers,
             hooks,
             state,
+            needs,
+            error: _,
         } = other;
         let mut incoming = Vec::with_capacity(routes.len());
         for mut route in routes {
@@ -458,6 +649,7 @@ impl Router {
             self.hooks.authorize = hooks.authorize;
         }
         self.state.extend(state);
+        self.needs.extend(needs);
         Ok(self)
     }
 
@@ -468,6 +660,11 @@ impl Router {
 
     /// Builds a hub with the default configuration; see [`Hub::builder`]
     /// to choose configuration, broker or clock.
+    ///
+    /// # Panics
+    /// If a state type declared with [`Router::needs`] or [`Route::needs`]
+    /// is not registered; [`HubBuilder::try_build`] returns it as a
+    /// [`BuildError`] instead.
     pub fn build(self) -> Hub {
         Hub::builder(self).build()
     }
@@ -477,7 +674,40 @@ impl Router {
         Hub::builder(self)
     }
 
-    pub(crate) fn into_parts(self) -> (HashMap<Box<str>, Arc<RouteEntry>>, Hooks, DataMap) {
+    /// The same router, typed as one whose handlers return [`Error`]: what
+    /// a hub is built from (its handlers were converted when added).
+    pub(crate) fn erase(self) -> Router {
+        self.handler_error::<Error>()
+    }
+
+    /// The first declared need that no router registered.
+    fn missing_state(&self) -> Option<BuildError> {
+        let unmet = |need: &Need| !(need.registered)(&self.state);
+        let missing = |need: &Need, route: Option<&str>| BuildError::MissingState {
+            type_name: need.type_name,
+            route: route.map(str::to_owned),
+        };
+        if let Some(need) = self.needs.iter().find(|n| unmet(n)) {
+            return Some(missing(need, None));
+        }
+        self.routes.iter().find_map(|route| {
+            route
+                .needs
+                .iter()
+                .find(|n| unmet(n))
+                .map(|need| missing(need, Some(&route.name)))
+        })
+    }
+
+    /// The route table, hooks and state a hub serves, or why they cannot
+    /// be served.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_parts(
+        self,
+    ) -> Result<(HashMap<Box<str>, Arc<RouteEntry>>, Hooks, DataMap), BuildError> {
+        if let Some(missing) = self.missing_state() {
+            return Err(missing);
+        }
         let mut table = HashMap::with_capacity(self.routes.len());
         for route in self.routes {
             let chain: Vec<Arc<dyn Middleware>> = self
@@ -497,7 +727,7 @@ impl Router {
             };
             table.insert(route.name.into_boxed_str(), Arc::new(entry));
         }
-        (table, self.hooks, self.state)
+        Ok((table, self.hooks, self.state))
     }
 }
 
@@ -549,6 +779,10 @@ pub(crate) async fn dispatch(
             Error::internal("internal error")
         }
     };
+    if let Some(cause) = std::error::Error::source(&error) {
+        // The cause stays here and with the error sink (core/src/error.rs).
+        tracing::error!(r#type = %route.name, %error, %cause, "handler failed");
+    }
     // docs/PROTOCOL.md §6: the route decides, not the correlationId.
     let answer_type = if route.rpc {
         signalbox_codec::vocab::RPC_ERROR

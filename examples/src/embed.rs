@@ -206,7 +206,7 @@ pub fn hub(notes: Arc<Mutex<Notes>>) -> Hub {
     signalbox::Router::new()
         .on_open(|conn: Conn| async move {
             conn.subscribe(NOTES_TOPIC)?;
-            Ok::<(), Error>(())
+            Ok(())
         })
         .rpc(|ctx: Ctx<WhoAmI>| async move {
             Ok(YouAre {

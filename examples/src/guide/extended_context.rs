@@ -74,7 +74,10 @@ impl<M: Message> AppCtx for Ctx<M> {
 /// (`reply` needs no extension: `Ctx::reply` carries the correlationId.)
 pub fn router() -> Router {
     Router::new()
-        .on_open(|conn| async move { conn.subscribe(GLOBAL).map(drop) })
+        .on_open(|conn| async move {
+            conn.subscribe(GLOBAL)?;
+            Ok(())
+        })
         .on(|ctx: Ctx<ClaimRole>| async move {
             let role = ctx.payload().role.clone();
             ctx.update_data(|r: &mut Roles| r.0.push(role.clone()));

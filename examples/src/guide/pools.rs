@@ -74,7 +74,10 @@ message!(ServerTime = "SERVER_TIME");
 /// Pools as topics.
 pub fn router() -> Router {
     Router::new()
-        .on_open(|conn| async move { conn.subscribe(GLOBAL).map(drop) })
+        .on_open(|conn| async move {
+            conn.subscribe(GLOBAL)?;
+            Ok(())
+        })
         .on(|ctx: Ctx<JoinPool>| async move {
             let pool = &ctx.payload().pool_id;
             if ctx.subscribe(pool)? {

@@ -140,11 +140,14 @@ fn key(room: &str) -> String {
     format!("{ROOM_PREFIX}{room}")
 }
 
-/// Rooms whose state lives in the store, listed in `directory`.
-pub fn router(directory: Directory) -> Router {
+/// Rooms whose state lives in the store. `LIST_ROOMS` answers from the
+/// [`Directory`] the application registers with `with_state`: the router
+/// declares it with `needs`, so a hub built without one fails at startup
+/// instead of answering INTERNAL to the first `LIST_ROOMS`.
+pub fn router() -> Router {
     let view = room_view();
     Router::new()
-        .with_state(directory)
+        .needs::<Directory>()
         .on(move |ctx: Ctx<JoinRoom>| {
             let view = view.clone();
             async move {
@@ -226,7 +229,7 @@ pub async fn keep_directory(mut changes: StateChanges<RoomState>, directory: Dir
 /// a Tokio runtime).
 pub fn hub() -> Hub {
     let directory = Directory::default();
-    let hub = router(directory.clone()).build();
+    let hub = router().with_state(directory.clone()).build();
     let changes = hub
         .store()
         .subscribe::<RoomState>(TopicPattern::prefix(ROOM_PREFIX));
