@@ -17,6 +17,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod client;
+pub mod plot;
 pub mod proto;
 pub mod stats;
 pub mod workload;

@@ -2,11 +2,20 @@
 //! server has fully set them up) and then stay silent; reads the server's
 //! resident memory (`VmRSS` of `/proc/PID/status`) before and after, and
 //! reports the difference per connection.
+//!
+//! The connections keep reading while they idle, so they answer the
+//! server's heartbeat pings (docs/PROTOCOL.md §4) and are not closed for
+//! silence. With `--rest SECS`, the server's CPU time over that long a rest
+//! (nothing but heartbeats) is reported too, with the pings counted in it.
 
 use super::{STALL, TargetArgs, connect_many};
+use crate::client::{Conn, Rx};
 use crate::proto;
-use crate::stats::Report;
+use crate::stats::{CpuProbe, Report};
 use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Parameters of `idle`.
@@ -27,6 +36,10 @@ pub struct IdleArgs {
     /// Seconds to wait, connections open, before reading the memory.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     pub settle: f64,
+    /// Seconds, after the memory reading, over which the server's CPU time
+    /// at rest is measured (0: not measured).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub rest: f64,
 }
 
 /// The resident set size of process `pid`, in bytes.
@@ -76,16 +89,30 @@ pub async fn run(args: &IdleArgs) -> Result<Report> {
         conns.len(),
         started.elapsed().as_secs_f64()
     );
+    let m = conns.len().max(1);
+    // Every connection reads from now on (answering pings); the sending
+    // halves stay open until the end.
+    let pings = Arc::new(AtomicU64::new(0));
+    let closed = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::with_capacity(m);
+    let mut readers = tokio::task::JoinSet::new();
+    for Conn { tx, rx, .. } in conns {
+        senders.push(tx);
+        let (pings, closed) = (pings.clone(), closed.clone());
+        readers.spawn(async move {
+            // Returns only once the connection is closed or broken.
+            let _ = hold(rx, &pings).await;
+            closed.fetch_add(1, Ordering::Relaxed);
+        });
+    }
     tokio::time::sleep(Duration::from_secs_f64(args.settle.max(0.0))).await;
     let after = rss_bytes(args.server_pid)?;
-    let m = conns.len().max(1);
     let per = after.saturating_sub(before) as f64 / m as f64;
     eprintln!(
         "[idle] server RSS after: {:.1} MiB",
         after as f64 / 1048576.0
     );
-    drop(conns);
-    Ok(Report {
+    let mut report = Report {
         workload: "idle".into(),
         transport: target.transport().into(),
         codec: args.codec.clone(),
@@ -95,7 +122,46 @@ pub async fn run(args: &IdleArgs) -> Result<Report> {
         value: per,
         unit: "bytes/conn".into(),
         ..Report::default()
-    })
+    };
+    if args.rest > 0.0 {
+        let mut probe = CpuProbe::new(Some(args.server_pid));
+        let pings_before = pings.load(Ordering::Relaxed);
+        probe.start();
+        tokio::time::sleep(Duration::from_secs_f64(args.rest)).await;
+        let spent = probe.spent();
+        let heartbeats = pings.load(Ordering::Relaxed) - pings_before;
+        report.seconds = args.rest;
+        report.heartbeats = Some(heartbeats);
+        report = report.with_cpu(spent);
+        eprintln!(
+            "[idle] at rest for {:.1}s: {heartbeats} pings, server CPU {:.3} s",
+            args.rest,
+            report.server_cpu_s.unwrap_or(0.0)
+        );
+    }
+    let lost = closed.load(Ordering::Relaxed);
+    if lost > 0 {
+        eprintln!("[idle] {lost} connections were closed while idle");
+        report.errors = lost;
+    }
+    readers.abort_all();
+    drop(senders);
+    Ok(report)
+}
+
+/// Reads a connection until it closes, counting the server's pings.
+async fn hold(rx: Rx, pings: &AtomicU64) -> Result<()> {
+    match rx {
+        Rx::Ws(mut stream) => {
+            while let Some(message) = stream.next().await {
+                if message?.is_ping() {
+                    pings.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        mut rx => while rx.recv().await?.is_some() {},
+    }
+    Ok(())
 }
 
 #[cfg(test)]
