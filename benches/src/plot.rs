@@ -13,6 +13,9 @@ pub struct Series {
     pub name: String,
     /// (x, y) points, in any order (drawn sorted by x).
     pub points: Vec<(f64, f64)>,
+    /// Index into the palette, so that one server keeps its colour across
+    /// charts.
+    pub color: usize,
 }
 
 /// A chart of several series against one parameter.
@@ -111,8 +114,8 @@ impl Chart {
     where
         X: Ranged<ValueType = f64>,
     {
-        for (i, series) in self.series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+        for series in &self.series {
+            let color = COLORS[series.color % COLORS.len()];
             let mut points = series.points.clone();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             chart
@@ -135,7 +138,7 @@ impl Chart {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
@@ -164,9 +167,7 @@ pub fn short(v: f64) -> String {
     } else {
         (v, "")
     };
-    let text = if n.fract().abs() < 1e-9 {
-        format!("{n:.0}")
-    } else if n.abs() >= 10.0 {
+    let text = if n.fract().abs() < 1e-9 || n.abs() >= 10.0 {
         format!("{n:.0}")
     } else {
         format!("{n:.1}")
@@ -187,6 +188,7 @@ mod tests {
             series: vec![
                 Series {
                     name: "signalbox".into(),
+                    color: 0,
                     points: vec![
                         (1000.0, 300_000.0),
                         (100.0, 250_000.0),
@@ -195,6 +197,7 @@ mod tests {
                 },
                 Series {
                     name: "chat floor".into(),
+                    color: 3,
                     points: vec![(100.0, 260_000.0), (1000.0, 310_000.0)],
                 },
             ],

@@ -987,10 +987,11 @@ fn table_rows(args: &Args, case: &Case, medians: &Medians, bun_ok: bool) -> Vec<
     rows
 }
 
+/// The medians of the curves' points: (x, y) per curve, metric and server.
+type CurvePoints = BTreeMap<(Curve, Metric), BTreeMap<Server, Vec<(f64, f64)>>>;
+
 /// The curves' charts from the medians of their points.
-fn charts(
-    points: &BTreeMap<(Curve, Metric), BTreeMap<Server, Vec<(f64, f64)>>>,
-) -> Vec<(String, Chart)> {
+fn charts(points: &CurvePoints) -> Vec<(String, Chart)> {
     let mut charts = Vec::new();
     for ((curve, metric), per_server) in points {
         let (file, title, x_label, y_label, log_x, scale) = match (curve, metric) {
@@ -1033,6 +1034,7 @@ fn charts(
             .filter(|(_, pts)| !pts.is_empty())
             .map(|(server, pts)| Series {
                 name: server.legend().to_owned(),
+                color: *server as usize,
                 points: pts.iter().map(|&(x, y)| (x, y * scale)).collect(),
             })
             .collect::<Vec<_>>();
@@ -1109,7 +1111,7 @@ fn curves_section(args: &Args, charts: &[(String, Chart)], placement: &str) -> S
             }
             out.push('\n');
         }
-        out.push_str(&format!("\n({})\n\n", chart.y_label));
+        out.push_str(&format!("\nValues: {}.\n\n", chart.y_label));
     }
     out
 }
@@ -1156,7 +1158,7 @@ fn main() -> Result<()> {
         rows.extend(table_rows(&args, case, &medians, bun_ok));
     }
     let table_seconds = started.elapsed().as_secs_f64();
-    let mut points: BTreeMap<(Curve, Metric), BTreeMap<Server, Vec<(f64, f64)>>> = BTreeMap::new();
+    let mut points = CurvePoints::new();
     if !args.no_curves {
         for case in curve_cases(&args).iter().filter(|c| selected(c)) {
             let Some((curve, x)) = case.curve else {
