@@ -463,3 +463,55 @@ async fn main() -> Result<()> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn member(id: u64, queue: usize) -> (Member, mpsc::Receiver<Message>) {
+        let (outbox, inbox) = mpsc::channel(queue);
+        let kick = Arc::new(Notify::new());
+        (Member { id, outbox, kick }, inbox)
+    }
+
+    #[tokio::test]
+    async fn a_publication_reaches_each_member_once_and_a_full_queue_kicks() {
+        let rooms = Rooms::default();
+        let (a, mut a_in) = member(1, 8);
+        let (b, mut b_in) = member(2, 1);
+        assert!(rooms.join("lobby", &a));
+        assert!(!rooms.join("lobby", &a), "a second join is a no-op");
+        assert!(rooms.join("lobby", &b));
+        rooms.publish("lobby", Message::text("one"));
+        assert_eq!(a_in.try_recv().unwrap(), Message::text("one"));
+        assert!(a_in.try_recv().is_err(), "delivered once");
+        // b's queue holds one message: the second publication kicks it.
+        rooms.publish("lobby", Message::text("two"));
+        let kicked = tokio::time::timeout(Duration::from_secs(5), b.kick.notified()).await;
+        assert!(kicked.is_ok(), "a full queue closes the member");
+        assert_eq!(b_in.try_recv().unwrap(), Message::text("one"));
+        assert!(rooms.leave("lobby", 2));
+        assert!(!rooms.leave("lobby", 2));
+        rooms.publish("lobby", Message::text("three"));
+        assert!(b_in.try_recv().is_err(), "a member that left gets nothing");
+        assert!(rooms.leave("lobby", 1));
+        assert!(rooms.lock().is_empty(), "an empty room is dropped");
+    }
+
+    #[test]
+    fn envelopes_are_read_and_written_in_the_protocol_shape() {
+        let text = r#"{"type":"ECHO","meta":{"correlationId":"7","x":1},"payload":{"data":"hi"}}"#;
+        let incoming: Incoming<'_> = serde_json::from_str(text).unwrap();
+        assert_eq!(incoming.ty, "ECHO");
+        assert_eq!(incoming.meta.unwrap().correlation_id.as_deref(), Some("7"));
+        let Message::Text(out) = encode("ECHO", Some("7"), None, incoming.payload).unwrap() else {
+            panic!("a text frame");
+        };
+        let value: serde_json::Value = serde_json::from_str(out.as_str()).unwrap();
+        assert_eq!(value["type"], "ECHO");
+        assert_eq!(value["meta"]["correlationId"], "7");
+        assert!(value["meta"]["timestamp"].as_u64().unwrap() > 0);
+        assert_eq!(value["payload"], serde_json::json!({"data": "hi"}));
+    }
+}
