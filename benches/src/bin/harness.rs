@@ -181,6 +181,9 @@ enum Metric {
     CpuCores,
     /// Server CPU time per heartbeat at rest.
     CpuPerHeartbeat,
+    /// The load generator's CPU over the measured window, in cores (read
+    /// in every run; marks rates the client may have bounded).
+    LoadgenCores,
 }
 
 /// Which way a target points.
@@ -785,6 +788,9 @@ fn metric_of(report: &Value, metric: Metric) -> Option<f64> {
             let beats = report["heartbeats"].as_f64().filter(|&n| n > 0.0)?;
             Some(cpu? * 1e6 / beats)
         }
+        Metric::LoadgenCores => Some(
+            report["loadgen_cpu_s"].as_f64()? / report["seconds"].as_f64().filter(|&s| s > 0.0)?,
+        ),
     }
 }
 
@@ -809,7 +815,7 @@ fn fmt_value(metric: Metric, v: Option<f64>) -> String {
             Metric::P99 => format!("{:.2} ms", v / 1000.0),
             Metric::Bytes => format!("{} B", thousands(v.round() as usize)),
             Metric::CpuPerOp | Metric::CpuPerHeartbeat => format!("{v:.2} µs"),
-            Metric::CpuCores => format!("{v:.3}"),
+            Metric::CpuCores | Metric::LoadgenCores => format!("{v:.3}"),
         },
     }
 }
@@ -873,6 +879,7 @@ fn metric_name(metric: Metric, workload: &str) -> &'static str {
         (Metric::CpuCores, "idle") => "server CPU at rest (cores)",
         (Metric::CpuCores, _) => "server CPU (cores)",
         (Metric::CpuPerHeartbeat, _) => "server CPU per heartbeat",
+        (Metric::LoadgenCores, _) => "load generator CPU (cores)",
     }
 }
 
@@ -920,7 +927,7 @@ fn run_case(
             match outcome {
                 Ok(report) => {
                     let per = values.entry(server).or_default();
-                    for &m in &case.metrics {
+                    for &m in case.metrics.iter().chain([&Metric::LoadgenCores]) {
                         if let Some(v) = metric_of(&report, m) {
                             per.entry(m).or_default().push(v);
                         }
@@ -948,10 +955,31 @@ fn run_case(
 /// The table's columns after the metric: signalbox, then the baselines.
 const BASELINES: [Server; 4] = [Server::Raw, Server::RawDefault, Server::Floor, Server::Bun];
 
+/// The load generator's share of its core above which a rate is marked as
+/// possibly bounded by the client (pinned runs only).
+const CLIENT_BOUND: f64 = 0.9;
+
+/// The mark after a rate the load generator may have bounded.
+const CLIENT_MARK: &str = " †";
+
 fn table_rows(args: &Args, case: &Case, medians: &Medians, bun_ok: bool) -> Vec<String> {
     let mut rows = Vec::new();
+    let client_bound = |server: Server| {
+        !args.unpinned
+            && medians
+                .get(&server)
+                .and_then(|m| m.get(&Metric::LoadgenCores))
+                .is_some_and(|m| m.0 >= CLIENT_BOUND)
+    };
     for &metric in &case.metrics {
         let med = |server: Server| medians.get(&server)?.get(&metric).map(|m| m.0);
+        let mark = |server: Server| {
+            if metric == Metric::Rate && client_bound(server) {
+                CLIENT_MARK
+            } else {
+                ""
+            }
+        };
         let sb_server = if case.servers.contains(&Server::SignalboxRedis) {
             Server::SignalboxRedis
         } else {
@@ -966,7 +994,7 @@ fn table_rows(args: &Args, case: &Case, medians: &Medians, bun_ok: bool) -> Vec<
             "| {} | {} | {}",
             case.name,
             metric_name(metric, case.workload()),
-            fmt_value(metric, sb) + if n_sb < args.runs { " ⚠" } else { "" },
+            fmt_value(metric, sb) + mark(sb_server) + if n_sb < args.runs { " ⚠" } else { "" },
         );
         for baseline in BASELINES {
             let cell = if !case.servers.contains(&baseline) {
@@ -974,7 +1002,7 @@ fn table_rows(args: &Args, case: &Case, medians: &Medians, bun_ok: bool) -> Vec<
             } else if baseline == Server::Bun && !bun_ok {
                 "not run".to_owned()
             } else {
-                fmt_value(metric, med(baseline))
+                fmt_value(metric, med(baseline)) + mark(baseline)
             };
             row.push_str(&format!(" | {cell}"));
         }
@@ -1227,6 +1255,12 @@ fn main() -> Result<()> {
         sh("uptime | sed 's/.*load average/load average/'"),
     );
     let mut section = format!("{machine}\n{table}");
+    if rows.iter().any(|r| r.contains(CLIENT_MARK)) {
+        section.push_str(&format!(
+            "\n†: the load generator used at least {:.0}% of its core in that run (median): the client may be what bounds the rate.\n",
+            CLIENT_BOUND * 100.0
+        ));
+    }
     if !failures.is_empty() {
         section.push_str("\nRuns that failed (⚠ marks a median over fewer runs):\n\n");
         for f in &failures {
@@ -1365,6 +1399,32 @@ mod tests {
         let no_cpu: Value =
             serde_json::from_str(r#"{"ops":10,"seconds":1.0,"value":10.0}"#).unwrap();
         assert_eq!(metric_of(&no_cpu, Metric::CpuPerOp), None);
+    }
+
+    #[test]
+    fn rates_the_client_may_have_bounded_are_marked_when_pinned() {
+        let mut args = Args::parse_from(["harness", "--runs", "1"]);
+        let case = Case::new("echo", Transport::Ws, s(&["echo"]))
+            .servers(&[Server::Signalbox, Server::Raw])
+            .metrics(&[Metric::Rate, Metric::P99]);
+        let mut medians = Medians::new();
+        for (server, rate, client) in [(Server::Signalbox, 100.0, 0.5), (Server::Raw, 200.0, 0.95)]
+        {
+            let per = medians.entry(server).or_default();
+            per.insert(Metric::Rate, (rate, 1));
+            per.insert(Metric::P99, (1000.0, 1));
+            per.insert(Metric::LoadgenCores, (client, 1));
+        }
+        let rows = table_rows(&args, &case, &medians, true);
+        assert!(
+            rows[0].starts_with("| echo | round trips/s | 100 | 200 † |"),
+            "{}",
+            rows[0]
+        );
+        assert!(!rows[1].contains(CLIENT_MARK), "only rates: {}", rows[1]);
+        args.unpinned = true;
+        let rows = table_rows(&args, &case, &medians, true);
+        assert!(!rows[0].contains(CLIENT_MARK), "{}", rows[0]);
     }
 
     #[test]
