@@ -68,12 +68,13 @@ struct Args {
     /// on CPU `--server-cpu`, load generator on CPU `--loadgen-cpu`).
     #[arg(long)]
     unpinned: bool,
-    /// The CPU the servers are pinned to.
-    #[arg(long, default_value_t = 0)]
-    server_cpu: usize,
-    /// The CPU the load generator is pinned to.
-    #[arg(long, default_value_t = 1)]
-    loadgen_cpu: usize,
+    /// The CPU(s) the servers are pinned to (a `taskset -c` list).
+    #[arg(long, value_name = "LIST", default_value = "0")]
+    server_cpu: String,
+    /// The CPU(s) the load generator is pinned to (a `taskset -c` list,
+    /// e.g. `1-3` where there are more cores).
+    #[arg(long, value_name = "LIST", default_value = "1")]
+    loadgen_cpu: String,
     /// Skip the scaling curves.
     #[arg(long)]
     no_curves: bool,
@@ -101,13 +102,13 @@ struct Args {
 }
 
 impl Args {
-    /// `program` as a command, pinned to `cpu` unless unpinned.
-    fn command(&self, program: impl AsRef<OsStr>, cpu: usize) -> Command {
+    /// `program` as a command, pinned to `cpus` unless unpinned.
+    fn command(&self, program: impl AsRef<OsStr>, cpus: &str) -> Command {
         if self.unpinned {
             Command::new(program)
         } else {
             let mut cmd = Command::new("taskset");
-            cmd.arg("-c").arg(cpu.to_string()).arg(program);
+            cmd.arg("-c").arg(cpus).arg(program);
             cmd
         }
     }
@@ -636,7 +637,7 @@ fn free_port() -> Result<u16> {
 }
 
 fn start(args: &Args, case: &Case, server: Server, tmp: &Path) -> Result<Running> {
-    let bin = |name: &str| args.command(args.bin_dir.join(name), args.server_cpu);
+    let bin = |name: &str| args.command(args.bin_dir.join(name), &args.server_cpu);
     let cert = tmp.join(format!("cert-{}.pem", std::process::id()));
     match server {
         Server::Signalbox => {
@@ -673,7 +674,7 @@ fn start(args: &Args, case: &Case, server: Server, tmp: &Path) -> Result<Running
             Ok(Running::one(child, &addrs, None))
         }
         Server::Bun => {
-            let mut cmd = args.command(std::fs::canonicalize(&args.bun)?, args.server_cpu);
+            let mut cmd = args.command(std::fs::canonicalize(&args.bun)?, &args.server_cpu);
             cmd.arg("server.ts").arg("0").current_dir("benches/bun");
             let (child, addrs) = spawn_listening(cmd)?;
             Ok(Running::one(child, &addrs, None))
@@ -681,7 +682,7 @@ fn start(args: &Args, case: &Case, server: Server, tmp: &Path) -> Result<Running
         Server::SignalboxRedis => {
             let port = free_port()?;
             let mut redis = args
-                .command("redis-server", args.server_cpu)
+                .command("redis-server", &args.server_cpu)
                 .args([
                     "--port",
                     &port.to_string(),
@@ -732,7 +733,7 @@ fn start(args: &Args, case: &Case, server: Server, tmp: &Path) -> Result<Running
 
 /// One loadgen run against a started server: the parsed `RESULT` line.
 fn measure(args: &Args, case: &Case, running: &Running) -> Result<Value> {
-    let mut cmd = args.command(args.bin_dir.join("loadgen"), args.loadgen_cpu);
+    let mut cmd = args.command(args.bin_dir.join("loadgen"), &args.loadgen_cpu);
     cmd.args(&case.args);
     match case.transport {
         Transport::Ws => {
@@ -959,17 +960,34 @@ const BASELINES: [Server; 4] = [Server::Raw, Server::RawDefault, Server::Floor, 
 /// possibly bounded by the client (pinned runs only).
 const CLIENT_BOUND: f64 = 0.9;
 
+/// How many CPUs a `taskset -c` list names (`1`, `1-3,5`: 1, 4); at
+/// least one.
+fn cpu_count(list: &str) -> usize {
+    let n: usize = list
+        .split(',')
+        .map(|part| match part.trim().split_once('-') {
+            Some((a, b)) => match (a.parse::<usize>(), b.parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 1,
+            },
+            None => 1,
+        })
+        .sum();
+    n.max(1)
+}
+
 /// The mark after a rate the load generator may have bounded.
 const CLIENT_MARK: &str = " †";
 
 fn table_rows(args: &Args, case: &Case, medians: &Medians, bun_ok: bool) -> Vec<String> {
     let mut rows = Vec::new();
+    let client_cores = cpu_count(&args.loadgen_cpu) as f64;
     let client_bound = |server: Server| {
         !args.unpinned
             && medians
                 .get(&server)
                 .and_then(|m| m.get(&Metric::LoadgenCores))
-                .is_some_and(|m| m.0 >= CLIENT_BOUND)
+                .is_some_and(|m| m.0 >= CLIENT_BOUND * client_cores)
     };
     for &metric in &case.metrics {
         let med = |server: Server| medians.get(&server)?.get(&metric).map(|m| m.0);
@@ -1257,7 +1275,7 @@ fn main() -> Result<()> {
     let mut section = format!("{machine}\n{table}");
     if rows.iter().any(|r| r.contains(CLIENT_MARK)) {
         section.push_str(&format!(
-            "\n†: the load generator used at least {:.0}% of its core in that run (median): the client may be what bounds the rate.\n",
+            "\n†: the load generator used at least {:.0}% of its CPU(s) in that run (median): the client may be what bounds the rate.\n",
             CLIENT_BOUND * 100.0
         ));
     }
@@ -1428,14 +1446,22 @@ mod tests {
     }
 
     #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(cpu_count("1"), 1);
+        assert_eq!(cpu_count("1-3"), 3);
+        assert_eq!(cpu_count("1-3,5"), 4);
+        assert_eq!(cpu_count(""), 1);
+    }
+
+    #[test]
     fn pinned_commands_go_through_taskset() {
         let mut args = Args::parse_from(["harness"]);
-        let cmd = args.command("loadgen", 1);
+        let cmd = args.command("loadgen", "1");
         assert_eq!(cmd.get_program(), "taskset");
         let argv: Vec<_> = cmd.get_args().collect();
         assert_eq!(argv, ["-c", "1", "loadgen"]);
         args.unpinned = true;
-        assert_eq!(args.command("loadgen", 1).get_program(), "loadgen");
+        assert_eq!(args.command("loadgen", "1").get_program(), "loadgen");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! silence. With `--rest SECS`, the server's CPU time over that long a rest
 //! (nothing but heartbeats) is reported too, with the pings counted in it.
 
-use super::{STALL, TargetArgs, connect_many};
+use super::{STALL, TargetArgs};
 use crate::client::{Conn, Rx};
 use crate::proto;
 use crate::stats::{CpuProbe, Report};
@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
 
 /// Parameters of `idle`.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,39 +73,63 @@ pub async fn run(args: &IdleArgs) -> Result<Report> {
         args.conns
     );
     let started = std::time::Instant::now();
-    let mut conns = connect_many(&target, &[codec], args.conns, 128).await?;
-    for (i, conn) in conns.iter_mut().enumerate() {
-        conn.tx
-            .send(proto::echo(&conn.codec, i as u64, "x")?)
-            .await?;
-    }
-    for conn in &mut conns {
-        let envelope = proto::decode(&conn.codec, conn.rx.recv_within(STALL).await?)?;
-        if proto::is_error(&envelope.ty) {
-            bail!("ECHO: {}", proto::describe_error(&envelope));
-        }
-    }
-    eprintln!(
-        "[idle] {} connections open and answered in {:.1}s",
-        conns.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let m = conns.len().max(1);
-    // Every connection reads from now on (answering pings); the sending
-    // halves stay open until the end.
+    let m = args.conns.max(1);
+    // Each connection, once open, makes its round trip and then reads
+    // (answering pings) until the end: while thousands more are still
+    // opening, the first ones must not go silent past the server's
+    // heartbeat timeout. The sending halves stay open until the end.
     let pings = Arc::new(AtomicU64::new(0));
     let closed = Arc::new(AtomicU64::new(0));
-    let mut senders = Vec::with_capacity(m);
+    let permits = Arc::new(Semaphore::new(128));
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Result<()>>(m);
     let mut readers = tokio::task::JoinSet::new();
-    for Conn { tx, rx, .. } in conns {
-        senders.push(tx);
-        let (pings, closed) = (pings.clone(), closed.clone());
+    for i in 0..m {
+        let (target, pings, closed) = (target.clone(), pings.clone(), closed.clone());
+        let (permits, ready_tx) = (permits.clone(), ready_tx.clone());
         readers.spawn(async move {
+            let opened = async {
+                let _permit = permits.acquire_owned().await?;
+                let mut conn = target.connect(codec).await?;
+                conn.tx
+                    .send(proto::echo(&conn.codec, i as u64, "x")?)
+                    .await?;
+                let envelope = proto::decode(&conn.codec, conn.rx.recv_within(STALL).await?)?;
+                if proto::is_error(&envelope.ty) {
+                    bail!("ECHO: {}", proto::describe_error(&envelope));
+                }
+                Ok::<_, anyhow::Error>(conn)
+            }
+            .await
+            .with_context(|| format!("connection {i}"));
+            let Conn { tx, rx, .. } = match opened {
+                Ok(conn) => {
+                    let _ = ready_tx.send(Ok(())).await;
+                    conn
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            drop(ready_tx);
             // Returns only once the connection is closed or broken.
             let _ = hold(rx, &pings).await;
             closed.fetch_add(1, Ordering::Relaxed);
+            drop(tx);
         });
     }
+    drop(ready_tx);
+    for _ in 0..m {
+        match ready_rx.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e),
+            None => bail!("a connection task ended without a word"),
+        }
+    }
+    eprintln!(
+        "[idle] {m} connections open and answered in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs_f64(args.settle.max(0.0))).await;
     let after = rss_bytes(args.server_pid)?;
     let per = after.saturating_sub(before) as f64 / m as f64;
@@ -145,7 +170,6 @@ pub async fn run(args: &IdleArgs) -> Result<Report> {
         report.errors = lost;
     }
     readers.abort_all();
-    drop(senders);
     Ok(report)
 }
 
