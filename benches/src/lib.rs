@@ -9,14 +9,18 @@
 //! - The servers it measures: `bench_server` (the chat example's router and
 //!   hub without the per-connection rate limit, plus the bench-only silent
 //!   subscription of [`proto`]), and the baselines `raw_ws_echo` and
-//!   `raw_quic_echo` (no routing: every message comes back as it was).
-//!   The ws-kit on Bun baseline lives in `benches/bun/`.
-//! - The harness (`harness`, run through `benches/run`): starts each server,
-//!   runs each workload against signalbox and its baselines, interleaved,
-//!   and writes the table of medians to `benches/README.md`.
+//!   `raw_quic_echo` (no routing: every message comes back as it was) and
+//!   `chat_floor` (the chat protocol hand-written on tokio-tungstenite, no
+//!   router). The ws-kit on Bun baseline lives in `benches/bun/`.
+//! - The harness (`harness`, run through `benches/run`): starts each server
+//!   pinned to one CPU and the load generator to another, runs each
+//!   workload against signalbox and its baselines, interleaved, writes the
+//!   table of medians to `benches/README.md`, and draws the scaling curves
+//!   ([`plot`]).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod client;
+pub mod plot;
 pub mod proto;
 pub mod stats;
 pub mod workload;

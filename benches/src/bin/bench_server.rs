@@ -7,7 +7,7 @@
 //! ```text
 //! bench_server [--ws 127.0.0.1:0] [--quic 127.0.0.1:0] [--cert-out PATH]
 //!              [--rate-limit off|N] [--outbound-queue-bytes N]
-//!              [--outbound-queue N] [--redis URL]
+//!              [--outbound-queue N] [--heartbeat-interval SECS] [--redis URL]
 //! ```
 //!
 //! Prints `listening ws=ADDR quic=ADDR` once ready; exits on SIGINT or
@@ -49,6 +49,10 @@ struct Args {
     /// Subscribers a fan-out queues for between yields to the runtime.
     #[arg(long, value_name = "N")]
     fanout_chunk: Option<usize>,
+    /// How often an idle connection is pinged, seconds (default: the
+    /// configuration's, 30 s).
+    #[arg(long, value_name = "SECS")]
+    heartbeat_interval: Option<f64>,
     /// Share rooms with other bench servers through Redis.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
@@ -87,6 +91,10 @@ async fn run(args: Args) -> Result<()> {
     }
     if let Some(n) = args.outbound_queue {
         config.outbound_queue = n;
+    }
+    if let Some(secs) = args.heartbeat_interval {
+        config.heartbeat_interval =
+            Duration::try_from_secs_f64(secs).context("--heartbeat-interval: seconds")?;
     }
     if let Some(n) = args.fanout_chunk {
         config.topics.fanout_chunk = n;

@@ -6,12 +6,16 @@
 //! loadgen echo   --quic 127.0.0.1:4433 --cert /tmp/chat-cert.pem
 //! loadgen chat   --ws 127.0.0.1:8080 [-n 32] [--batch 10]
 //! loadgen fanout --ws 127.0.0.1:8080 [-s 1000] [--codecs json,msgpack]
-//! loadgen idle   --ws 127.0.0.1:8080 --server-pid PID [-m 10000]
+//!                [--interval-ms 2 --window 1000]
+//! loadgen idle   --ws 127.0.0.1:8080 --server-pid PID [-m 10000] [--rest 10]
 //! loadgen cross-node --ws NODE_A --ws-b NODE_B [-n 32]
 //! ```
 //!
 //! Progress goes to stderr every second; the result to stderr as text and
-//! to stdout as one line `RESULT {json}` (for `benches/run`).
+//! to stdout as one line `RESULT {json}` (for `benches/run`). With
+//! `--server-pid PID`, echo, chat and fanout also report the server's CPU
+//! time over the measured window (`server_cpu_s`), and every workload its
+//! own (`loadgen_cpu_s`).
 
 use clap::{Parser, Subcommand};
 use signalbox_benches::workload::{chat, echo, fanout, idle};

@@ -10,7 +10,7 @@
 use super::{STALL, TargetArgs, TimeArgs, connect_many};
 use crate::client::{Conn, Target};
 use crate::proto;
-use crate::stats::{Progress, Report};
+use crate::stats::{CpuProbe, CpuSpent, Progress, Report};
 use anyhow::{Result, bail};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +54,8 @@ struct Round {
     measured: AtomicU64,
     /// (start of the first measured round, end of the last).
     span: Mutex<(Option<Instant>, Option<Instant>)>,
+    /// CPU probe started with the span; its reading at the span's end.
+    cpu: Mutex<(CpuProbe, Option<CpuSpent>)>,
     warm_until: Instant,
     stop_at: Instant,
 }
@@ -109,6 +111,7 @@ pub async fn run(args: &ChatArgs) -> Result<Report> {
         measuring: AtomicBool::new(false),
         measured: AtomicU64::new(0),
         span: Mutex::new((None, None)),
+        cpu: Mutex::new((CpuProbe::new(args.time.server_pid), None)),
         warm_until: start + args.time.warmup(),
         stop_at: start + args.time.warmup() + args.time.duration(),
     });
@@ -136,6 +139,7 @@ pub async fn run(args: &ChatArgs) -> Result<Report> {
         _ => 0.0,
     };
     let ops = round.measured.load(Ordering::Relaxed);
+    let cpu = round.cpu.lock().await.1;
     if errors > 0 || seconds == 0.0 {
         bail!("chat run failed ({errors} clients failed, {ops} deliveries measured)");
     }
@@ -150,7 +154,8 @@ pub async fn run(args: &ChatArgs) -> Result<Report> {
         unit: "deliveries/s".into(),
         errors,
         ..Report::default()
-    })
+    }
+    .with_cpu(cpu))
 }
 
 async fn client(
@@ -177,10 +182,13 @@ async fn client(
             let mut span = round.span.lock().await;
             let measure = now >= round.warm_until;
             if measure {
+                let mut cpu = round.cpu.lock().await;
                 if span.0.is_none() {
                     span.0 = Some(now);
+                    cpu.0.start();
                 }
                 span.1 = Some(now);
+                cpu.1 = cpu.0.spent();
             }
             round.measuring.store(measure, Ordering::Relaxed);
             round.go_on.store(now < round.stop_at, Ordering::Relaxed);

@@ -6,7 +6,7 @@
 use super::{STALL, TargetArgs, TimeArgs, connect_many};
 use crate::client::Conn;
 use crate::proto;
-use crate::stats::{self, Progress, Report, Window};
+use crate::stats::{self, CpuProbe, Progress, Report, Window};
 use anyhow::Result;
 use hdrhistogram::Histogram;
 use std::sync::Arc;
@@ -49,6 +49,7 @@ pub async fn run(args: &EchoArgs) -> Result<Report> {
     let progress = Progress::start("echo", "round trips");
     let counter = progress.counter();
     let window = Window::after(args.time.warmup(), args.time.duration());
+    let cpu = CpuProbe::over(args.time.server_pid, window);
     let payload: Arc<str> = Arc::from("x".repeat(args.size));
     let measured = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(conns.len());
@@ -77,6 +78,7 @@ pub async fn run(args: &EchoArgs) -> Result<Report> {
     }
     progress.stop();
     let ops = measured.load(Ordering::Relaxed);
+    let cpu = cpu.await?;
     Ok(Report {
         workload: "echo".into(),
         transport: target.transport().into(),
@@ -92,7 +94,8 @@ pub async fn run(args: &EchoArgs) -> Result<Report> {
         errors,
         ..Report::default()
     }
-    .with_latency(&hist))
+    .with_latency(&hist)
+    .with_cpu(cpu))
 }
 
 async fn one_connection(

@@ -4,12 +4,15 @@
 //! subscriber measures publish → receive latency from it. At most `window`
 //! messages are in flight (sent and not yet received by every subscriber,
 //! counted in aggregate) so that the server's per-connection queues stay far
-//! below their bound. Counts deliveries per second.
+//! below their bound. With `--interval-ms`, the publisher also keeps a pace
+//! (one message per interval: S / interval deliveries offered per second),
+//! and `--window` should then be large enough not to be what limits it.
+//! Counts deliveries per second.
 
 use super::{STALL, TargetArgs, TimeArgs, codecs, connect_many};
 use crate::client::{Conn, Rx};
 use crate::proto;
-use crate::stats::{self, Progress, Report, Window};
+use crate::stats::{self, CpuProbe, Progress, Report, Window};
 use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
 use signalbox_codec::WireCodec;
@@ -39,6 +42,10 @@ pub struct FanoutArgs {
     /// Messages in flight at most.
     #[arg(long, default_value_t = 8)]
     pub window: u64,
+    /// Milliseconds between two publications (0: as fast as the window
+    /// allows).
+    #[arg(long, value_name = "MS", default_value_t = 0.0)]
+    pub interval_ms: f64,
     /// The room.
     #[arg(long, default_value = "fanout")]
     pub room: String,
@@ -103,6 +110,7 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         base,
         window: Window::after(args.time.warmup(), args.time.duration()),
     });
+    let cpu = CpuProbe::over(args.time.server_pid, shared.window);
     let mut readers = tokio::task::JoinSet::new();
     for (i, conn) in subs.into_iter().enumerate() {
         let shared = shared.clone();
@@ -124,6 +132,8 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
     let window = shared.window;
     let mut stalled_since = Instant::now();
     let mut last_delivered = 0;
+    let mut pace = (args.interval_ms > 0.0)
+        .then(|| tokio::time::interval(Duration::from_secs_f64(args.interval_ms / 1000.0)));
     while Instant::now() < window.end {
         let delivered = shared.delivered.load(Ordering::Acquire);
         if delivered != last_delivered {
@@ -135,6 +145,9 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         if sent.saturating_sub(delivered / s as u64) >= args.window {
             let _ = tokio::time::timeout(Duration::from_millis(5), shared.wake.notified()).await;
             continue;
+        }
+        if let Some(pace) = &mut pace {
+            pace.tick().await;
         }
         let micros = base.elapsed().as_micros();
         let frame = proto::send_message(&pub_codec, &args.room, &format!("t{micros}"))?;
@@ -175,11 +188,15 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         }
     }
     let ops = shared.measured.load(Ordering::Relaxed);
+    let cpu = cpu.await?;
     Ok(Report {
         workload: "fanout".into(),
         transport: target.transport().into(),
         codec: args.codecs.clone(),
-        params: format!("subscribers={s} window={}", args.window),
+        params: format!(
+            "subscribers={s} window={} interval_ms={}",
+            args.window, args.interval_ms
+        ),
         ops,
         seconds: window.seconds(),
         value: ops as f64 / window.seconds(),
@@ -187,7 +204,8 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         errors,
         ..Report::default()
     }
-    .with_latency(&hist))
+    .with_latency(&hist)
+    .with_cpu(cpu))
 }
 
 async fn subscriber(mut rx: Rx, codec: &WireCodec, shard: usize, shared: &Shared) -> Result<()> {

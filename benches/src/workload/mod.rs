@@ -64,6 +64,10 @@ pub struct TimeArgs {
     /// Seconds of warm-up, not measured.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub warmup: f64,
+    /// The server's process id: its CPU time over the measured window is
+    /// read from /proc and reported (per operation, too).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 }
 
 impl TimeArgs {
