@@ -15,7 +15,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
-use signalbox::state::Projection;
+use signalbox::Projection;
 use signalbox::testing::{TestClient, TestHub};
 use signalbox::{Config, Router, message};
 use std::collections::BTreeMap;

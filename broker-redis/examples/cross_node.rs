@@ -104,7 +104,7 @@ async fn subscriber(hub: &TestHub, topic: &str) -> TestClient {
     while !(joined && notice) {
         match c.recv().await.expect("an answer").ty.as_str() {
             "JOINED" => joined = true,
-            signalbox::SUBSCRIBED_TYPE => notice = true,
+            signalbox::codec::vocab::SUBSCRIBED => notice = true,
             other => panic!("unexpected {other}"),
         }
     }

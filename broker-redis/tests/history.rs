@@ -9,10 +9,11 @@ mod support;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use signalbox::codec::vocab;
 use signalbox::testing::{TestClient, TestHub};
 use signalbox::{
-    Config, Ctx, HistoryLimits, Hub, Position, Router, SUBSCRIBED_TYPE, SubscribeOptions,
-    Subscribed, TopicPattern, message,
+    Config, Ctx, HistoryLimits, Hub, Position, Router, SubscribeOptions, Subscribed, TopicPattern,
+    message,
 };
 use signalbox_redis::RedisBroker;
 use std::collections::HashSet;
@@ -138,7 +139,7 @@ async fn join(c: &mut TestClient, topic: &str, name: Option<&str>) -> Subscribed
 
 async fn subscribed(c: &mut TestClient) -> Subscribed {
     let envelope = c.recv().await.expect("a message");
-    assert_eq!(envelope.ty, SUBSCRIBED_TYPE, "got {envelope:?}");
+    assert_eq!(envelope.ty, vocab::SUBSCRIBED, "got {envelope:?}");
     envelope.decode_payload().expect("a subscribed payload")
 }
 
@@ -430,7 +431,7 @@ async fn a_client_resumes_on_the_other_node_exactly_where_it_left() {
                 offsets.push(p.offset);
                 seen.push(envelope.decode_payload::<Said>().expect("said").n);
             }
-            SUBSCRIBED_TYPE => {
+            vocab::SUBSCRIBED => {
                 assert!(notice.is_none(), "a second $sb:subscribed");
                 notice = Some(envelope.decode_payload::<Subscribed>().expect("notice"));
             }

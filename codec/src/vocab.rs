@@ -60,6 +60,15 @@ pub const PRESENCE_LEAVE: &str = "$sb:leave";
 /// (docs/PROTOCOL.md §8.3).
 pub const STATE_REMOVED: &str = "$sb:state-removed";
 
+/// The meta key of a positioned publication's topic (docs/PROTOCOL.md §8).
+pub const META_TOPIC: &str = "topic";
+
+/// The meta key of a positioned publication's offset (docs/PROTOCOL.md §8).
+pub const META_OFFSET: &str = "offset";
+
+/// The meta key of a positioned publication's epoch (docs/PROTOCOL.md §8).
+pub const META_EPOCH: &str = "epoch";
+
 /// Prefixes of the types that belong to the protocol (docs/PROTOCOL.md §1).
 pub const RESERVED_PREFIXES: &[&str] = &["$", "__"];
 

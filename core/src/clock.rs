@@ -1,13 +1,15 @@
 //! Wall-clock time for the `timestamp` the server stamps on messages.
-//!
-//! Durations (heartbeats, deadlines, rate limits) use tokio's clock, which
-//! tests pause and advance; timestamps come from a [`Clock`], which the test
-//! harness replaces with a [`ManualClock`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Wall-clock time for the `timestamp` the server stamps on messages.
+///
+/// Durations (heartbeats, deadlines, rate limits) use tokio's clock, which
+/// tests pause and advance; timestamps come from a [`Clock`], which the test
+/// harness replaces with a [`ManualClock`].
+///
 /// A source of Unix time in milliseconds.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.

@@ -1,30 +1,4 @@
-//! What handlers hold: [`Conn`], a handle to one connection, and [`Ctx`],
-//! one message with its connection.
-//!
-//! Applications extend the context with their own methods through an
-//! extension trait, implemented once for every `Ctx<M>` (bun-ws-router's
-//! `ExtendedContext`, without wrapping a single handler):
-//!
-//! ```
-//! use signalbox::{Ctx, Error, Message};
-//!
-//! #[derive(Clone)]
-//! struct Roles(Vec<String>);
-//!
-//! trait AppCtx {
-//!     fn has_role(&self, role: &str) -> bool;
-//!     fn require_role(&self, role: &str) -> Result<(), Error>;
-//! }
-//!
-//! impl<M: Message> AppCtx for Ctx<M> {
-//!     fn has_role(&self, role: &str) -> bool {
-//!         self.data::<Roles>().is_some_and(|r| r.0.iter().any(|r| r == role))
-//!     }
-//!     fn require_role(&self, role: &str) -> Result<(), Error> {
-//!         if self.has_role(role) { Ok(()) } else { Err(Error::permission_denied(format!("{role} only"))) }
-//!     }
-//! }
-//! ```
+//! What handlers hold: [`ConnectionHandle`], a handle to one connection, and [`Ctx`],
 
 use crate::connection::{
     Close, CloseKind, ConnectionInfo, DataMap, Frame, OutboundQueue, PushOutcome, ReplyTo,
@@ -43,7 +17,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub use signalbox_codec::vocab::{
+pub(crate) use signalbox_codec::vocab::{
     ERROR as ERROR_TYPE, RPC_ERROR as RPC_ERROR_TYPE, RPC_PROGRESS as PROGRESS_TYPE,
 };
 
@@ -55,7 +29,7 @@ pub use signalbox_codec::vocab::{
 /// configured
 /// [`OverflowPolicy`](crate::connection::OverflowPolicy).
 #[derive(Clone)]
-pub struct Conn {
+pub struct ConnectionHandle {
     pub(crate) shared: Arc<ConnShared>,
 }
 
@@ -74,9 +48,9 @@ pub(crate) struct ConnShared {
     pub(crate) hub: Arc<HubInner>,
 }
 
-impl fmt::Debug for Conn {
+impl fmt::Debug for ConnectionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Conn")
+        f.debug_struct("ConnectionHandle")
             .field("id", &self.shared.id)
             .field("transport", &self.shared.info.transport)
             .field("codec", &self.shared.info.codec.name())
@@ -84,7 +58,7 @@ impl fmt::Debug for Conn {
     }
 }
 
-impl Conn {
+impl ConnectionHandle {
     /// The server's id for this connection: unique across nodes, and the
     /// `clientId` on messages it publishes.
     pub fn id(&self) -> &str {
@@ -408,12 +382,40 @@ pub(crate) fn encode_error(e: EncodeError) -> Error {
     }
 }
 
+/// What handlers hold: [`ConnectionHandle`], a handle to one connection, and [`Ctx`],
+/// one message with its connection.
+///
+/// Applications extend the context with their own methods through an
+/// extension trait, implemented once for every `Ctx<M>` (bun-ws-router's
+/// `ExtendedContext`, without wrapping a single handler):
+///
+/// ```
+/// use signalbox::{Ctx, Error, Message};
+///
+/// #[derive(Clone)]
+/// struct Roles(Vec<String>);
+///
+/// trait AppCtx {
+///     fn has_role(&self, role: &str) -> bool;
+///     fn require_role(&self, role: &str) -> Result<(), Error>;
+/// }
+///
+/// impl<M: Message> AppCtx for Ctx<M> {
+///     fn has_role(&self, role: &str) -> bool {
+///         self.data::<Roles>().is_some_and(|r| r.0.iter().any(|r| r == role))
+///     }
+///     fn require_role(&self, role: &str) -> Result<(), Error> {
+///         if self.has_role(role) { Ok(()) } else { Err(Error::permission_denied(format!("{role} only"))) }
+///     }
+/// }
+/// ```
+///
 /// One message and its connection: what a handler receives.
 ///
-/// Dereferences to [`Conn`], so `ctx.send(..)`, `ctx.data::<T>()`,
+/// Dereferences to [`ConnectionHandle`], so `ctx.send(..)`, `ctx.data::<T>()`,
 /// `ctx.subscribe(..)` and `ctx.publish(..)` work directly.
 pub struct Ctx<M> {
-    pub(crate) conn: Conn,
+    pub(crate) conn: ConnectionHandle,
     pub(crate) payload: M,
     pub(crate) meta: Meta,
     pub(crate) rpc: bool,
@@ -431,8 +433,8 @@ impl<M: fmt::Debug> fmt::Debug for Ctx<M> {
 }
 
 impl<M> Deref for Ctx<M> {
-    type Target = Conn;
-    fn deref(&self) -> &Conn {
+    type Target = ConnectionHandle;
+    fn deref(&self) -> &ConnectionHandle {
         &self.conn
     }
 }
@@ -455,7 +457,7 @@ impl<M> Ctx<M> {
     }
 
     /// The connection.
-    pub fn conn(&self) -> &Conn {
+    pub fn conn(&self) -> &ConnectionHandle {
         &self.conn
     }
 

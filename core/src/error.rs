@@ -1,29 +1,4 @@
 //! The error a handler or middleware returns, and what the peer sees of it.
-//!
-//! # From an application's error to the wire
-//!
-//! A handler returns `Result<(), E>` (a request handler `Result<Resp, E>`)
-//! for its router's error type `E` ([`crate::Router::handler_error`]): any
-//! type with `Into<signalbox::Error>`. What the peer is answered
-//! (docs/PROTOCOL.md §6) is the [`Error`] that conversion makes:
-//!
-//! - a [`signalbox::Error`](Error) is answered as it is: its code, message
-//!   and details;
-//! - an application error type answers what its `From` impl makes of it.
-//!   [`Error::internal_cause`] is the usual choice for a failure the peer
-//!   cannot act on (a database or HTTP error): INTERNAL with the generic
-//!   message `"internal error"`, the error itself kept as the
-//!   [`source`](std::error::Error::source);
-//! - `Box<dyn std::error::Error + Send + Sync>` (and, with the `anyhow`
-//!   feature, `anyhow::Error`) answers the `signalbox::Error` it holds, if it
-//!   holds one, and otherwise INTERNAL `"internal error"` with the error as
-//!   the source.
-//!
-//! The source never reaches the peer. It is logged (`tracing`, at error
-//! level, with the message type) and reaches the router's error sink
-//! ([`crate::Router::on_error`]) as `event.error.source()`, so the full
-//! error is where the operator looks and nowhere else. To show the peer an
-//! error's text, the application says so: `Error::internal(e.to_string())`.
 
 use crate::message::Invalid;
 use signalbox_codec::{DecodeError, ErrorCode, ErrorPayload, PayloadError};
@@ -36,10 +11,37 @@ type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// The message the peer is answered for an error it is not told about.
 const GENERIC_INTERNAL: &str = "internal error";
 
+/// The error a handler or middleware returns, and what the peer sees of it.
+///
+/// # From an application's error to the wire
+///
+/// A handler returns `Result<(), E>` (a request handler `Result<Resp, E>`)
+/// for its router's error type `E` ([`crate::Router::handler_error`]): any
+/// type with `Into<signalbox::Error>`. What the peer is answered
+/// (docs/PROTOCOL.md §6) is the [`Error`] that conversion makes:
+///
+/// - a [`signalbox::Error`](Error) is answered as it is: its code, message
+///   and details;
+/// - an application error type answers what its `From` impl makes of it.
+///   [`Error::internal_cause`] is the usual choice for a failure the peer
+///   cannot act on (a database or HTTP error): INTERNAL with the generic
+///   message `"internal error"`, the error itself kept as the
+///   [`source`](std::error::Error::source);
+/// - `Box<dyn std::error::Error + Send + Sync>` (and, with the `anyhow`
+///   feature, `anyhow::Error`) answers the `signalbox::Error` it holds, if it
+///   holds one, and otherwise INTERNAL `"internal error"` with the error as
+///   the source.
+///
+/// The source never reaches the peer. It is logged (`tracing`, at error
+/// level, with the message type) and reaches the router's error sink
+/// ([`crate::Router::on_error`]) as `event.error.source()`, so the full
+/// error is where the operator looks and nowhere else. To show the peer an
+/// error's text, the application says so: `Error::internal(e.to_string())`.
+///
 /// An error answered to the peer as `ERROR` (or `RPC_ERROR` for a request):
 /// a docs/PROTOCOL.md §6 code, a message and optional details, and
 /// optionally the cause behind it, which stays on the server (see the
-/// [module docs](self)).
+/// section above).
 ///
 /// Handlers return it with `?`; the router sends it with the offending
 /// message's correlationId and reports it to the error sink.

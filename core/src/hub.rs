@@ -4,7 +4,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::connection::{Connection, DataMap, IncompleteBudget};
-use crate::context::Conn;
+use crate::context::ConnectionHandle;
 use crate::error::Error;
 use crate::message::Message;
 use crate::meter::{HubMeter, TopicGauges};
@@ -99,7 +99,7 @@ impl SubscribeOptions {
     }
 }
 
-pub use signalbox_codec::vocab::{
+pub(crate) use signalbox_codec::vocab::{
     SUBSCRIBED as SUBSCRIBED_TYPE, UNSUBSCRIBED as UNSUBSCRIBED_TYPE,
 };
 
@@ -180,7 +180,7 @@ pub(crate) struct HubInner {
     /// Set when [`Hub::shutdown`] begins, before its drain delay.
     draining: AtomicBool,
     pub(crate) tracker: TaskTracker,
-    pub(crate) conns: Mutex<HashMap<Arc<str>, Conn>>,
+    pub(crate) conns: Mutex<HashMap<Arc<str>, ConnectionHandle>>,
     pub(crate) rules: TopicRules,
     pub(crate) history: MemoryHistory,
     /// Publishes to and subscribes on in-memory history topics, counted
@@ -450,12 +450,12 @@ impl Hub {
     }
 
     /// The connection with id `id`, if open on this node.
-    pub fn connection(&self, id: &str) -> Option<Conn> {
+    pub fn connection(&self, id: &str) -> Option<ConnectionHandle> {
         self.inner.conns.lock().get(id).cloned()
     }
 
     /// Every connection open on this node.
-    pub fn connections(&self) -> Vec<Conn> {
+    pub fn connections(&self) -> Vec<ConnectionHandle> {
         self.inner.conns.lock().values().cloned().collect()
     }
 
@@ -469,7 +469,7 @@ impl Hub {
 
     pub(crate) async fn publish_from<M: Message>(
         &self,
-        from: Option<&Conn>,
+        from: Option<&ConnectionHandle>,
         topic: &str,
         msg: &M,
         options: PublishOptions,
@@ -641,7 +641,7 @@ impl Hub {
     }
 
     /// The local subscribers of `topic`.
-    pub fn topic_members(&self, topic: &str) -> Vec<Conn> {
+    pub fn topic_members(&self, topic: &str) -> Vec<ConnectionHandle> {
         self.inner.topics.members(topic)
     }
 
@@ -703,7 +703,7 @@ impl HubInner {
     /// A subscriber of `topic` is gone (unsubscribed, or its connection
     /// closed): tells the broker, and the topic's subscribers if it has
     /// presence events.
-    pub(crate) fn presence_left(self: &Arc<Self>, conn: &Conn, topic: &str) {
+    pub(crate) fn presence_left(self: &Arc<Self>, conn: &ConnectionHandle, topic: &str) {
         if !self.rules.presence(topic) {
             return;
         }
@@ -766,7 +766,7 @@ impl HubInner {
 
     pub(crate) fn authorize(
         &self,
-        conn: &Conn,
+        conn: &ConnectionHandle,
         topic: &str,
         action: TopicAction,
     ) -> Result<(), Error> {
@@ -779,7 +779,7 @@ impl HubInner {
 
     pub(crate) fn subscribe(
         self: &Arc<Self>,
-        conn: &Conn,
+        conn: &ConnectionHandle,
         topic: &str,
         options: SubscribeOptions,
     ) -> Result<bool, Error> {
@@ -930,7 +930,7 @@ impl HubInner {
     /// reads the replay, then sends it like a long one from memory.
     async fn replay_from_broker(
         &self,
-        conn: Conn,
+        conn: ConnectionHandle,
         topic: Arc<str>,
         gate: Arc<parking_lot::Mutex<Gate>>,
         start: Start,
@@ -989,7 +989,7 @@ impl HubInner {
     /// meanwhile — those the replay did not give.
     async fn finish_replay(
         &self,
-        conn: &Conn,
+        conn: &ConnectionHandle,
         topic: &str,
         gate: &parking_lot::Mutex<Gate>,
         frames: impl Iterator<Item = Bytes>,
@@ -1024,7 +1024,7 @@ impl HubInner {
         }
     }
 
-    pub(crate) fn unsubscribe(self: &Arc<Self>, conn: &Conn, topic: &str) -> bool {
+    pub(crate) fn unsubscribe(self: &Arc<Self>, conn: &ConnectionHandle, topic: &str) -> bool {
         if !conn.shared.topics.lock().remove(topic) {
             return false;
         }
@@ -1049,7 +1049,12 @@ fn resumed(start: &Start, recovered: bool) -> Option<bool> {
 }
 
 /// Queues `$sb:subscribed` for `conn`.
-fn send_subscribed(conn: &Conn, topic: &str, position: &Position, recovered: Option<bool>) {
+fn send_subscribed(
+    conn: &ConnectionHandle,
+    topic: &str,
+    position: &Position,
+    recovered: Option<bool>,
+) {
     let notice = Subscribed {
         topic: topic.to_owned(),
         epoch: position.epoch.clone(),

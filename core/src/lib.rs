@@ -57,42 +57,48 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod client;
-pub mod clock;
-pub mod config;
-pub mod connection;
-pub mod context;
-pub mod error;
-pub mod hub;
-pub mod message;
+mod clock;
+mod config;
+mod connection;
+mod context;
+mod error;
+mod hub;
+mod message;
 mod meter;
-pub mod middleware;
-pub mod router;
-pub mod state;
+mod middleware;
+mod router;
+mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod topic;
+mod topic;
 pub mod transport;
 pub mod versioned;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, RateLimit, TopicLimits};
-pub use context::{Conn, Ctx, ERROR_TYPE, PROGRESS_TYPE, RPC_ERROR_TYPE};
+pub use connection::{DataMap, OutboundBound, OverflowPolicy};
+pub use context::{ConnectionHandle, Ctx};
 pub use error::Error;
 pub use hub::{
-    Hub, HubBuilder, PublishOptions, Readiness, SUBSCRIBED_TYPE, SubscribeOptions, Subscribed,
-    TopicAction, UNSUBSCRIBED_TYPE,
+    Hub, HubBuilder, PublishOptions, Readiness, SubscribeOptions, Subscribed, TopicAction,
 };
-pub use message::{Invalid, Message, Opaque, validate};
+pub use message::{
+    Invalid, Message, Opaque, broker_payload_serde, decode_serde, encode_serde, validate,
+};
 pub use middleware::{Middleware, Next, Request};
 pub use router::{
     BuildError, ConflictPolicy, ErrorEvent, HandlerResult, MergeError, Route, Router,
 };
-pub use state::StateStore;
+pub use state::{
+    DEFAULT_CHANGES_CAPACITY, KeyRule, Projection, StateChange, StateChanges, StateRemoved,
+    StateStore, Written,
+};
 pub use topic::history::{HistoryLimits, Position, Start, TopicPattern};
 pub use topic::presence::{PresenceEntry, PresenceJoined, PresenceLeft};
 pub use topic::{Broker, BrokerError, BrokerMessage, HistoryRead, LocalBroker, LocalDelivery};
 
-/// The codec crate, re-exported: envelopes, codecs, error codes.
+/// The codec crate, re-exported: envelopes, codecs, error codes, and the
+/// wire vocabulary (`codec::vocab`: reserved types and meta keys).
 pub use signalbox_codec as codec;
 pub use signalbox_codec::{ErrorCode, Meta};
 

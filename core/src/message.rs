@@ -130,7 +130,7 @@ macro_rules! message {
             fn decode(
                 payload: ::core::option::Option<&$crate::codec::RawPayload>,
             ) -> ::core::result::Result<Self, $crate::codec::PayloadError> {
-                $crate::message::decode_serde(payload)
+                $crate::decode_serde(payload)
             }
             fn encode(
                 &self,
@@ -138,13 +138,7 @@ macro_rules! message {
                 meta: &$crate::codec::Meta,
                 compress: bool,
             ) -> ::core::result::Result<$crate::bytes::Bytes, $crate::codec::EncodeError> {
-                $crate::message::encode_serde(
-                    <Self as $crate::Message>::TYPE,
-                    self,
-                    codec,
-                    meta,
-                    compress,
-                )
+                $crate::encode_serde(<Self as $crate::Message>::TYPE, self, codec, meta, compress)
             }
             fn broker_payload(
                 &self,
@@ -153,7 +147,7 @@ macro_rules! message {
                 ::core::option::Option<$crate::codec::RawPayload>,
                 $crate::codec::EncodeError,
             > {
-                $crate::message::broker_payload_serde(self, limits)
+                $crate::broker_payload_serde(self, limits)
             }
             fn validate(&self) -> ::core::result::Result<(), $crate::Invalid> {
                 let $m = self;

@@ -1,37 +1,6 @@
 //! Middleware: code that runs around handlers.
-//!
-//! A middleware is an `async fn(Request, Next) -> Result<(), Error>`. It runs
-//! after the envelope is decoded and routed but *before* the payload is
-//! decoded into the handler's type, so an authentication check rejects a
-//! message without parsing its payload, and one middleware serves every
-//! message type. It can stop the message by returning an error (answered to
-//! the peer like a handler error), or measure around `next.run(req)`:
-//!
-//! ```
-//! use signalbox::{Error, Next, Request, Router};
-//!
-//! #[derive(Clone)]
-//! struct User { id: String }
-//!
-//! async fn require_auth(req: Request, next: Next) -> Result<(), Error> {
-//!     if req.conn().data::<User>().is_none() {
-//!         return Err(Error::unauthenticated("sign in first"));
-//!     }
-//!     next.run(req).await
-//! }
-//!
-//! async fn log_messages(req: Request, next: Next) -> Result<(), Error> {
-//!     let started = std::time::Instant::now();
-//!     let ty = req.message_type().to_owned();
-//!     let result = next.run(req).await;
-//!     tracing::info!(%ty, elapsed = ?started.elapsed(), ok = result.is_ok());
-//!     result
-//! }
-//!
-//! let router = Router::new().layer(log_messages).layer(require_auth);
-//! ```
 
-use crate::context::Conn;
+use crate::context::ConnectionHandle;
 use crate::error::Error;
 use futures_util::future::BoxFuture;
 use signalbox_codec::{Envelope, Meta, PayloadError, RawPayload};
@@ -41,13 +10,13 @@ use std::sync::Arc;
 /// A message on its way to a handler, as middleware sees it.
 #[derive(Debug)]
 pub struct Request {
-    pub(crate) conn: Conn,
+    pub(crate) conn: ConnectionHandle,
     pub(crate) envelope: Envelope,
 }
 
 impl Request {
     /// The connection the message came from.
-    pub fn conn(&self) -> &Conn {
+    pub fn conn(&self) -> &ConnectionHandle {
         &self.conn
     }
 
@@ -78,7 +47,40 @@ impl Request {
     }
 }
 
-/// Something that runs around handlers; see the [module docs](self).
+/// Middleware: code that runs around handlers.
+///
+/// A middleware is an `async fn(Request, Next) -> Result<(), Error>`. It runs
+/// after the envelope is decoded and routed but *before* the payload is
+/// decoded into the handler's type, so an authentication check rejects a
+/// message without parsing its payload, and one middleware serves every
+/// message type. It can stop the message by returning an error (answered to
+/// the peer like a handler error), or measure around `next.run(req)`:
+///
+/// ```
+/// use signalbox::{Error, Next, Request, Router};
+///
+/// #[derive(Clone)]
+/// struct User { id: String }
+///
+/// async fn require_auth(req: Request, next: Next) -> Result<(), Error> {
+///     if req.conn().data::<User>().is_none() {
+///         return Err(Error::unauthenticated("sign in first"));
+///     }
+///     next.run(req).await
+/// }
+///
+/// async fn log_messages(req: Request, next: Next) -> Result<(), Error> {
+///     let started = std::time::Instant::now();
+///     let ty = req.message_type().to_owned();
+///     let result = next.run(req).await;
+///     tracing::info!(%ty, elapsed = ?started.elapsed(), ok = result.is_ok());
+///     result
+/// }
+///
+/// let router = Router::new().layer(log_messages).layer(require_auth);
+/// ```
+///
+/// Something that runs around handlers, as described above.
 pub trait Middleware: Send + Sync + 'static {
     /// Handles `req`, calling `next.run(req)` to go on.
     fn call(&self, req: Request, next: Next) -> BoxFuture<'static, Result<(), Error>>;

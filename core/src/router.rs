@@ -2,7 +2,7 @@
 //! lifecycle hooks and shared state, composed with `merge` and `mount`.
 
 use crate::connection::{Close, DataMap};
-use crate::context::{Conn, Ctx};
+use crate::context::{ConnectionHandle, Ctx};
 use crate::error::Error;
 use crate::hub::{Hub, HubBuilder, TopicAction};
 use crate::message::Message;
@@ -24,7 +24,7 @@ use std::time::Duration;
 /// The error type is the router's, not each handler's, so that a handler
 /// that only uses `?` and ends with `Ok(())` needs no annotation: there is
 /// one `Result` this trait accepts, and the compiler takes it. What an
-/// error becomes on the wire is in [`crate::error`].
+/// error becomes on the wire is in [`Error`](crate::Error).
 ///
 /// A handler of `.on` that returns a value gets a compiler error pointing
 /// to [`Router::rpc`] (`core/tests/ui/on_returns_a_value.rs`).
@@ -150,7 +150,7 @@ impl<E: Into<Error> + Send + 'static> Route<E> {
 
     /// A request/response route: the handler's `Ok` is sent back as `Resp`
     /// with the request's correlationId, its `Err` (converted as
-    /// [`crate::error`] describes) as `RPC_ERROR` (also for a request
+    /// [`Error`](crate::Error) describes) as `RPC_ERROR` (also for a request
     /// without a correlationId, docs/PROTOCOL.md §6). Requests run
     /// concurrently (up to [`crate::Config::max_concurrent`]) and get
     /// DEADLINE_EXCEEDED when they take longer than the deadline.
@@ -193,7 +193,7 @@ impl<E: Into<Error> + Send + 'static> Route<E> {
 
 impl<E> Route<E> {
     /// Declares that this route's handler uses shared state of type `T`
-    /// ([`Conn::state`]): building a hub whose routers register no `T`
+    /// ([`ConnectionHandle::state`]): building a hub whose routers register no `T`
     /// ([`Router::with_state`]) then fails with
     /// [`BuildError::MissingState`] instead of answering INTERNAL to a peer
     /// when the handler runs. [`Router::needs`] declares it for a whole
@@ -295,20 +295,22 @@ pub enum MergeError {
 #[derive(Debug)]
 pub struct ErrorEvent<'a> {
     /// The connection concerned.
-    pub conn: &'a Conn,
+    pub conn: &'a ConnectionHandle,
     /// The message type, when the error concerns one that was read.
     pub message_type: Option<&'a str>,
     /// The error, as answered to the peer; its
     /// [`source`](std::error::Error::source), if any, is the cause the peer
-    /// was not told about ([`crate::error`]).
+    /// was not told about ([`Error`](crate::Error)).
     pub error: &'a Error,
 }
 
-pub(crate) type OpenHook = Arc<dyn Fn(Conn) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
-pub(crate) type CloseHook = Arc<dyn Fn(Conn, Close) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type OpenHook =
+    Arc<dyn Fn(ConnectionHandle) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
+pub(crate) type CloseHook =
+    Arc<dyn Fn(ConnectionHandle, Close) -> BoxFuture<'static, ()> + Send + Sync>;
 pub(crate) type ErrorHook = Arc<dyn Fn(&ErrorEvent<'_>) + Send + Sync>;
 pub(crate) type AuthorizeHook =
-    Arc<dyn Fn(&Conn, &str, TopicAction) -> Result<(), Error> + Send + Sync>;
+    Arc<dyn Fn(&ConnectionHandle, &str, TopicAction) -> Result<(), Error> + Send + Sync>;
 
 #[derive(Default, Clone)]
 pub(crate) struct Hooks {
@@ -335,7 +337,7 @@ pub(crate) struct RouteEntry {
 /// `E` is the error type its handlers return: [`Error`] for
 /// [`Router::new`], any type with `Into<Error>` after
 /// [`Router::handler_error`] (what the peer is answered is in
-/// [`crate::error`]).
+/// [`Error`](crate::Error)).
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
@@ -403,7 +405,7 @@ impl Router {
 impl<E: Into<Error> + Send + 'static> Router<E> {
     /// Handlers added from here on return `E` in their `Err`: any error type
     /// with `Into<signalbox::Error>` (what the peer is answered is in
-    /// [`crate::error`]). Handlers already added keep theirs.
+    /// [`Error`](crate::Error)). Handlers already added keep theirs.
     ///
     /// With an application error type, `?` works on signalbox calls, the
     /// database and everything else the error type converts from, without a
@@ -513,7 +515,7 @@ impl<E: Into<Error> + Send + 'static> Router<E> {
     /// An error closes the connection (policy) with the error's message.
     pub fn on_open<H, Fut>(mut self, hook: H) -> Self
     where
-        H: Fn(Conn) -> Fut + Send + Sync + 'static,
+        H: Fn(ConnectionHandle) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerResult<E>,
     {
@@ -530,7 +532,7 @@ impl<E: Into<Error> + Send + 'static> Router<E> {
     /// cleaned up right after.
     pub fn on_close<H, Fut>(mut self, hook: H) -> Self
     where
-        H: Fn(Conn, Close) -> Fut + Send + Sync + 'static,
+        H: Fn(ConnectionHandle, Close) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let hook = Arc::new(hook);
@@ -544,7 +546,7 @@ impl<E: Into<Error> + Send + 'static> Router<E> {
     /// The error sink: sees every error answered to a peer (undecodable
     /// messages, unknown types, invalid payloads, handler errors, panics,
     /// rate limits), with the cause the peer is not told about as
-    /// `event.error.source()` ([`crate::error`]). One per hub; setting it
+    /// `event.error.source()` ([`Error`](crate::Error)). One per hub; setting it
     /// again replaces it.
     pub fn on_error(mut self, sink: impl Fn(&ErrorEvent<'_>) + Send + Sync + 'static) -> Self {
         self.hooks.on_error = Some(Arc::new(sink));
@@ -554,21 +556,21 @@ impl<E: Into<Error> + Send + 'static> Router<E> {
     /// Decides who may subscribe and publish to which topic. Default: all.
     pub fn authorize_topics(
         mut self,
-        hook: impl Fn(&Conn, &str, TopicAction) -> Result<(), Error> + Send + Sync + 'static,
+        hook: impl Fn(&ConnectionHandle, &str, TopicAction) -> Result<(), Error> + Send + Sync + 'static,
     ) -> Self {
         self.hooks.authorize = Some(Arc::new(hook));
         self
     }
 
     /// Registers shared application state, reached with
-    /// [`Conn::state`]. One value per type.
+    /// [`ConnectionHandle::state`]. One value per type.
     pub fn with_state<T: Send + Sync + 'static>(mut self, state: T) -> Self {
         self.state.insert(state);
         self
     }
 
     /// Declares that this router's handlers use shared state of type `T`
-    /// ([`Conn::state`]), registered here or by a router this one is merged
+    /// ([`ConnectionHandle::state`]), registered here or by a router this one is merged
     /// into. Building a hub without it fails ([`HubBuilder::try_build`]
     /// returns [`BuildError::MissingState`], [`HubBuilder::build`] panics)
     /// instead of answering INTERNAL to a peer when a handler asks for it.

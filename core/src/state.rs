@@ -1,49 +1,7 @@
 //! A keyed state store shared by every connection of a hub, whose changes
-//! are pushed to the connections watching a key (a room's state, pushed to
-//! its members as it changes: `examples/src/guide/state.rs`).
-//!
-//! Values are [`Message`]s: a watcher receives the new value as a message
-//! of its type whenever it changes, and the current value when it starts
-//! watching — or, watching with a [`Projection`], a message derived from
-//! the value (a room's `{userCount, latestMessages}` rather than the whole
-//! room). [`StateStore::remove`] tells the watchers with [`StateRemoved`]
-//! (`$sb:state-removed`, docs/PROTOCOL.md §8.3). Watches end when the
-//! connection closes. Server code follows changes with
-//! [`StateStore::subscribe`], a bounded subscription ([`StateChanges`])
-//! ended by dropping it. The store is local to one node; across nodes,
-//! publish changes through topics.
-//!
-//! Keys follow one [`KeyRule`], checked by every call that takes a key
-//! ([`StateStore::set`], [`StateStore::update`], [`StateStore::try_update`],
-//! [`StateStore::remove`], [`StateStore::watch`], [`StateStore::watch_with`]),
-//! so a key a handler can write is a key it can watch. A write that leaves
-//! the value equal to what it was is no change: no new version, nothing
-//! pushed.
-//!
-//! ```
-//! use serde::{Deserialize, Serialize};
-//! use signalbox::{message, Ctx, Router};
-//!
-//! #[derive(Serialize, Deserialize, Clone, Default, PartialEq)]
-//! struct RoomState { members: Vec<String> }
-//! message!(RoomState = "ROOM_STATE");
-//!
-//! #[derive(Serialize, Deserialize)]
-//! struct Enter { room: String }
-//! message!(Enter = "ENTER");
-//!
-//! let router = Router::new().on(|ctx: Ctx<Enter>| async move {
-//!     let key = format!("room:{}", ctx.payload().room);
-//!     ctx.store().watch::<RoomState>(&ctx, &key)?;
-//!     let me = ctx.id().to_owned();
-//!     ctx.store().update(&key, |s: &mut RoomState| s.members.push(me))?;
-//!     Ok(())
-//! });
-//! # let _ = router;
-//! ```
 
 use crate::config::TopicLimits;
-use crate::context::{Conn, encode_error};
+use crate::context::{ConnectionHandle, encode_error};
 use crate::error::Error;
 use crate::message::Message;
 use crate::topic::EncodeCache;
@@ -60,7 +18,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 
 /// The envelope type of [`StateRemoved`].
-pub use signalbox_codec::vocab::STATE_REMOVED as STATE_REMOVED_TYPE;
+pub(crate) use signalbox_codec::vocab::STATE_REMOVED as STATE_REMOVED_TYPE;
 
 /// The default capacity of a [`StateChanges`] subscription
 /// ([`StateStore::subscribe`]): changes waiting to be received.
@@ -169,7 +127,7 @@ impl<T: Send + Sync + 'static> Projection<T> {
 
 /// One connection watching one key, and how the value is rendered for it.
 struct Watch {
-    conn: Conn,
+    conn: ConnectionHandle,
     /// `None`: the whole value.
     view: Option<Arc<dyn Project>>,
 }
@@ -426,6 +384,50 @@ pub struct Written {
     pub sent: usize,
 }
 
+/// A keyed state store shared by every connection of a hub, whose changes
+/// are pushed to the connections watching a key (a room's state, pushed to
+/// its members as it changes: `examples/src/guide/state.rs`).
+///
+/// Values are [`Message`]s: a watcher receives the new value as a message
+/// of its type whenever it changes, and the current value when it starts
+/// watching — or, watching with a [`Projection`], a message derived from
+/// the value (a room's `{userCount, latestMessages}` rather than the whole
+/// room). [`StateStore::remove`] tells the watchers with [`StateRemoved`]
+/// (`$sb:state-removed`, docs/PROTOCOL.md §8.3). Watches end when the
+/// connection closes. Server code follows changes with
+/// [`StateStore::subscribe`], a bounded subscription ([`StateChanges`])
+/// ended by dropping it. The store is local to one node; across nodes,
+/// publish changes through topics.
+///
+/// Keys follow one [`KeyRule`], checked by every call that takes a key
+/// ([`StateStore::set`], [`StateStore::update`], [`StateStore::try_update`],
+/// [`StateStore::remove`], [`StateStore::watch`], [`StateStore::watch_with`]),
+/// so a key a handler can write is a key it can watch. A write that leaves
+/// the value equal to what it was is no change: no new version, nothing
+/// pushed.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use signalbox::{message, Ctx, Router};
+///
+/// #[derive(Serialize, Deserialize, Clone, Default, PartialEq)]
+/// struct RoomState { members: Vec<String> }
+/// message!(RoomState = "ROOM_STATE");
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Enter { room: String }
+/// message!(Enter = "ENTER");
+///
+/// let router = Router::new().on(|ctx: Ctx<Enter>| async move {
+///     let key = format!("room:{}", ctx.payload().room);
+///     ctx.store().watch::<RoomState>(&ctx, &key)?;
+///     let me = ctx.id().to_owned();
+///     ctx.store().update(&key, |s: &mut RoomState| s.members.push(me))?;
+///     Ok(())
+/// });
+/// # let _ = router;
+/// ```
+///
 /// Typed values under string keys, with watchers per key and server-side
 /// subscribers.
 ///
@@ -721,7 +723,11 @@ impl StateStore {
     /// connection watches a key once: watching it again, with or without a
     /// projection, is a no-op. A bad key is refused. At most
     /// [`crate::TopicLimits::max_per_connection`] keys per connection.
-    pub fn watch<T: Message + Clone>(&self, conn: &Conn, key: &str) -> Result<(), Error> {
+    pub fn watch<T: Message + Clone>(
+        &self,
+        conn: &ConnectionHandle,
+        key: &str,
+    ) -> Result<(), Error> {
         self.start_watch::<T>(conn, key, None)
     }
 
@@ -733,7 +739,7 @@ impl StateStore {
     ///
     /// ```
     /// use serde::{Deserialize, Serialize};
-    /// use signalbox::state::Projection;
+    /// use signalbox::Projection;
     /// use signalbox::{message, Ctx, Router};
     /// use std::collections::BTreeMap;
     ///
@@ -764,7 +770,7 @@ impl StateStore {
     /// ```
     pub fn watch_with<T: Message>(
         &self,
-        conn: &Conn,
+        conn: &ConnectionHandle,
         key: &str,
         projection: &Projection<T>,
     ) -> Result<(), Error> {
@@ -773,7 +779,7 @@ impl StateStore {
 
     fn start_watch<T: Message>(
         &self,
-        conn: &Conn,
+        conn: &ConnectionHandle,
         key: &str,
         view: Option<Arc<dyn Project>>,
     ) -> Result<(), Error> {
@@ -837,7 +843,7 @@ impl StateStore {
     }
 
     /// Stops `conn` watching `key`.
-    pub fn unwatch(&self, conn: &Conn, key: &str) -> bool {
+    pub fn unwatch(&self, conn: &ConnectionHandle, key: &str) -> bool {
         if !conn.shared.watching.lock().remove(key) {
             return false;
         }

@@ -121,13 +121,7 @@ macro_rules! versioned_message {
                 meta: &$crate::codec::Meta,
                 compress: bool,
             ) -> ::core::result::Result<$crate::bytes::Bytes, $crate::codec::EncodeError> {
-                $crate::message::encode_serde(
-                    <Self as $crate::Message>::TYPE,
-                    self,
-                    codec,
-                    meta,
-                    compress,
-                )
+                $crate::encode_serde(<Self as $crate::Message>::TYPE, self, codec, meta, compress)
             }
             fn broker_payload(
                 &self,
@@ -136,7 +130,7 @@ macro_rules! versioned_message {
                 ::core::option::Option<$crate::codec::RawPayload>,
                 $crate::codec::EncodeError,
             > {
-                $crate::message::broker_payload_serde(self, limits)
+                $crate::broker_payload_serde(self, limits)
             }
             fn validate(&self) -> ::core::result::Result<(), $crate::Invalid> {
                 <$ty as $crate::versioned::Versioned>::validate(self)

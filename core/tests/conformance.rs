@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use signalbox::Hub;
-use signalbox::connection::CloseKind;
 use signalbox::testing::conformance::{self, CHECKS, Endpoint, Memory, Transport};
+use signalbox::transport::CloseKind;
 
 signalbox::conformance_tests!(Memory);
 

@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use signalbox::codec::Meta;
+use signalbox::codec::vocab;
 use signalbox::testing::{TestClient, TestHub};
 use signalbox::{
-    Ctx, Error, HistoryLimits, Hub, Position, Router, SUBSCRIBED_TYPE, SubscribeOptions,
-    Subscribed, TopicAction, TopicPattern, message,
+    Ctx, Error, HistoryLimits, Hub, Position, Router, SubscribeOptions, Subscribed, TopicAction,
+    TopicPattern, message,
 };
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ fn join(topic: &str) -> Join {
 /// Reads a `$sb:subscribed` notice.
 async fn subscribed(c: &mut TestClient) -> Subscribed {
     let envelope = c.recv().await.expect("a message");
-    assert_eq!(envelope.ty, SUBSCRIBED_TYPE, "got {envelope:?}");
+    assert_eq!(envelope.ty, vocab::SUBSCRIBED, "got {envelope:?}");
     envelope.decode_payload().expect("a subscribed payload")
 }
 
@@ -364,7 +365,7 @@ async fn the_replay_and_live_seam_has_no_gap_and_no_duplicate_under_concurrent_p
         };
         match envelope.ty.as_str() {
             "SAID" => seen.push(envelope.decode_payload::<Said>().unwrap().n),
-            SUBSCRIBED_TYPE => {
+            vocab::SUBSCRIBED => {
                 recovered = envelope.decode_payload::<Subscribed>().unwrap().recovered;
             }
             "$sb:resumed" => {}

@@ -19,8 +19,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use signalbox::codec::{ErrorPayload, WireCodec};
-use signalbox::connection::CloseKind;
 use signalbox::testing::{TestClient, TestHub};
+use signalbox::transport::CloseKind;
 use signalbox::{Config, Ctx, ErrorCode, Meta, Opaque, RateLimit, Router, message};
 use std::io::Write;
 

@@ -7,8 +7,8 @@
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde::{Deserialize, Serialize};
-use signalbox::connection::CloseKind;
 use signalbox::testing::TestHub;
+use signalbox::transport::CloseKind;
 use signalbox::{Config, Ctx, Router, message};
 
 #[derive(Debug, Serialize, Deserialize)]

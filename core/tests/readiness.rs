@@ -3,8 +3,8 @@
 //! not connected, draining from the start of a shutdown, through the drain
 //! delay, before connections are closed.
 
-use signalbox::connection::CloseKind;
 use signalbox::testing::TestHub;
+use signalbox::transport::CloseKind;
 use signalbox::{Broker, Config, Hub, Readiness, Router};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,10 +5,11 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use signalbox::DataMap;
 use signalbox::codec::{Envelope, WireCodec};
-use signalbox::connection::{
-    Close, Connection, ConnectionInfo, DataMap, Frame, FrameSink, FrameSource, Inbound,
-    RefusedMessage, ReplyTo, TransportError,
+use signalbox::transport::{
+    Close, Connection, ConnectionInfo, Frame, FrameSink, FrameSource, Inbound, RefusedMessage,
+    ReplyTo, TransportError,
 };
 use signalbox::{Ctx, Error, ErrorCode, Hub, ManualClock, Router, message};
 use std::sync::{Arc, Mutex};
@@ -152,7 +153,11 @@ async fn answers_name_the_correlation_id_they_answer_and_whether_more_follow() {
         .await;
     for n in 0..2 {
         let (envelope, reply_to) = peer.next().await;
-        assert_eq!(envelope.ty, signalbox::PROGRESS_TYPE, "progress {n}");
+        assert_eq!(
+            envelope.ty,
+            signalbox::codec::vocab::RPC_PROGRESS,
+            "progress {n}"
+        );
         assert_eq!(reply_to, request("s-1", true));
     }
     let (envelope, reply_to) = peer.next().await;
@@ -163,12 +168,12 @@ async fn answers_name_the_correlation_id_they_answer_and_whether_more_follow() {
     peer.send(r#"{"type":"STEPS","meta":{"correlationId":"s-2"},"payload":{"n":"two"}}"#)
         .await;
     let (envelope, reply_to) = peer.next().await;
-    assert_eq!(envelope.ty, signalbox::RPC_ERROR_TYPE);
+    assert_eq!(envelope.ty, signalbox::codec::vocab::RPC_ERROR);
     assert_eq!(reply_to, request("s-2", false));
     peer.send(r#"{"type":"NOPE","meta":{"correlationId":"s-3"}}"#)
         .await;
     let (envelope, reply_to) = peer.next().await;
-    assert_eq!(envelope.ty, signalbox::ERROR_TYPE);
+    assert_eq!(envelope.ty, signalbox::codec::vocab::ERROR);
     assert_eq!(reply_to, request("s-3", false));
     peer.send(r#"{"type":"__heartbeat","meta":{"correlationId":"h"}}"#)
         .await;
@@ -194,7 +199,7 @@ async fn messages_that_answer_nothing_carry_no_metadata() {
     // An error for a frame that did not decode, without a correlationId.
     peer.send("{not json").await;
     let (envelope, reply_to) = peer.next().await;
-    assert_eq!(envelope.ty, signalbox::ERROR_TYPE);
+    assert_eq!(envelope.ty, signalbox::codec::vocab::ERROR);
     assert_eq!(reply_to, None);
 }
 
@@ -213,7 +218,7 @@ async fn a_refusal_is_answered_by_the_hub_and_its_answer_carries_the_tag() {
         .unwrap();
     let (envelope, reply_to) = peer.next().await;
     assert_eq!(reply_to, Some(ReplyTo::Refused { tag: 42 }));
-    assert_eq!(envelope.ty, signalbox::ERROR_TYPE);
+    assert_eq!(envelope.ty, signalbox::codec::vocab::ERROR);
     assert_eq!(envelope.meta.correlation_id.as_deref(), Some("r-1"));
     assert_eq!(envelope.meta.timestamp, Some(NOW));
     let payload: serde_json::Value = envelope.decode_payload().unwrap();

@@ -2,12 +2,13 @@
 //! connection driver's queues, through the in-memory harness.
 
 use serde::{Deserialize, Serialize};
-use signalbox::connection::{CloseKind, DataMap, OverflowPolicy};
 use signalbox::testing::TestHub;
+use signalbox::transport::CloseKind;
 use signalbox::{
     Config, ConflictPolicy, Ctx, Error, ErrorCode, MergeError, Next, Request, Route, Router,
     message,
 };
+use signalbox::{DataMap, OverflowPolicy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use signalbox::codec::{PayloadError, RawPayload};
-use signalbox::state::{Projection, StateRemoved};
 use signalbox::testing::TestHub;
 use signalbox::versioned::{self, Versioned};
 use signalbox::{Ctx, ErrorCode, Router, TopicPattern, message, validate};
+use signalbox::{Projection, StateRemoved};
 use std::time::Duration;
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]

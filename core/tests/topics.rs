@@ -236,11 +236,11 @@ struct Counted(String);
 impl Message for Counted {
     const TYPE: &'static str = "COUNTED";
     fn decode(payload: Option<&RawPayload>) -> Result<Self, PayloadError> {
-        signalbox::message::decode_serde(payload).map(Counted)
+        signalbox::decode_serde(payload).map(Counted)
     }
     fn encode(&self, codec: &WireCodec, meta: &Meta, compress: bool) -> Result<Bytes, EncodeError> {
         ENCODES.fetch_add(1, Ordering::SeqCst);
-        signalbox::message::encode_serde(Self::TYPE, &self.0, codec, meta, compress)
+        signalbox::encode_serde(Self::TYPE, &self.0, codec, meta, compress)
     }
 }
 
@@ -335,7 +335,7 @@ async fn a_slow_subscriber_meets_its_queue_policy_and_delays_no_one_else() {
         }
     }
     let close = slow.closed().await.expect("the slow subscriber is closed");
-    assert_eq!(close.kind, signalbox::connection::CloseKind::Policy);
+    assert_eq!(close.kind, signalbox::transport::CloseKind::Policy);
     assert!(close.reason.contains("slow consumer"));
     publisher.expect_silence(Duration::from_millis(20)).await;
 }

@@ -18,9 +18,9 @@
 //! history window ([`HISTORY`]).
 
 use serde::{Deserialize, Serialize};
-use signalbox::connection::Close;
+use signalbox::transport::Close;
 use signalbox::{
-    Config, Conn, Ctx, Error, HistoryLimits, Hub, HubBuilder, PublishOptions, Router,
+    Config, ConnectionHandle, Ctx, Error, HistoryLimits, Hub, HubBuilder, PublishOptions, Router,
     SubscribeOptions, TopicPattern, message, validate,
 };
 use signalbox_ws::{HealthPaths, ServerError, WsServer, WsServerBuilder};
@@ -286,7 +286,7 @@ async fn leave(ctx: Ctx<LeaveRoom>) -> Result<(), Error> {
 /// A disconnect leaves every room it was announced in (the connection still
 /// holds its topics when the close hook runs); rooms it only resumed are
 /// left silently, as by `LEAVE_ROOM`.
-async fn left_everything(conn: Conn, _close: Close) {
+async fn left_everything(conn: ConnectionHandle, _close: Close) {
     let announced = conn.update_data(|a: &mut Announced| std::mem::take(&mut a.0));
     for topic in conn.topics() {
         if !announced.contains(&topic) {

@@ -18,7 +18,7 @@
 //! 401 before it reaches a route. An accepted one carries a [`UserId`] in
 //! its extensions; the upgrade's authentication hook moves it into the
 //! connection's typed data (`signalbox::transport::Handshake::extensions`),
-//! where the WebSocket handlers read it (`Conn::data`).
+//! where the WebSocket handlers read it (`ConnectionHandle::data`).
 //!
 //! WebSocket messages:
 //!
@@ -39,9 +39,9 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use signalbox::connection::DataMap;
+use signalbox::DataMap;
 use signalbox::transport::Rejection;
-use signalbox::{Conn, Ctx, Error, Hub, message, validate};
+use signalbox::{ConnectionHandle, Ctx, Error, Hub, message, validate};
 use signalbox_ws::Upgrader;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -196,7 +196,7 @@ impl App {
 
 /// The user a connection belongs to: set at the upgrade from what
 /// [`require_user`] found, so every connection of this hub has one.
-fn user_of(conn: &Conn) -> Result<UserId, Error> {
+fn user_of(conn: &ConnectionHandle) -> Result<UserId, Error> {
     conn.data::<UserId>()
         .ok_or_else(|| Error::unauthenticated("connection without a user"))
 }
@@ -204,7 +204,7 @@ fn user_of(conn: &Conn) -> Result<UserId, Error> {
 /// The hub: notes over WebSocket, sharing `notes` with the REST routes.
 pub fn hub(notes: Arc<Mutex<Notes>>) -> Hub {
     signalbox::Router::new()
-        .on_open(|conn: Conn| async move {
+        .on_open(|conn: ConnectionHandle| async move {
             conn.subscribe(NOTES_TOPIC)?;
             Ok(())
         })

@@ -1,5 +1,5 @@
 //! A custom transport in one file: newline-delimited JSON over TCP,
-//! written against the public transport seam (`signalbox::connection`)
+//! written against the public transport seam (`signalbox::transport`)
 //! and client seam (`signalbox::client::Connector`). It passes the
 //! conformance suite (`tests/ndjson.rs`).
 //!
@@ -21,11 +21,12 @@
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use signalbox::DataMap;
 use signalbox::Hub;
 use signalbox::client::{ConnectError, Connector, Link};
 use signalbox::codec::WireCodec;
-use signalbox::connection::{
-    Close, CloseKind, Connection, ConnectionInfo, DataMap, Frame, FrameSink, FrameSource, Inbound,
+use signalbox::transport::{
+    Close, CloseKind, Connection, ConnectionInfo, Frame, FrameSink, FrameSource, Inbound,
     PeerClose, TransportError,
 };
 use std::net::SocketAddr;

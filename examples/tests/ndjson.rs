@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use signalbox::client::{ConnectError, Connector};
-use signalbox::connection::CloseKind;
 use signalbox::testing::conformance::{Endpoint, Memory, Transport};
+use signalbox::transport::CloseKind;
 use signalbox::{Hub, Router};
 use signalbox_examples::ndjson::{self, NdjsonConnector};
 use std::net::SocketAddr;

@@ -15,7 +15,7 @@ mod common;
 
 use signalbox::client::{Client, ConnectionState, Recovery};
 use signalbox::codec::Meta;
-use signalbox::topic::history::{META_EPOCH, META_OFFSET, META_TOPIC};
+use signalbox::codec::vocab::{META_EPOCH, META_OFFSET, META_TOPIC};
 use signalbox_examples::chat::{
     JoinRoom, NewMessage, SendMessage, UserJoined, UserLeft, room_topic,
 };

@@ -10,7 +10,7 @@ use rcgen::{
 use serde_json::{Value, json};
 use signalbox::client::{ConnectError, Connector, Link};
 use signalbox::codec::{Meta, WireCodec};
-use signalbox::connection::Inbound;
+use signalbox::transport::Inbound;
 use signalbox_quic::QuicConnector;
 use signalbox_ws::WsConnector;
 use std::io::{BufRead, BufReader, Read};

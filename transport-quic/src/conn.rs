@@ -10,11 +10,11 @@ use bytes::Bytes;
 use quinn::crypto::rustls::HandshakeData;
 use rustls_pki_types::CertificateDer;
 use signalbox::codec::Codecs;
-use signalbox::connection::{
+use signalbox::transport::Handshake;
+use signalbox::transport::{
     Close, CloseKind, Connection, ConnectionInfo, Frame, FrameSink, FrameSource, Inbound,
     TransportError,
 };
-use signalbox::transport::Handshake;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;

@@ -7,7 +7,7 @@ use crate::tls;
 use async_trait::async_trait;
 use signalbox::client::{Client, ConnectError, Connector, Link};
 use signalbox::codec::WireCodec;
-use signalbox::connection::{
+use signalbox::transport::{
     Close, CloseKind, Frame, FrameSink, FrameSource, Inbound, PeerClose, TransportError,
 };
 use std::net::SocketAddr;

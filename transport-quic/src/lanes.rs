@@ -26,7 +26,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use signalbox::Error;
 use signalbox::codec::{ErrorCode, WireCodec};
-use signalbox::connection::{CloseKind, Frame, Inbound, RefusedMessage, ReplyTo};
+use signalbox::transport::{CloseKind, Frame, Inbound, RefusedMessage, ReplyTo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -84,7 +84,7 @@
 //! stream, answered by the hub like any error (its clock, the router's
 //! `on_error`); one left unanswered is finished without a reply after the
 //! request timeout. Answers find their stream by what the hub says they
-//! answer ([`signalbox::connection::Frame::reply_to`]), not by decoding.
+//! answer ([`signalbox::transport::Frame::reply_to`]), not by decoding.
 //! See [`QuicServerBuilder::request_streams`].
 //!
 //! # Clients

@@ -6,8 +6,8 @@ use crate::error::QuicError;
 use crate::tls;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::RootCertStore;
+use signalbox::DataMap;
 use signalbox::Hub;
-use signalbox::connection::DataMap;
 use signalbox::transport::{
     AcceptLoop, Admission, AdmissionBuilder, Handshake, Identity, Listener, Refusal, Rejection,
 };

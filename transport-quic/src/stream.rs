@@ -10,7 +10,7 @@
 
 use crate::framing::{FrameDecoder, FrameError, HEADER_LEN, encode_header};
 use bytes::{BufMut, Bytes, BytesMut};
-use signalbox::connection::{Close, CloseKind, Refusal, Reservation, TransportError};
+use signalbox::transport::{Close, CloseKind, IncompleteRefusal, Reservation, TransportError};
 use std::time::Duration;
 
 /// The largest chunk read from a stream at once.
@@ -43,7 +43,7 @@ pub(crate) enum ReadError {
     Truncated,
     /// The partial frame passed the hub's budget for incomplete messages,
     /// or its completion time.
-    Refused(Refusal),
+    Refused(IncompleteRefusal),
     /// The stream or the connection failed.
     Stream(quinn::ReadError),
 }

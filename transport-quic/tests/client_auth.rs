@@ -12,7 +12,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
-use signalbox::connection::DataMap;
+use signalbox::DataMap;
 use signalbox::transport::Rejection;
 use signalbox_quic::{ClientAuth, QuicServer, roots_from_pem};
 use std::sync::Arc;

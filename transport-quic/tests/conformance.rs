@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use signalbox::Hub;
 use signalbox::client::{ConnectError, Connector};
-use signalbox::connection::CloseKind;
 use signalbox::testing::conformance::{Endpoint, Transport};
+use signalbox::transport::CloseKind;
 use signalbox_quic::{QuicConnector, QuicServer};
 
 struct Quic;

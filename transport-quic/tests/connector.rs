@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use signalbox::client::{Client, ConnectError, ConnectionState, Connector};
-use signalbox::connection::{Close, CloseKind, PeerClose};
 use signalbox::transport::Identity;
+use signalbox::transport::{Close, CloseKind, PeerClose};
 use signalbox_quic::{QuicConnector, QuicServer};
 use std::time::Duration;
 

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use signalbox::Config;
-use signalbox::connection::DataMap;
+use signalbox::DataMap;
 use signalbox::transport::Rejection;
 use signalbox_quic::QuicServer;
 use std::sync::{Arc, Mutex};
@@ -298,7 +298,7 @@ async fn progress_and_errors_of_a_stream_request_come_back_on_its_stream() {
     let mut steps = Request::open(&client, &frame).await;
     for n in 0..3 {
         let progress = steps.recv().await.unwrap();
-        assert_eq!(progress.ty, signalbox::PROGRESS_TYPE);
+        assert_eq!(progress.ty, signalbox::codec::vocab::RPC_PROGRESS);
         assert_eq!(progress.meta.correlation_id.as_deref(), Some("s"));
         assert_eq!(progress.decode_payload::<Tick>().unwrap(), Tick { n });
     }

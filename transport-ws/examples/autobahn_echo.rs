@@ -4,11 +4,11 @@
 //! It is built on signalbox-ws's own connection halves: the stream is
 //! configured by [`signalbox_ws::websocket_config`] (buffers, frame and
 //! message limits), split by [`signalbox_ws::split`], read by
-//! [`WsSource::recv_message`] (what the hub's [`FrameSource::recv`](signalbox::connection::FrameSource::recv) reads,
+//! [`WsSource::recv_message`] (what the hub's [`FrameSource::recv`](signalbox::transport::FrameSource::recv) reads,
 //! with the same error mapping) and written by [`WsSink::send_messages`]
 //! (what [`FrameSink::send_batch`] writes). A violation closes the
 //! connection through [`FrameSink::close`] with the close code the hub
-//! would use ([`signalbox::connection::TransportError::close_kind`]: 1002
+//! would use ([`signalbox::transport::TransportError::close_kind`]: 1002
 //! protocol, 1007 invalid UTF-8, 1009 too big).
 //!
 //! The hub itself is not in the loop: it routes envelopes, and Autobahn
@@ -25,7 +25,7 @@
 //! prints `listening ws=127.0.0.1:9001` once ready.
 
 use signalbox::codec::{CodecLimits, WireCodec};
-use signalbox::connection::{Close, CloseKind, FrameSink};
+use signalbox::transport::{Close, CloseKind, FrameSink};
 use signalbox_ws::{Buffers, WsSink, WsSource, split, websocket_config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;

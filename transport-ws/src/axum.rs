@@ -26,7 +26,7 @@
 //! axum layer in front of the route can authenticate the request as it does
 //! for the application's other routes, and the hook only moves the layer's
 //! result into the connection's typed data (read by handlers with
-//! [`signalbox::Conn::data`]). A request the layer refuses never reaches the
+//! [`signalbox::ConnectionHandle::data`]). A request the layer refuses never reaches the
 //! upgrade. `examples/src/embed.rs` is a runnable application built this
 //! way; `examples/tests/embed_axum.rs` drives it.
 //!
@@ -36,7 +36,7 @@
 //! use axum::http::StatusCode;
 //! use axum::middleware::{self, Next};
 //! use axum::response::Response;
-//! use signalbox::connection::DataMap;
+//! use signalbox::DataMap;
 //! use signalbox::transport::Rejection;
 //! use signalbox_ws::Upgrader;
 //!

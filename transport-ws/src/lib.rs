@@ -30,7 +30,7 @@
 //!         .static_file("/", "text/html; charset=utf-8", &b"<!doctype html><p>hi</p>"[..])
 //!         .authenticate(|req| async move {
 //!             match req.query_param("token").as_deref() {
-//!                 Some("secret") => Ok(signalbox::connection::DataMap::new()),
+//!                 Some("secret") => Ok(signalbox::DataMap::new()),
 //!                 _ => Err(Rejection::unauthorized()),
 //!             }
 //!         })

@@ -12,7 +12,7 @@
 //! each is exactly 6 bytes of header plus its payload.
 
 use parking_lot::Mutex;
-use signalbox::connection::{Refusal, Reservation};
+use signalbox::transport::{IncompleteRefusal, Reservation};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -74,7 +74,7 @@ impl Meter {
         self.0.counting.store(false, Ordering::Release);
     }
 
-    fn deadline(&self) -> Option<(Instant, Refusal)> {
+    fn deadline(&self) -> Option<(Instant, IncompleteRefusal)> {
         if !self.0.timed.load(Ordering::Acquire) {
             return None;
         }
@@ -84,7 +84,7 @@ impl Meter {
             .map(|deadline| (deadline, reservation.timed_out()))
     }
 
-    fn charge(&self, bytes: usize) -> Result<(), Refusal> {
+    fn charge(&self, bytes: usize) -> Result<(), IncompleteRefusal> {
         if !self.0.counting.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -93,13 +93,16 @@ impl Meter {
 }
 
 /// The refusal as the I/O error tungstenite passes on; see [`refusal_of`].
-fn refused(refusal: Refusal) -> io::Error {
+fn refused(refusal: IncompleteRefusal) -> io::Error {
     io::Error::other(refusal)
 }
 
 /// The refusal inside an I/O error made by [`Metered`].
-pub(crate) fn refusal_of(error: &io::Error) -> Option<Refusal> {
-    error.get_ref()?.downcast_ref::<Refusal>().copied()
+pub(crate) fn refusal_of(error: &io::Error) -> Option<IncompleteRefusal> {
+    error
+        .get_ref()?
+        .downcast_ref::<IncompleteRefusal>()
+        .copied()
 }
 
 /// A byte stream whose reads are charged to a [`Meter`].
@@ -188,7 +191,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signalbox::connection::{IncompleteBudget, IncompleteLimits};
+    use signalbox::transport::{IncompleteBudget, IncompleteLimits};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -220,7 +223,7 @@ mod tests {
         let error = metered.read_exact(&mut buf).await.unwrap_err();
         assert_eq!(
             refusal_of(&error),
-            Some(Refusal::Budget { budget: 100 }),
+            Some(IncompleteRefusal::Budget { budget: 100 }),
             "{error}"
         );
         // Discarding: reads are no longer charged.
@@ -247,7 +250,7 @@ mod tests {
         let error = metered.read(&mut buf).await.unwrap_err();
         assert_eq!(
             refusal_of(&error),
-            Some(Refusal::Timeout(Duration::from_secs(5)))
+            Some(IncompleteRefusal::Timeout(Duration::from_secs(5)))
         );
         assert_eq!(started.elapsed(), Duration::from_secs(5));
         // A closing connection is not timed.

@@ -11,8 +11,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use signalbox::DataMap;
 use signalbox::Hub;
-use signalbox::connection::DataMap;
 use signalbox::transport::{
     AcceptLoop, ConnectionLimit, Handshake, Identity, Listener, Refusal, Rejection,
 };

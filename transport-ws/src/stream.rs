@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use signalbox::codec::{CodecLimits, WireCodec};
-use signalbox::connection::{
+use signalbox::transport::{
     Close, CloseKind, Frame, FrameSink, FrameSource, Inbound, PeerClose, TransportError,
 };
 use std::time::Duration;

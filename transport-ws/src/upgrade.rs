@@ -8,10 +8,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use signalbox::DataMap;
 use signalbox::Hub;
 use signalbox::codec::{Negotiation, WireCodec};
-use signalbox::connection::{Connection, ConnectionInfo, DataMap};
 use signalbox::transport::{Admission, AdmissionBuilder, ConnectionPermit, Handshake, Rejection};
+use signalbox::transport::{Connection, ConnectionInfo};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ impl UpgraderBuilder {
     /// Authenticates each upgrade: the hook sees the request as a
     /// [`Handshake`] (URI, headers, extensions, peer address, codec);
     /// `Ok(data)` starts the connection with `data` (see
-    /// [`signalbox::Conn::data`]); `Err(rejection)` answers the rejection's
+    /// [`signalbox::ConnectionHandle::data`]); `Err(rejection)` answers the rejection's
     /// HTTP status, headers and body (401 with [`Rejection::unauthorized`])
     /// and the connection never reaches a handler. A hook that has not
     /// answered within the handshake timeout is answered 408

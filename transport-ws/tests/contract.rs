@@ -86,7 +86,7 @@ async fn the_authentication_hook_rejects_with_401_or_its_status_and_passes_data(
         b.authenticate(|req| async move {
             match req.query_param("token").as_deref() {
                 Some("good") => {
-                    let mut data = signalbox::connection::DataMap::new();
+                    let mut data = signalbox::DataMap::new();
                     data.insert(Authenticated(
                         req.header("x-user").unwrap_or("anon").to_owned(),
                     ));

@@ -115,7 +115,7 @@ async fn the_hub_mounts_on_an_axum_route_beside_other_routes() {
                     seen.fetch_add(1, Ordering::SeqCst);
                 }
                 match req.query_param("token").as_deref() {
-                    Some("t") => Ok(signalbox::connection::DataMap::new()),
+                    Some("t") => Ok(signalbox::DataMap::new()),
                     _ => Err(signalbox::transport::Rejection::unauthorized()),
                 }
             }
@@ -176,7 +176,7 @@ async fn a_hook_that_does_not_answer_within_the_handshake_timeout_is_answered_40
             if req.query_param("token").as_deref() == Some("slow") {
                 std::future::pending::<()>().await;
             }
-            Ok(signalbox::connection::DataMap::new())
+            Ok(signalbox::DataMap::new())
         })
         .build();
     let app = axum::Router::new().route("/ws", signalbox_ws::axum::route(upgrader));
@@ -212,7 +212,7 @@ async fn what_an_axum_layer_puts_in_the_extensions_reaches_the_hook_and_the_conn
                 .extension::<LayerUser>()
                 .cloned()
                 .ok_or_else(signalbox::transport::Rejection::forbidden)?;
-            let mut data = signalbox::connection::DataMap::new();
+            let mut data = signalbox::DataMap::new();
             data.insert(user);
             Ok(data)
         })

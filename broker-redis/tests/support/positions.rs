@@ -5,10 +5,10 @@ use super::eventually;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use signalbox::codec::Meta;
+use signalbox::codec::vocab;
 use signalbox::testing::{TestClient, TestHub};
 use signalbox::{
-    Config, Ctx, HistoryLimits, Hub, Position, Router, SUBSCRIBED_TYPE, Subscribed, TopicPattern,
-    message,
+    Config, Ctx, HistoryLimits, Hub, Position, Router, Subscribed, TopicPattern, message,
 };
 use signalbox_redis::RedisBroker;
 use std::time::{Duration, Instant};
@@ -120,7 +120,7 @@ pub async fn enter(c: &mut TestClient, topic: &str) -> Subscribed {
 
 async fn notice(c: &mut TestClient) -> Subscribed {
     let envelope = c.recv().await.expect("a message");
-    assert_eq!(envelope.ty, SUBSCRIBED_TYPE, "got {envelope:?}");
+    assert_eq!(envelope.ty, vocab::SUBSCRIBED, "got {envelope:?}");
     envelope.decode_payload().expect("a subscribed payload")
 }
 
@@ -164,7 +164,7 @@ pub async fn resumed(c: &mut TestClient) -> (Vec<(u64, u64)>, Subscribed) {
                 let n = envelope.decode_payload::<Said>().expect("said").n;
                 replay.push((position(&envelope.meta).offset, n));
             }
-            SUBSCRIBED_TYPE => {
+            vocab::SUBSCRIBED => {
                 assert!(notice.is_none(), "a second $sb:subscribed");
                 notice = Some(envelope.decode_payload().expect("notice"));
             }

@@ -38,7 +38,7 @@ impl Default for IncompleteLimits {
 
 /// Why an incomplete message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub enum IncompleteRefusal {
     /// Charging the message's bytes would pass the hub's budget.
     #[error("the server's budget for incomplete messages is exhausted ({budget} bytes)")]
     Budget {
@@ -73,7 +73,7 @@ pub enum Refusal {
 /// not completed within [`IncompleteLimits::timeout`] can be refused too.
 ///
 /// ```
-/// use signalbox::connection::{IncompleteBudget, IncompleteLimits};
+/// use signalbox::transport::{IncompleteBudget, IncompleteLimits};
 ///
 /// let mut limits = IncompleteLimits::default();
 /// limits.budget = 100;
@@ -131,14 +131,14 @@ impl IncompleteBudget {
         self.peak.load(Ordering::Acquire)
     }
 
-    fn charge(&self, bytes: usize) -> Result<(), Refusal> {
+    fn charge(&self, bytes: usize) -> Result<(), IncompleteRefusal> {
         let budget = self.limits.budget;
         let before = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&after| after <= budget)
             })
-            .map_err(|_| Refusal::Budget { budget })?;
+            .map_err(|_| IncompleteRefusal::Budget { budget })?;
         self.peak.fetch_max(before + bytes, Ordering::AcqRel);
         Ok(())
     }
@@ -162,7 +162,7 @@ impl Reservation {
     /// The incomplete message now holds `bytes` (more or fewer than
     /// before). On a refusal nothing changes: the connection is to be
     /// closed.
-    pub fn hold(&mut self, bytes: usize) -> Result<(), Refusal> {
+    pub fn hold(&mut self, bytes: usize) -> Result<(), IncompleteRefusal> {
         let charge = bytes.saturating_sub(self.budget.limits.allowance);
         // Within the allowance the shared counter is not touched at all.
         if charge > self.charged {
@@ -181,7 +181,7 @@ impl Reservation {
     }
 
     /// `bytes` more were buffered for the incomplete message.
-    pub fn add(&mut self, bytes: usize) -> Result<(), Refusal> {
+    pub fn add(&mut self, bytes: usize) -> Result<(), IncompleteRefusal> {
         self.hold(self.held.saturating_add(bytes))
     }
 
@@ -208,8 +208,8 @@ impl Reservation {
     }
 
     /// The refusal for a message past its deadline.
-    pub fn timed_out(&self) -> Refusal {
-        Refusal::Timeout(self.budget.limits.timeout)
+    pub fn timed_out(&self) -> IncompleteRefusal {
+        IncompleteRefusal::Timeout(self.budget.limits.timeout)
     }
 }
 
@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(b.used(), 1000);
         assert_eq!(
             r2.add(1),
-            Err(Refusal::Budget { budget: 1000 }),
+            Err(IncompleteRefusal::Budget { budget: 1000 }),
             "one byte past the budget"
         );
         // A refused charge changes nothing.
@@ -301,7 +301,10 @@ mod tests {
             Some(start + Duration::from_millis(1300)),
             "counted from the new message's first byte"
         );
-        assert_eq!(r.timed_out(), Refusal::Timeout(Duration::from_secs(1)));
+        assert_eq!(
+            r.timed_out(),
+            IncompleteRefusal::Timeout(Duration::from_secs(1))
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 
 /// A map holding at most one value of each type.
 ///
-/// Each connection has one, reached through [`crate::Conn::data`] and
+/// Each connection has one, reached through [`crate::ConnectionHandle::data`] and
 /// friends; a transport's authentication hook fills one in at the handshake
 /// ([`crate::connection::Connection::data`]).
 #[derive(Default)]

@@ -11,7 +11,7 @@
 
 use super::{Close, CloseKind, Connection, Frame, Inbound, RefusedMessage, TokenBucket};
 use crate::connection::{FrameSink, FrameSource, OutboundBound, OutboundQueue};
-use crate::context::{Conn, ConnShared, ERROR_TYPE};
+use crate::context::{ConnShared, ConnectionHandle, ERROR_TYPE};
 use crate::error::Error;
 use crate::hub::HubInner;
 use crate::meter::Stamp;
@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use signalbox_codec::vocab::{
+pub(crate) use signalbox_codec::vocab::{
     HEARTBEAT as HEARTBEAT_TYPE, HEARTBEAT_ACK as HEARTBEAT_ACK_TYPE, RESUME as RESUME_TYPE,
     RESUMED as RESUMED_TYPE,
 };
@@ -42,7 +42,7 @@ const SLOW_CONSUMER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Sends an error answer and reports it to the error sink.
 fn answer_error(
-    conn: &Conn,
+    conn: &ConnectionHandle,
     ty: &str,
     message_type: Option<&str>,
     correlation_id: Option<String>,
@@ -54,7 +54,7 @@ fn answer_error(
 /// Answers a message the transport refused ([`Inbound::Refused`]): an
 /// `ERROR` like any other (docs/PROTOCOL.md §6), whose frame carries the
 /// refusal's tag back to the transport.
-fn answer_refusal(conn: &Conn, refused: RefusedMessage) {
+fn answer_refusal(conn: &ConnectionHandle, refused: RefusedMessage) {
     let RefusedMessage {
         error,
         message_type,
@@ -74,7 +74,7 @@ fn answer_refusal(conn: &Conn, refused: RefusedMessage) {
 /// [`answer_error`], the frame marked as the answer to the refusal tagged
 /// `refused` when there is one.
 fn answer_error_to(
-    conn: &Conn,
+    conn: &ConnectionHandle,
     ty: &str,
     message_type: Option<&str>,
     correlation_id: Option<String>,
@@ -109,7 +109,7 @@ pub(crate) async fn serve(hub: Arc<HubInner>, connection: Connection) {
         peer = ?info.peer_addr,
         codec = info.codec.name()
     );
-    let conn = Conn {
+    let conn = ConnectionHandle {
         shared: Arc::new(ConnShared {
             id: id.clone(),
             info,
@@ -131,7 +131,7 @@ pub(crate) async fn serve(hub: Arc<HubInner>, connection: Connection) {
 
 async fn run(
     hub: Arc<HubInner>,
-    conn: Conn,
+    conn: ConnectionHandle,
     source: Box<dyn FrameSource>,
     sink: Box<dyn FrameSink>,
 ) {
@@ -188,7 +188,7 @@ async fn run(
 }
 
 async fn read_loop(
-    conn: &Conn,
+    conn: &ConnectionHandle,
     mut source: Box<dyn FrameSource>,
     tx: mpsc::Sender<(Arc<RouteEntry>, Box<Envelope>)>,
 ) {
@@ -270,7 +270,7 @@ async fn read_loop(
 /// does not read". Returns `false` when the connection is closing, or has
 /// just been closed as a slow consumer because the queue did not drain
 /// within `outbound_stall_timeout`.
-pub(crate) async fn room_for_answers(conn: &Conn) -> bool {
+pub(crate) async fn room_for_answers(conn: &ConnectionHandle) -> bool {
     let outbound = &conn.shared.outbound;
     let half = outbound.bound().half();
     if outbound.is_below(half) {
@@ -293,7 +293,7 @@ pub(crate) async fn room_for_answers(conn: &Conn) -> bool {
 /// Decodes one frame and decides whether it goes to a handler; answers
 /// everything that does not.
 fn admit(
-    conn: &Conn,
+    conn: &ConnectionHandle,
     frame: Bytes,
     bucket: Option<&mut TokenBucket>,
 ) -> Option<(Arc<RouteEntry>, Box<Envelope>)> {
@@ -412,7 +412,7 @@ struct ResumeReply {
 /// error where it was refused. What is replayed, and whether everything
 /// was, arrives per topic: the replayed publications, then
 /// `$sb:subscribed` with `recovered`.
-fn resume(conn: &Conn, envelope: &Envelope) {
+fn resume(conn: &ConnectionHandle, envelope: &Envelope) {
     let correlation_id = envelope.meta.correlation_id.clone();
     let request = match envelope
         .payload
@@ -484,7 +484,10 @@ fn rate_limited(wait: Duration) -> Error {
     Error::resource_exhausted("rate limit exceeded", Some(ms))
 }
 
-async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<Envelope>)>) {
+async fn process_loop(
+    conn: ConnectionHandle,
+    mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<Envelope>)>,
+) {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
     let limit = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
@@ -559,7 +562,7 @@ async fn process_loop(conn: Conn, mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<E
 
 /// Answers what [`dispatch`] left to answer: the driver alone sends error
 /// answers (docs/PROTOCOL.md §6).
-fn settle(conn: &Conn, route: &RouteEntry, outcome: Result<(), ErrorAnswer>) {
+fn settle(conn: &ConnectionHandle, route: &RouteEntry, outcome: Result<(), ErrorAnswer>) {
     if let Err(answer) = outcome {
         answer_error(
             conn,
@@ -572,14 +575,14 @@ fn settle(conn: &Conn, route: &RouteEntry, outcome: Result<(), ErrorAnswer>) {
 }
 
 /// Resolves `grace` after the connection starts closing.
-async fn closed_then(conn: &Conn, grace: Duration) {
+async fn closed_then(conn: &ConnectionHandle, grace: Duration) {
     conn.shared.closing.cancelled().await;
     tokio::time::sleep(grace).await;
 }
 
 /// Writes until the connection closes, then closes the sink. Returns the
 /// close code the transport used ([`FrameSink::close_code`]).
-async fn write_loop(conn: Conn, mut sink: Box<dyn FrameSink>) -> Option<u32> {
+async fn write_loop(conn: ConnectionHandle, mut sink: Box<dyn FrameSink>) -> Option<u32> {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
     let outbound = &conn.shared.outbound;

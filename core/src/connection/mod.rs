@@ -12,11 +12,12 @@ mod driver;
 mod outbound;
 mod rate;
 
-pub use budget::{IncompleteBudget, IncompleteLimits, Refusal, Reservation};
+pub use budget::{IncompleteBudget, IncompleteLimits, IncompleteRefusal, Reservation};
 pub use data::DataMap;
-pub use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE, RESUME_TYPE, RESUMED_TYPE};
+pub(crate) use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE, RESUME_TYPE, RESUMED_TYPE};
 pub(crate) use driver::{room_for_answers, serve};
-pub use outbound::{OutboundBound, OutboundQueue, OverflowPolicy, PushOutcome};
+pub use outbound::{OutboundBound, OverflowPolicy};
+pub(crate) use outbound::{OutboundQueue, PushOutcome};
 pub(crate) use rate::TokenBucket;
 
 use crate::error::Error;
@@ -338,7 +339,7 @@ pub enum TransportError {
     /// A limit on incomplete messages refused the message being read: the
     /// hub's budget, or the time to complete it.
     #[error("{0}")]
-    Refused(#[from] Refusal),
+    Refused(#[from] IncompleteRefusal),
     /// Anything else the transport reports.
     #[error("{0}")]
     Other(String),

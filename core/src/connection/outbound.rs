@@ -24,7 +24,7 @@ pub enum OverflowPolicy {
 
 /// What happened to a pushed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushOutcome {
+pub(crate) enum PushOutcome {
     /// Queued.
     Queued,
     /// Queued, after dropping the oldest queued message (or as many as it
@@ -135,7 +135,7 @@ impl Drop for State {
 /// one flush. The lock is held only to move frames in or out (and to add
 /// or subtract their lengths).
 #[derive(Debug)]
-pub struct OutboundQueue {
+pub(crate) struct OutboundQueue {
     state: Mutex<State>,
     bound: OutboundBound,
     policy: OverflowPolicy,
@@ -162,6 +162,7 @@ impl OutboundQueue {
         }
     }
 
+    #[cfg(test)]
     /// Queues a frame, applying the overflow policy when the queue is at
     /// its bound (see [`OutboundBound`]).
     pub fn push(&self, frame: impl Into<Frame>) -> PushOutcome {
@@ -204,6 +205,7 @@ impl OutboundQueue {
         outcome
     }
 
+    #[cfg(test)]
     /// Moves every queued frame into `batch`. Returns `false` once the queue
     /// is closed and empty.
     pub fn drain_into(&self, batch: &mut Vec<Frame>) -> bool {
@@ -260,6 +262,7 @@ impl OutboundQueue {
         self.drained.notify_waiters();
     }
 
+    #[cfg(test)]
     /// Whether the queue stopped accepting frames.
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed
@@ -273,11 +276,6 @@ impl OutboundQueue {
     /// Bytes queued now (the sum of the queued frames' lengths).
     pub fn bytes(&self) -> usize {
         self.state.lock().bytes
-    }
-
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Frames dropped so far by the drop policies.

@@ -1,5 +1,5 @@
 //! A conformance suite for transports: what every transport must carry
-//! through the seam of [`crate::connection`] for docs/PROTOCOL.md to hold,
+//! through the seam of [`crate::transport`] for docs/PROTOCOL.md to hold,
 //! checked over the transport itself.
 //!
 //! The suite owns its router, its messages and each check's
@@ -41,7 +41,7 @@ use crate::context::{ERROR_TYPE, RPC_ERROR_TYPE};
 use crate::hub::Hub;
 use crate::message::Message;
 use crate::router::Router;
-use crate::{Conn, Ctx, Error};
+use crate::{ConnectionHandle, Ctx, Error};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -968,7 +968,7 @@ async fn dropped_not_closed(suite: &Suite<'_>, codec: &str, text: &str) -> Resul
             .hub
             .topic_members("flood")
             .iter()
-            .map(Conn::dropped)
+            .map(ConnectionHandle::dropped)
             .sum::<u64>()
     };
     let (mut published, mut n) = (0, 0);

@@ -1,15 +1,4 @@
 //! Topic history: positions, the in-memory history, and the per-subscriber
-//! gate that joins a replay to live delivery with no gap and no duplicate.
-//!
-//! A topic with history (opted in on the hub with
-//! [`HubBuilder::history`](crate::HubBuilder::history)) gives every
-//! publication a [`Position`]: the topic's epoch and an offset one above
-//! the previous publication's. Subscribers receive it in the publication's
-//! meta (docs/PROTOCOL.md §8), and a reconnecting client presents the last
-//! position it saw to have what it missed replayed.
-//!
-//! The logic here is plain data: no sockets, no runtime. Time is passed in
-//! as [`Instant`]s (tokio's, so tests pause and advance it).
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -22,6 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Topic history: positions, the in-memory history, and the per-subscriber
+/// gate that joins a replay to live delivery with no gap and no duplicate.
+///
+/// A topic with history (opted in on the hub with
+/// [`HubBuilder::history`](crate::HubBuilder::history)) gives every
+/// publication a [`Position`]: the topic's epoch and an offset one above
+/// the previous publication's. Subscribers receive it in the publication's
+/// meta (docs/PROTOCOL.md §8), and a reconnecting client presents the last
+/// position it saw to have what it missed replayed.
+///
+/// The logic here is plain data: no sockets, no runtime. Time is passed in
+/// as [`Instant`]s (tokio's, so tests pause and advance it).
+///
 /// Where a publication sits in its topic's history: the topic's epoch and
 /// the publication's offset in it.
 ///
@@ -47,12 +49,7 @@ impl Position {
     }
 }
 
-/// The meta keys a positioned publication carries (docs/PROTOCOL.md §8).
-pub const META_TOPIC: &str = "topic";
-/// The meta key of a publication's offset.
-pub const META_OFFSET: &str = "offset";
-/// The meta key of a publication's epoch.
-pub const META_EPOCH: &str = "epoch";
+pub(crate) use signalbox_codec::vocab::{META_EPOCH, META_OFFSET, META_TOPIC};
 
 /// Adds the topic and position keys to a publication's meta.
 pub(crate) fn stamp(meta: &mut Meta, topic: &str, position: &Position) {

@@ -4,7 +4,7 @@
 pub mod history;
 pub mod presence;
 
-use crate::context::Conn;
+use crate::context::ConnectionHandle;
 use crate::meter::{Stamp, TopicGauges};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -55,7 +55,7 @@ impl TopicRules {
 /// One subscriber of a topic.
 #[derive(Clone)]
 pub(crate) struct Member {
-    pub(crate) conn: Conn,
+    pub(crate) conn: ConnectionHandle,
     /// On a positioned topic: where the subscriber stands (replaying or
     /// live), so that each publication reaches it once and in order.
     pub(crate) gate: Option<Arc<Mutex<Gate>>>,
@@ -119,7 +119,7 @@ impl Registry {
         (removed, removed && empty)
     }
 
-    pub(crate) fn members(&self, topic: &str) -> Vec<Conn> {
+    pub(crate) fn members(&self, topic: &str) -> Vec<ConnectionHandle> {
         self.shard(topic)
             .read()
             .get(topic)
@@ -172,7 +172,7 @@ impl Registry {
 /// and queues the shared bytes for each of them. Yields to the runtime
 /// after every `chunk` recipients. Returns how many it was queued for.
 pub(crate) async fn fan_out(
-    members: Vec<Conn>,
+    members: Vec<ConnectionHandle>,
     exclude: Option<&str>,
     chunk: usize,
     encode: impl Fn(&WireCodec) -> Result<Bytes, EncodeError>,
@@ -237,7 +237,7 @@ impl EncodeCache {
     /// it at most once per codec. Returns how many it was queued for.
     pub(crate) fn deliver(
         &mut self,
-        members: &[Conn],
+        members: &[ConnectionHandle],
         exclude: Option<&str>,
         encode: &impl Fn(&WireCodec) -> Result<Bytes, EncodeError>,
     ) -> usize {

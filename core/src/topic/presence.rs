@@ -1,14 +1,16 @@
 //! Presence: who subscribes to a topic, with what the application said
-//! about each subscriber (a user name, say).
-//!
-//! Opt-in per topic ([`HubBuilder::presence`](crate::HubBuilder::presence)).
-//! A subscriber's entry lives as long as its subscription; with a broker
-//! that crosses nodes, the entries of every node are listed
-//! ([`Hub::presence`](crate::Hub::presence)).
 
 use super::Registry;
 use serde::{Deserialize, Serialize};
 
+/// Presence: who subscribes to a topic, with what the application said
+/// about each subscriber (a user name, say).
+///
+/// Opt-in per topic ([`HubBuilder::presence`](crate::HubBuilder::presence)).
+/// A subscriber's entry lives as long as its subscription; with a broker
+/// that crosses nodes, the entries of every node are listed
+/// ([`Hub::presence`](crate::Hub::presence)).
+///
 /// One subscriber of a topic with presence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PresenceEntry {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 pub type AuthFuture = Pin<Box<dyn Future<Output = Result<DataMap, Rejection>> + Send>>;
 
 /// An authentication hook: turns a [`Handshake`] into the connection's
-/// data (read by handlers with [`Conn::data`](crate::Conn::data)) or a
+/// data (read by handlers with [`ConnectionHandle::data`](crate::ConnectionHandle::data)) or a
 /// [`Rejection`], after which the connection never reaches a handler.
 /// Cheap to clone.
 #[derive(Clone)]

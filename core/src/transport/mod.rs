@@ -8,11 +8,11 @@
 //!   or the ALPN, TLS server name and verified client certificates (QUIC,
 //!   docs/PROTOCOL.md §5).
 //! - [`Rejection`]: an application's refusal, with an HTTP status for
-//!   transports that answer HTTP and a [`CloseKind`](crate::connection::CloseKind)
+//!   transports that answer HTTP and a [`CloseKind`]
 //!   for those that close a connection instead
 //!   ([`Rejection::close_kind`]).
 //! - [`AuthHook`]: the one authentication hook type: a [`Handshake`] in,
-//!   the connection's [`DataMap`](crate::connection::DataMap) or a
+//!   the connection's [`DataMap`](crate::DataMap) or a
 //!   [`Rejection`] out.
 //! - [`Admission`]: the per-connection rules (shutdown, connection limit,
 //!   handshake timeout, authentication), and [`AcceptLoop`], the
@@ -78,6 +78,13 @@ pub use auth::{AuthFuture, AuthHook};
 pub use handshake::Handshake;
 pub use identity::{DEFAULT_SELF_SIGNED_NAMES, Identity, IdentityError, certs_from_pem};
 pub use rejection::Rejection;
+
+// The seam a transport hands connections through (docs/ARCHITECTURE.md).
+pub use crate::connection::{
+    Close, CloseKind, Connection, ConnectionInfo, Frame, FrameSink, FrameSource, Inbound,
+    IncompleteBudget, IncompleteLimits, IncompleteRefusal, PeerClose, RefusedMessage, ReplyTo,
+    Reservation, TransportError,
+};
 
 /// The `http` crate, whose types [`Handshake`] and [`Rejection`] use.
 pub use http;

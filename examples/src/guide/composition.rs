@@ -3,7 +3,7 @@
 //! an explicit conflict policy, plus connection hooks.
 
 use serde::{Deserialize, Serialize};
-use signalbox::connection::{Close, CloseKind};
+use signalbox::transport::{Close, CloseKind};
 use signalbox::{
     ConflictPolicy, Ctx, Error, Hub, MergeError, Next, Request, Router, message, validate,
 };

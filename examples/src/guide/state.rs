@@ -10,8 +10,8 @@
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use signalbox::state::{Projection, StateChanges};
 use signalbox::{Ctx, Error, Hub, Router, TopicPattern, message, validate};
+use signalbox::{Projection, StateChanges};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
