@@ -1,4 +1,4 @@
-//! Error codes of the contract and the errors of decoding and encoding.
+//! Error codes of the protocol and the errors of decoding and encoding.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;

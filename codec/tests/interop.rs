@@ -1,6 +1,6 @@
 //! Interop fixtures: envelopes as other implementations write them
 //! (@msgpack/msgpack, Python's msgpack, msgpackr, JSON.stringify, Python's
-//! json and gzip) and the examples of the contract, decoded and re-encoded.
+//! json and gzip) and the examples of the protocol, decoded and re-encoded.
 //!
 //! The MessagePack fixtures are written out by hand; those given as hex were
 //! produced by Python's `msgpack.packb` (msgpack 1.x, default options), which
@@ -294,7 +294,7 @@ fn msgpack_compressed_envelope_from_python_unwraps() {
 }
 
 #[test]
-fn json_envelope_from_the_contract_decodes_and_re_encodes_identically() {
+fn json_envelope_from_the_protocol_decodes_and_re_encodes_identically() {
     let env = decode(&json(), PROTOCOL_SEND_MESSAGE);
     assert_send_message(&env);
     let payload: SendMessage = env.decode_payload().unwrap();
@@ -338,7 +338,7 @@ fn json_compressed_envelope_from_python_gzip_unwraps() {
 }
 
 #[test]
-fn json_compressed_envelope_we_send_has_the_contract_shape() {
+fn json_compressed_envelope_we_send_has_the_protocol_shape() {
     let codec = WireCodec::from_name("json+gzip").unwrap();
     let text = "hi ".repeat(1000);
     let payload = SendMessage {
@@ -360,7 +360,7 @@ fn json_compressed_envelope_we_send_has_the_contract_shape() {
 }
 
 #[test]
-fn heartbeat_envelopes_of_the_contract() {
+fn heartbeat_envelopes_of_the_protocol() {
     let env = decode(&json(), r#"{"type":"__heartbeat"}"#);
     assert_eq!(env.ty, "__heartbeat");
     assert!(env.meta.is_empty());
@@ -390,7 +390,7 @@ fn heartbeat_envelopes_of_the_contract() {
 }
 
 #[test]
-fn error_example_of_the_contract_decodes_into_error_payload_and_re_encodes() {
+fn error_example_of_the_protocol_decodes_into_error_payload_and_re_encodes() {
     let env = decode(&json(), PROTOCOL_ERROR);
     assert_eq!(env.ty, "ERROR");
     assert_eq!(env.meta, send_message_meta());

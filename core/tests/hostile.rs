@@ -6,10 +6,10 @@
 //! the attack; while the attacker sends its frames, the hub publishes a
 //! numbered `NEWS` to the room after each one and a bystander asks for a
 //! reply; afterwards every bystander must have every `NEWS`, in order, and
-//! the attacker's connection must still be served (unless the contract says
+//! the attacker's connection must still be served (unless docs/PROTOCOL.md says
 //! it is closed).
 //!
-//! Cases already pinned in `contract.rs` and `router.rs` (one malformed
+//! Cases already pinned in `protocol.rs` and `router.rs` (one malformed
 //! frame, one reserved type, one panic, one flood, one slow consumer) are
 //! not repeated here; these add the "others unaffected" angle, more shapes
 //! per attack, and the size, depth and memory bounds.

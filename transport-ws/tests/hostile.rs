@@ -4,7 +4,7 @@
 //! `--nocapture` to see the numbers).
 //!
 //! The single-violation cases (1007, 1009, 1002, a silent socket at the
-//! handshake timeout) are pinned in `contract.rs`; these add variants, the
+//! handshake timeout) are pinned in `protocol.rs`; these add variants, the
 //! bystander, volume and memory.
 //!
 //! The tests of this file run one at a time (a lock) so that each one's

@@ -1,4 +1,4 @@
-// Independent Node client for the signalbox WebSocket contract (docs/PROTOCOL.md §1-§4, §6, §9),
+// Independent Node client for the signalbox WebSocket protocol (docs/PROTOCOL.md §1-§4, §6, §9),
 // written against the wire format only, with npm `ws` and `@msgpack/msgpack`.
 //
 //   node node_ws_client.mjs ws://127.0.0.1:8080/ws

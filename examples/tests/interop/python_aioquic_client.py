@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent QUIC client for the signalbox contract (docs/PROTOCOL.md §1, §5, §6, §9), with PyPI `aioquic`.
+"""Independent QUIC client for the signalbox protocol (docs/PROTOCOL.md §1, §5, §6, §9), with PyPI `aioquic`.
 
     python3 python_aioquic_client.py HOST PORT CERT_PEM
     python3 python_aioquic_client.py 127.0.0.1 4433 /tmp/chat-cert.pem
@@ -29,7 +29,7 @@ from aioquic.quic.events import ConnectionTerminated, StreamDataReceived, Stream
 TIMEOUT = 5.0
 OVERALL_TIMEOUT = 60.0
 SERVER_NAME = "localhost"
-MAX_FRAME = 1 << 20  # the contract's default maximum message size
+MAX_FRAME = 1 << 20  # the protocol's default maximum message size
 NO_APPLICATION_PROTOCOL = 0x178  # QUIC CRYPTO_ERROR 0x100 + TLS alert 120
 RUN = secrets.token_hex(3)
 

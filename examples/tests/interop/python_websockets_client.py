@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent Python client for the signalbox WebSocket contract.
+"""Independent Python client for the signalbox WebSocket protocol.
 
 Written against the wire format only (docs/PROTOCOL.md §1-§4, §6, §9), with PyPI
 `websockets` (asyncio client) and `msgpack`.
