@@ -11,23 +11,22 @@
 //! sends a last line `#close <code> <reason>`, with the WebSocket codes of
 //! docs/PROTOCOL.md §4 ([`close_code`]), and ends its stream.
 //!
-//! What the hub does not do for a transport, this one does: the hello must
-//! come within [`HELLO_TIMEOUT`], and a line longer than the hub's maximum
-//! message size ends the connection (1009). There is no ping: the hub
-//! closes peers silent past its heartbeat, and clients send `__heartbeat`
-//! (docs/PROTOCOL.md §4). A transport for production would also cap its
-//! connections and charge partial lines to the hub's incomplete-message
-//! budget (`Hub::incomplete_budget`), as `signalbox-ws` does.
+//! Admission comes from the transport kit (`signalbox::transport::Admission`
+//! and `AcceptLoop`): the connection limit, the handshake timeout the
+//! hello must meet, and the authentication hook. A line longer than the
+//! hub's maximum message size ends the connection (1009). There is no ping:
+//! the hub closes peers silent past its heartbeat, and clients send
+//! `__heartbeat` (docs/PROTOCOL.md §4). A transport for production would
+//! also charge partial lines to the hub's incomplete-message budget
+//! (`Hub::incomplete_budget`), as `signalbox-ws` does.
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use signalbox::DataMap;
-use signalbox::Hub;
 use signalbox::client::{ConnectError, Connector, Link};
 use signalbox::codec::WireCodec;
 use signalbox::transport::{
-    Close, CloseKind, Connection, ConnectionInfo, Frame, FrameSink, FrameSource, Inbound,
-    PeerClose, TransportError,
+    AcceptLoop, Admission, Close, CloseKind, Connection, ConnectionInfo, Frame, FrameSink,
+    FrameSource, Handshake, Inbound, Listener, PeerClose, TransportError,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,7 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
-/// How long a new connection may take to name its codec.
+/// How long a client waits for the server to answer its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest hello line.
 const MAX_HELLO: usize = 128;
@@ -57,36 +56,42 @@ pub fn close_code(kind: CloseKind) -> u16 {
 }
 
 /// Accepts connections on `listener` and hands each, after its hello, to
-/// `hub`, until the hub starts shutting down.
-pub async fn serve(listener: TcpListener, hub: Hub) {
-    let stopping = hub.shutdown_started();
-    tokio::pin!(stopping);
-    loop {
-        let tcp = tokio::select! {
-            () = &mut stopping => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    // Out of file descriptors, most likely: let some close.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+/// the hub of `admission`, until the hub starts shutting down. The
+/// transport kit does the rest: the connection limit, the handshake
+/// timeout (the hello must come within it) and the authentication hook,
+/// which sees the peer address and the codec.
+pub async fn serve(listener: TcpListener, admission: Admission) {
+    let hub = admission.hub().clone();
+    let accept = AcceptLoop::new(&hub, admission.limit().clone());
+    accept
+        .run(Tcp(listener), move |tcp| {
+            let (admission, hub) = (admission.clone(), hub.clone());
+            async move {
+                match admission.within_handshake(hello(tcp, &admission)).await {
+                    Ok(Ok(connection)) => hub.serve(connection).await,
+                    Ok(Err(error)) => tracing::debug!(%error, "hello refused"),
+                    Err(timed_out) => tracing::debug!(%timed_out, "no hello in time"),
                 }
-            },
-        };
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(HELLO_TIMEOUT, hello(tcp, &hub)).await {
-                Ok(Ok(connection)) => hub.serve(connection).await,
-                Ok(Err(error)) => tracing::debug!(%error, "hello refused"),
-                Err(_) => tracing::debug!("no hello in time"),
             }
-        });
+        })
+        .await;
+}
+
+/// The TCP listener, as the kit's accept loop takes it. A connection past
+/// the limit is dropped: this protocol has no way to say why.
+struct Tcp(TcpListener);
+
+impl Listener for Tcp {
+    type Incoming = TcpStream;
+
+    async fn accept(&mut self) -> Option<std::io::Result<TcpStream>> {
+        Some(self.0.accept().await.map(|(tcp, _)| tcp))
     }
 }
 
 /// Reads the client's codec, answers it, and makes the [`Connection`].
-async fn hello(tcp: TcpStream, hub: &Hub) -> Result<Connection, TransportError> {
+async fn hello(tcp: TcpStream, admission: &Admission) -> Result<Connection, TransportError> {
+    let hub = admission.hub();
     let peer_addr = tcp.peer_addr().ok();
     let _ = tcp.set_nodelay(true);
     let (read, mut write) = tcp.into_split();
@@ -98,6 +103,17 @@ async fn hello(tcp: TcpStream, hub: &Hub) -> Result<Connection, TransportError> 
         .from_name(&name)
         .filter(|codec| codec.format().is_text())
         .ok_or_else(|| TransportError::Protocol(format!("no text codec {name:?}")))?;
+    let mut handshake = Handshake::new("ndjson", codec);
+    handshake.peer_addr = peer_addr;
+    let data = match admission.authenticate(handshake).await {
+        Ok(data) => data,
+        Err(rejection) => {
+            let close = Close::new(rejection.close_kind(), rejection.reason().into_owned());
+            let line = format!("#close {} {}\n", close_code(close.kind), close.reason);
+            let _ = write.write_all(line.as_bytes()).await;
+            return Err(TransportError::Other(format!("refused: {}", close.reason)));
+        }
+    };
     write.write_all(&line).await?;
     write.write_all(b"\n").await?;
     lines.max = hub.config().codec.max_message_size;
@@ -107,7 +123,7 @@ async fn hello(tcp: TcpStream, hub: &Hub) -> Result<Connection, TransportError> 
             peer_addr,
             codec: hub.codec(codec),
         },
-        data: DataMap::new(),
+        data,
         source: Box::new(Source::new(lines)),
         sink: Box::new(Sink::new(write)),
     })
