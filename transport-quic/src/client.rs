@@ -3,6 +3,7 @@
 //! [`signalbox::codec::WireCodec`]'s) job.
 
 use crate::error::QuicError;
+use crate::session::{RecvStream, SendStream, Session};
 use crate::stream::{FrameReader, FramedStream, ReadError, WriteError};
 use crate::tls;
 use bytes::Bytes;
@@ -23,6 +24,7 @@ pub struct QuicClientBuilder {
     keep_alive: Option<Duration>,
     handshake_timeout: Duration,
     max_message_size: usize,
+    webtransport: Option<String>,
 }
 
 impl QuicClientBuilder {
@@ -63,6 +65,15 @@ impl QuicClientBuilder {
         self
     }
 
+    /// Connects over WebTransport (HTTP/3, ALPN `h3`) to the session path
+    /// `path` (e.g. `"/wt"`) instead of natively: what a browser does. The
+    /// codec travels as the session's subprotocol; everything after the
+    /// session is set up is the same (docs/PROTOCOL.md §5, "WebTransport").
+    pub fn webtransport(mut self, path: impl Into<String>) -> Self {
+        self.webtransport = Some(path.into());
+        self
+    }
+
     pub(crate) fn codec_value(&self) -> WireCodec {
         self.codec
     }
@@ -73,7 +84,10 @@ impl QuicClientBuilder {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(self.roots.clone())
             .with_no_client_auth();
-        crypto.alpn_protocols = vec![tls::alpn_for(self.codec.name()).into_bytes()];
+        crypto.alpn_protocols = match self.webtransport {
+            Some(_) => vec![web_transport_quinn::ALPN.as_bytes().to_vec()],
+            None => vec![tls::alpn_for(self.codec.name()).into_bytes()],
+        };
         let crypto = QuicClientConfig::try_from(crypto)
             .map_err(|e| QuicError::Certificate(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -99,14 +113,30 @@ impl QuicClientBuilder {
         let endpoint = quinn::Endpoint::client(bind)
             .map_err(|source| QuicError::Bind { addr: bind, source })?;
         let connecting = endpoint.connect_with(self.quinn_config()?, addr, &self.server_name)?;
-        let connection = tokio::time::timeout(self.handshake_timeout, connecting)
-            .await
-            .map_err(|_| QuicError::Timeout)??;
-        let (send, recv) = connection.open_bi().await?;
+        let session = tokio::time::timeout(self.handshake_timeout, async {
+            let connection = connecting.await?;
+            match &self.webtransport {
+                None => Ok::<_, QuicError>(Session::Native(connection)),
+                Some(path) => {
+                    let url = format!("https://{}:{}{path}", self.server_name, addr.port());
+                    let url = url
+                        .parse::<url::Url>()
+                        .map_err(|e| QuicError::Config(format!("WebTransport URL {url}: {e}")))?;
+                    let request = web_transport_quinn::proto::ConnectRequest::new(url)
+                        .with_protocol(self.codec.name());
+                    Ok(Session::Web(Box::new(
+                        web_transport_quinn::Session::connect(connection, request).await?,
+                    )))
+                }
+            }
+        })
+        .await
+        .map_err(|_| QuicError::Timeout)??;
+        let (send, recv) = session.open_bi().await.map_err(QuicError::Write)?;
         Ok(QuicClient {
             endpoint,
-            stream: FramedStream::new(connection.clone(), send, recv, self.max_message_size),
-            connection,
+            stream: FramedStream::new(session.clone(), send, recv, self.max_message_size),
+            session,
             codec: self.codec,
             max_message_size: self.max_message_size,
         })
@@ -116,7 +146,7 @@ impl QuicClientBuilder {
 /// A [`QuicClient`] taken apart (for the connector).
 pub(crate) struct Parts {
     pub(crate) endpoint: quinn::Endpoint,
-    pub(crate) connection: quinn::Connection,
+    pub(crate) session: Session,
     pub(crate) stream: FramedStream,
 }
 
@@ -124,7 +154,7 @@ pub(crate) struct Parts {
 #[derive(Debug)]
 pub struct QuicClient {
     endpoint: quinn::Endpoint,
-    connection: quinn::Connection,
+    session: Session,
     /// The main stream.
     stream: FramedStream,
     codec: WireCodec,
@@ -146,25 +176,31 @@ impl QuicClient {
             keep_alive: Some(Duration::from_secs(10)),
             handshake_timeout: Duration::from_secs(10),
             max_message_size: 1024 * 1024,
+            webtransport: None,
         }
     }
 
     pub(crate) fn into_parts(self) -> Parts {
         Parts {
             endpoint: self.endpoint,
-            connection: self.connection,
+            session: self.session,
             stream: self.stream,
         }
     }
 
-    /// The codec the ALPN selected.
+    /// The codec the ALPN (or the WebTransport subprotocol) selected.
     pub fn codec(&self) -> &WireCodec {
         &self.codec
     }
 
-    /// The quinn connection.
+    /// The quinn connection (for WebTransport, the one under the session).
     pub fn connection(&self) -> &quinn::Connection {
-        &self.connection
+        self.session.connection()
+    }
+
+    /// Whether this client speaks WebTransport rather than native QUIC.
+    pub fn is_webtransport(&self) -> bool {
+        matches!(self.session, Session::Web(_))
     }
 
     /// The local endpoint.
@@ -187,9 +223,10 @@ impl QuicClient {
     /// Sends `frame` as a request on its own stream (the request-stream
     /// lane); its answers arrive on the returned stream.
     pub async fn request(&self, frame: &[u8]) -> Result<RequestStream, QuicError> {
-        let (send, recv) = self.connection.open_bi().await?;
+        let (send, recv): (SendStream, RecvStream) =
+            self.session.open_bi().await.map_err(QuicError::Write)?;
         let FramedStream { reader, mut writer } =
-            FramedStream::new(self.connection.clone(), send, recv, self.max_message_size);
+            FramedStream::new(self.session.clone(), send, recv, self.max_message_size);
         writer
             .write(&Bytes::copy_from_slice(frame))
             .await
@@ -204,19 +241,24 @@ impl QuicClient {
         self.stream.writer.finish();
     }
 
-    /// Closes the connection with an application code.
+    /// Closes the connection (or the WebTransport session) with an
+    /// application code.
     pub fn close(&self, code: u32, reason: &str) {
-        self.connection
-            .close(quinn::VarInt::from_u32(code), reason.as_bytes());
+        self.session.close_with(code, reason);
     }
 
     /// Waits until the connection is closed; the server's application close
     /// code, if it closed with one.
     pub async fn closed(&self) -> Option<u64> {
-        match self.connection.closed().await {
-            quinn::ConnectionError::ApplicationClosed(close) => Some(close.error_code.into_inner()),
-            _ => None,
-        }
+        self.closed_with_reason()
+            .await
+            .map(|(code, _)| u64::from(code))
+    }
+
+    /// Waits until the connection is closed; the server's application close
+    /// code and reason, if it closed with one.
+    pub async fn closed_with_reason(&self) -> Option<(u32, String)> {
+        self.session.peer_close().await
     }
 }
 

@@ -3,23 +3,28 @@
 
 use crate::lanes::{self, LaneTable, Route};
 use crate::server::Settings;
-use crate::stream::{FrameReader, FrameWriter, FramedStream, close_code, close_connection};
+use crate::session::Session;
+use crate::stream::{FrameReader, FrameWriter, FramedStream, close_code};
 use crate::tls;
 use async_trait::async_trait;
 use bytes::Bytes;
 use quinn::crypto::rustls::HandshakeData;
 use rustls_pki_types::CertificateDer;
-use signalbox::codec::Codecs;
+use signalbox::DataMap;
+use signalbox::codec::{Codecs, Format, WireCodec};
 use signalbox::transport::Handshake;
 use signalbox::transport::{
     Close, CloseKind, Connection, ConnectionInfo, Frame, FrameSink, FrameSource, Inbound,
     TransportError,
 };
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Serves one incoming connection from handshake to close.
+/// Serves one incoming connection from handshake to close: a native
+/// connection here, a WebTransport session ([`crate::webtransport`]) when
+/// its ALPN is `h3` and the server offers WebTransport.
 pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
     let peer_addr = incoming.remote_address();
     let connecting = match incoming.accept() {
@@ -40,57 +45,78 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
             return;
         }
     };
+    if settings.webtransport.is_some()
+        && alpn_of(&connection).as_deref() == Some(web_transport_quinn::ALPN.as_bytes())
+    {
+        return crate::webtransport::handle(connection, peer_addr, settings).await;
+    }
     let hub = &settings.hub;
-    let Some(handshake) = handshake_of(&connection, peer_addr, hub.codecs()) else {
+    let Some(handshake) = handshake_of(&connection, "quic", peer_addr, hub.codecs()) else {
         // rustls refuses unknown ALPNs during the handshake; this is a
         // second line of defence.
-        close_connection(&connection, CloseKind::Protocol, "unknown ALPN");
+        let session = Session::Native(connection);
+        session.close(CloseKind::Protocol, "unknown ALPN");
         return;
     };
-    let codec = hub.codec(handshake.codec);
-
-    let opening = async {
-        let data = match settings.admission.authenticate(handshake).await {
-            Ok(data) => data,
-            Err(rejection) => {
-                return Err((rejection.close_kind(), rejection.reason().into_owned()));
-            }
-        };
-        // The client's first bidirectional stream carries the connection.
-        // It exists for the server once the client sends on it; until then
-        // the connection is idle, as an idle WebSocket is, and QUIC's idle
-        // timeout watches it.
-        match connection.accept_bi().await {
-            Ok((send, recv)) => Ok((data, send, recv)),
-            Err(error) => Err((CloseKind::Normal, error.to_string())),
-        }
-    };
-    let shutdown = hub.shutdown_started();
-    let (data, send, recv) = tokio::select! {
+    let codec = handshake.codec;
+    let session = Session::Native(connection);
+    let authenticated = tokio::select! {
         biased;
-        () = shutdown => {
-            close_connection(&connection, CloseKind::GoingAway, "server shutting down");
+        () = hub.shutdown_started() => Err((CloseKind::GoingAway, "server shutting down".to_owned())),
+        authenticated = settings.admission.authenticate(handshake) => authenticated
+            .map_err(|rejection| (rejection.close_kind(), rejection.reason().into_owned())),
+    };
+    match authenticated {
+        Ok(data) => serve(session, "quic", codec, data, peer_addr, settings).await,
+        Err((kind, reason)) => {
+            tracing::debug!(peer = %peer_addr, %reason, "connection refused");
+            session.close(kind, &reason);
+        }
+    }
+}
+
+/// Serves an admitted connection (native or WebTransport) until it
+/// closes: its first bidirectional stream is the main stream, further ones
+/// the request-stream lane (docs/PROTOCOL.md §5).
+pub(crate) async fn serve(
+    session: Session,
+    transport: &'static str,
+    codec: WireCodec,
+    data: DataMap,
+    peer_addr: SocketAddr,
+    settings: Arc<Settings>,
+) {
+    let hub = &settings.hub;
+    let codec = hub.codec(codec);
+    // The client's first bidirectional stream carries the connection. It
+    // exists for the server once the client sends on it; until then the
+    // connection is idle, as an idle WebSocket is, and QUIC's idle timeout
+    // watches it.
+    let (send, recv) = tokio::select! {
+        biased;
+        () = hub.shutdown_started() => {
+            session.close(CloseKind::GoingAway, "server shutting down");
             return;
         }
-        opened = opening => match opened {
+        opened = session.accept_bi() => match opened {
             Ok(opened) => opened,
-            Err((kind, reason)) => {
-                tracing::debug!(peer = %peer_addr, %reason, "connection ended before its stream");
-                close_connection(&connection, kind, &reason);
+            Err(error) => {
+                tracing::debug!(peer = %peer_addr, %error, "connection ended before its stream");
+                session.close(CloseKind::Normal, &error.to_string());
                 return;
             }
         },
     };
 
     let max = codec.limits().max_message_size;
-    let (reader, writer) = FramedStream::new(connection.clone(), send, recv, max)
+    let (reader, writer) = FramedStream::new(session.clone(), send, recv, max)
         .with_budget(hub.incomplete_budget().reserve())
         .split();
     let lanes = if settings.request_streams > 0 {
         let table = Arc::new(LaneTable::default());
         let (tx, rx) = mpsc::channel(settings.request_streams as usize);
         tokio::spawn(lanes::accept(
-            connection.clone(),
+            session.clone(),
             table.clone(),
             tx,
             codec,
@@ -106,7 +132,7 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
     };
     let connection_for_hub = Connection {
         info: ConnectionInfo {
-            transport: "quic",
+            transport,
             peer_addr: Some(peer_addr),
             codec,
         },
@@ -125,14 +151,27 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
     tokio::spawn(hub.serve(connection_for_hub)).await.ok();
     // The sink closed the connection with its code; if that was cut short,
     // make sure the peer hears of it.
-    if connection.close_reason().is_none() {
-        close_connection(&connection, CloseKind::Normal, "");
+    if !session.is_closed() {
+        session.close(CloseKind::Normal, "");
     }
 }
 
-fn handshake_of(
+/// The ALPN the handshake settled on.
+pub(crate) fn alpn_of(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection
+        .handshake_data()?
+        .downcast::<HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// The kit's view of a connection's handshake: peer, ALPN, server name and
+/// client certificates; the codec is the ALPN's (`None` when it names
+/// none of `codecs`). WebTransport sets its own codec afterwards.
+pub(crate) fn handshake_of(
     connection: &quinn::Connection,
-    peer_addr: std::net::SocketAddr,
+    transport: &'static str,
+    peer_addr: SocketAddr,
     codecs: &Codecs,
 ) -> Option<Handshake> {
     let data = connection
@@ -140,14 +179,18 @@ fn handshake_of(
         .downcast::<HandshakeData>()
         .ok()?;
     let alpn_bytes = data.protocol.as_deref()?;
-    let codec = tls::codec_for_alpn(codecs, alpn_bytes)?;
+    let codec = match tls::codec_for_alpn(codecs, alpn_bytes) {
+        Some(codec) => codec,
+        None if transport == "webtransport" => WireCodec::new(Format::Json, false),
+        None => return None,
+    };
     let alpn = String::from_utf8_lossy(alpn_bytes).into_owned();
     let client_certs: Arc<[CertificateDer<'static>]> = connection
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .map(|chain| Arc::from(*chain))
         .unwrap_or_else(|| Arc::from(Vec::new()));
-    let mut handshake = Handshake::new("quic", codec);
+    let mut handshake = Handshake::new(transport, codec);
     handshake.peer_addr = Some(peer_addr);
     handshake.alpn = Some(alpn);
     handshake.server_name = data.server_name;

@@ -1,7 +1,8 @@
 //! [`QuicConnector`]: QUIC under [`signalbox::client::Client`].
 
 use crate::client::QuicClientBuilder;
-use crate::error::QuicError;
+use crate::error::{QuicError, StreamError};
+use crate::session::Session;
 use crate::stream::{FrameReader, FrameWriter, ReadError, close_code};
 use crate::tls;
 use async_trait::async_trait;
@@ -101,7 +102,7 @@ impl Connector for QuicConnector {
         Ok(Link {
             source: Box::new(ClientSource {
                 _endpoint: parts.endpoint,
-                connection: parts.connection,
+                session: parts.session,
                 reader,
                 peer_close: None,
             }),
@@ -132,7 +133,10 @@ fn connect_error(error: QuicError) -> ConnectError {
             quinn::ConnectionError::ConnectionClosed(_)
             | quinn::ConnectionError::ApplicationClosed(_)
             | quinn::ConnectionError::TransportError(_),
-        ) => ConnectError::Refused(error.to_string()),
+        )
+        | QuicError::WebTransport(web_transport_quinn::ClientError::HttpError(
+            web_transport_quinn::ConnectError::ErrorStatus(_),
+        )) => ConnectError::Refused(error.to_string()),
         other => ConnectError::Protocol(other.to_string()),
     }
 }
@@ -140,7 +144,7 @@ fn connect_error(error: QuicError) -> ConnectError {
 struct ClientSource {
     // Kept so the endpoint's socket outlives the connection's reader.
     _endpoint: quinn::Endpoint,
-    connection: quinn::Connection,
+    session: Session,
     reader: FrameReader,
     peer_close: Option<PeerClose>,
 }
@@ -157,11 +161,11 @@ impl ClientSource {
         if self.peer_close.is_some() {
             return;
         }
-        let closed = tokio::time::timeout(CLOSE_WAIT, self.connection.closed()).await;
-        if let Ok(quinn::ConnectionError::ApplicationClosed(close)) = closed {
+        let closed = tokio::time::timeout(CLOSE_WAIT, self.session.peer_close()).await;
+        if let Ok(Some((code, reason))) = closed {
             self.peer_close = Some(PeerClose {
-                code: u16::try_from(close.error_code.into_inner()).unwrap_or(u16::MAX),
-                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                code: u16::try_from(code).unwrap_or(u16::MAX),
+                reason,
             });
         }
     }
@@ -173,10 +177,7 @@ impl FrameSource for ClientSource {
         // Cancel-safe: partial frames stay in the reader.
         match self.reader.next().await {
             Ok(Some(frame)) => Ok(Some(Inbound::Message(frame))),
-            Ok(None)
-            | Err(ReadError::Stream(
-                quinn::ReadError::ConnectionLost(_) | quinn::ReadError::Reset(_),
-            )) => {
+            Ok(None) | Err(ReadError::Stream(StreamError::Closed(_))) => {
                 self.learn_close().await;
                 Ok(None)
             }

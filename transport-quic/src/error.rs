@@ -36,10 +36,14 @@ pub enum QuicError {
     Connection(#[from] quinn::ConnectionError),
     /// Writing to a stream failed.
     #[error("write: {0}")]
-    Write(#[from] quinn::WriteError),
+    Write(StreamError),
     /// Reading from a stream failed.
     #[error("read: {0}")]
-    Read(#[from] quinn::ReadError),
+    Read(StreamError),
+    /// The WebTransport session could not be set up (the HTTP/3 exchange
+    /// failed, or the server answered the CONNECT with an error status).
+    #[error("webtransport: {0}")]
+    WebTransport(#[from] web_transport_quinn::ClientError),
     /// The peer broke the framing rules.
     #[error("framing: {0}")]
     Frame(#[from] crate::framing::FrameError),
@@ -49,4 +53,17 @@ pub enum QuicError {
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     Timeout,
+}
+
+/// Why a stream (native or WebTransport) could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The connection or session is gone, or the peer reset or stopped
+    /// the stream: nobody is there to read or write any more.
+    #[error("closed: {0}")]
+    Closed(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
 }

@@ -21,7 +21,8 @@
 //! to be written on the refused stream.
 
 use crate::server::Settings;
-use crate::stream::{FramedStream, ReadError, close_connection};
+use crate::session::Session;
+use crate::stream::{FramedStream, ReadError};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use signalbox::Error;
@@ -178,20 +179,20 @@ impl LaneTable {
 
 /// Accepts request streams until the connection closes.
 pub(crate) async fn accept(
-    connection: quinn::Connection,
+    session: Session,
     table: Arc<LaneTable>,
     inbound: mpsc::Sender<Inbound>,
     codec: WireCodec,
     settings: Arc<Settings>,
 ) {
     let max = codec.limits().max_message_size;
-    while let Ok((send, recv)) = connection.accept_bi().await {
+    while let Ok((send, recv)) = session.accept_bi().await {
         let id = table.next_id.fetch_add(1, Ordering::Relaxed);
-        let stream = FramedStream::new(connection.clone(), send, recv, max)
+        let stream = FramedStream::new(session.clone(), send, recv, max)
             .with_budget(settings.hub.incomplete_budget().reserve());
         tokio::spawn(serve(
             LaneStream {
-                connection: connection.clone(),
+                session: session.clone(),
                 stream,
                 id,
                 table: table.clone(),
@@ -205,7 +206,7 @@ pub(crate) async fn accept(
 
 /// One request stream and what it needs.
 struct LaneStream {
-    connection: quinn::Connection,
+    session: Session,
     stream: FramedStream,
     id: u64,
     table: Arc<LaneTable>,
@@ -226,11 +227,11 @@ async fn serve(mut lane: LaneStream, codec: WireCodec) {
             return;
         }
         Ok(Err(ReadError::Frame(error))) => {
-            close_connection(&lane.connection, CloseKind::TooBig, &error.to_string());
+            lane.session.close(CloseKind::TooBig, &error.to_string());
             return;
         }
         Ok(Err(ReadError::Refused(refusal))) => {
-            close_connection(&lane.connection, CloseKind::Policy, &refusal.to_string());
+            lane.session.close(CloseKind::Policy, &refusal.to_string());
             return;
         }
         Ok(Err(ReadError::Truncated | ReadError::Stream(_))) | Err(_) => {
@@ -333,7 +334,7 @@ async fn answer(
                 lane.stream.writer.finish();
                 break false;
             }
-            _ = lane.connection.closed() => break false,
+            () = lane.session.closed() => break false,
         }
     };
     if !answered {

@@ -115,17 +115,20 @@ mod error;
 pub mod framing;
 mod lanes;
 mod server;
+mod session;
 mod stream;
 mod tls;
+mod webtransport;
 
 pub use client::{QuicClient, QuicClientBuilder, RequestStream};
 pub use connector::{QuicConnector, connect};
-pub use error::QuicError;
+pub use error::{QuicError, StreamError};
 pub use server::{ClientAuth, DEFAULT_MAX_CONNECTIONS, QuicServer, QuicServerBuilder};
 pub use stream::close_code;
 pub use tls::{
     ALPN_PREFIX, alpn_for, alpn_protocols, codec_for_alpn, public_roots, roots_from_pem,
 };
+pub use webtransport::CODEC_QUERY;
 
 /// The quinn crate, re-exported for clients and advanced configuration.
 pub use quinn;

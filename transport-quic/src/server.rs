@@ -32,6 +32,10 @@ pub enum ClientAuth {
     Required(RootCertStore),
 }
 
+/// Bytes of unread datagrams a WebTransport connection may hold (they are
+/// not read; the oldest are dropped).
+const WEBTRANSPORT_DATAGRAM_BUFFER: usize = 16 * 1024;
+
 /// The default [`QuicServerBuilder::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
@@ -46,6 +50,8 @@ pub(crate) struct Settings {
     pub(crate) request_streams: u32,
     pub(crate) request_timeout: Duration,
     pub(crate) close_linger: Duration,
+    /// The CONNECT path of WebTransport sessions, when they are served.
+    pub(crate) webtransport: Option<String>,
 }
 
 /// Configures a [`QuicServer`]; every setting has a default.
@@ -59,6 +65,7 @@ pub struct QuicServerBuilder {
     request_timeout: Option<Duration>,
     close_linger: Duration,
     client_auth: ClientAuth,
+    webtransport: Option<String>,
 }
 
 impl std::fmt::Debug for QuicServerBuilder {
@@ -84,6 +91,7 @@ impl QuicServerBuilder {
             request_timeout: None,
             close_linger: Duration::from_secs(1),
             client_auth: ClientAuth::None,
+            webtransport: None,
         }
     }
 
@@ -162,6 +170,16 @@ impl QuicServerBuilder {
         self
     }
 
+    /// Also serves WebTransport (HTTP/3, ALPN `h3`) on the same port, for
+    /// browsers: sessions whose CONNECT path is `path` (e.g. `"/wt"`) become
+    /// connections of the hub like native ones, their codec picked by
+    /// subprotocol or the `codec` query parameter; other paths are
+    /// answered 404 (docs/PROTOCOL.md §5, "WebTransport"). Off by default.
+    pub fn webtransport(mut self, path: impl Into<String>) -> Self {
+        self.webtransport = Some(path.into());
+        self
+    }
+
     /// Asks clients for certificates; the verified chain reaches the
     /// [`authenticate`](Self::authenticate) hook.
     pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
@@ -235,18 +253,32 @@ impl QuicServerBuilder {
         };
         let mut crypto = builder.with_single_cert(identity.chain().to_vec(), identity.key())?;
         crypto.alpn_protocols = tls::alpn_protocols(hub.codecs());
+        if self.webtransport.is_some() {
+            crypto
+                .alpn_protocols
+                .push(web_transport_quinn::ALPN.as_bytes().to_vec());
+        }
         let crypto = QuicServerConfig::try_from(crypto)
             .map_err(|e| QuicError::Certificate(e.to_string()))?;
 
+        // Native connections open the main stream and the request streams.
+        // A WebTransport client also opens the CONNECT stream, and HTTP/3's
+        // control and QPACK streams (unidirectional); browsers insist that
+        // the server takes datagrams, which signalbox does not read (a
+        // small buffer drops the oldest).
+        let (extra_bidi, uni, datagrams) = match self.webtransport {
+            Some(_) => (1, 3, Some(WEBTRANSPORT_DATAGRAM_BUFFER)),
+            None => (0, 0, None),
+        };
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(self.keep_alive)
             .max_concurrent_bidi_streams(quinn::VarInt::from_u32(
-                self.request_streams.saturating_add(1),
+                self.request_streams.saturating_add(1 + extra_bidi),
             ))
-            .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-            .datagram_receive_buffer_size(None);
+            .max_concurrent_uni_streams(quinn::VarInt::from_u32(uni))
+            .datagram_receive_buffer_size(datagrams);
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport));
 
@@ -285,6 +317,7 @@ impl QuicServerBuilder {
                 .request_timeout
                 .unwrap_or(config.rpc_deadline + Duration::from_secs(5)),
             close_linger: self.close_linger.min(config.drain_timeout / 2),
+            webtransport: self.webtransport,
         });
         let (done_tx, done_rx) = watch::channel(false);
         tokio::spawn(accept_loop(endpoint.clone(), settings, done_tx));

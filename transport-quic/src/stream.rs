@@ -9,6 +9,7 @@
 //! it from different tasks).
 
 use crate::framing::{FrameDecoder, FrameError, HEADER_LEN, encode_header};
+use crate::session::{RecvStream, SendStream, Session, StreamError};
 use bytes::{BufMut, Bytes, BytesMut};
 use signalbox::transport::{Close, CloseKind, IncompleteRefusal, Reservation, TransportError};
 use std::time::Duration;
@@ -29,11 +30,6 @@ pub fn close_code(kind: CloseKind) -> u32 {
     }
 }
 
-/// Closes `connection` with the application code of `kind`.
-pub(crate) fn close_connection(connection: &quinn::Connection, kind: CloseKind, reason: &str) {
-    connection.close(quinn::VarInt::from_u32(close_code(kind)), reason.as_bytes());
-}
-
 /// Why reading a frame failed.
 #[derive(Debug)]
 pub(crate) enum ReadError {
@@ -45,7 +41,7 @@ pub(crate) enum ReadError {
     /// or its completion time.
     Refused(IncompleteRefusal),
     /// The stream or the connection failed.
-    Stream(quinn::ReadError),
+    Stream(StreamError),
 }
 
 impl ReadError {
@@ -60,11 +56,7 @@ impl ReadError {
                 TransportError::Protocol("stream ended inside a frame".to_owned())
             }
             ReadError::Refused(refusal) => TransportError::Refused(refusal),
-            ReadError::Stream(
-                quinn::ReadError::ConnectionLost(_)
-                | quinn::ReadError::ClosedStream
-                | quinn::ReadError::Reset(_),
-            ) => TransportError::Closed,
+            ReadError::Stream(StreamError::Closed(_)) => TransportError::Closed,
             ReadError::Stream(other) => TransportError::Other(other.to_string()),
         }
     }
@@ -76,7 +68,7 @@ pub(crate) enum WriteError {
     /// A frame too long for the 4-byte length prefix.
     Frame(FrameError),
     /// The stream or the connection failed.
-    Stream(quinn::WriteError),
+    Stream(StreamError),
 }
 
 impl WriteError {
@@ -84,17 +76,14 @@ impl WriteError {
     pub(crate) fn into_transport(self) -> TransportError {
         match self {
             WriteError::Frame(error) => TransportError::Other(error.to_string()),
-            WriteError::Stream(
-                quinn::WriteError::ConnectionLost(_)
-                | quinn::WriteError::ClosedStream
-                | quinn::WriteError::Stopped(_),
-            ) => TransportError::Closed,
+            WriteError::Stream(StreamError::Closed(_)) => TransportError::Closed,
             WriteError::Stream(other) => TransportError::Other(other.to_string()),
         }
     }
 }
 
-/// A bidirectional QUIC stream carrying length-prefixed frames.
+/// A bidirectional stream (native QUIC or WebTransport) carrying
+/// length-prefixed frames.
 #[derive(Debug)]
 pub(crate) struct FramedStream {
     pub(crate) reader: FrameReader,
@@ -102,12 +91,12 @@ pub(crate) struct FramedStream {
 }
 
 impl FramedStream {
-    /// Frames over `send` and `recv` of `connection`, refusing frames
+    /// Frames over `send` and `recv` of `session`, refusing frames
     /// longer than `max_frame` bytes.
     pub(crate) fn new(
-        connection: quinn::Connection,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        session: Session,
+        send: SendStream,
+        recv: RecvStream,
         max_frame: usize,
     ) -> Self {
         FramedStream {
@@ -118,7 +107,7 @@ impl FramedStream {
                 finished: false,
             },
             writer: FrameWriter {
-                connection,
+                session,
                 send,
                 headers: BytesMut::new(),
                 chunks: Vec::new(),
@@ -142,7 +131,7 @@ impl FramedStream {
 /// The read half of a [`FramedStream`].
 #[derive(Debug)]
 pub(crate) struct FrameReader {
-    recv: quinn::RecvStream,
+    recv: RecvStream,
     decoder: FrameDecoder,
     /// The decoder's partial frame, charged to the hub's budget.
     reservation: Option<Reservation>,
@@ -197,8 +186,8 @@ impl FrameReader {
                         return Err(ReadError::Refused(refusal));
                     }
                 }
-                chunk = self.recv.read_chunk(READ_CHUNK, true) => match chunk {
-                    Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
+                chunk = self.recv.read_chunk(READ_CHUNK) => match chunk {
+                    Ok(Some(chunk)) => self.decoder.push(&chunk),
                     Ok(None) => self.finished = true,
                     Err(error) => return Err(ReadError::Stream(error)),
                 },
@@ -214,15 +203,15 @@ impl FrameReader {
 
     /// Asks the peer to stop sending: nothing more is read.
     pub(crate) fn stop(&mut self) {
-        let _ = self.recv.stop(quinn::VarInt::from_u32(0));
+        self.recv.stop();
     }
 }
 
 /// The write half of a [`FramedStream`].
 #[derive(Debug)]
 pub(crate) struct FrameWriter {
-    connection: quinn::Connection,
-    send: quinn::SendStream,
+    session: Session,
+    send: SendStream,
     /// The length prefixes of the batch being written.
     headers: BytesMut,
     /// Prefix, frame, prefix, frame, ...: one write for the batch.
@@ -260,12 +249,12 @@ impl FrameWriter {
 
     /// Finishes the stream: the peer reads to its end.
     pub(crate) fn finish(&mut self) {
-        let _ = self.send.finish();
+        self.send.finish();
     }
 
     /// Abandons the stream with a stream-level error code.
     pub(crate) fn reset(&mut self, code: u32) {
-        let _ = self.send.reset(quinn::VarInt::from_u32(code));
+        self.send.reset(code);
     }
 
     /// Closes the connection with `close`'s code and reason, after what was
@@ -275,14 +264,14 @@ impl FrameWriter {
     /// (protocol, policy, internal) go out at once.
     pub(crate) async fn close(&mut self, close: &Close, linger: Duration) {
         let graceful = matches!(close.kind, CloseKind::Normal | CloseKind::GoingAway);
-        if self.send.finish().is_ok() && graceful {
+        if self.send.finish() && graceful {
             let stopped = self.send.stopped();
-            let lost = self.connection.closed();
+            let lost = self.session.closed();
             tokio::select! {
                 _ = tokio::time::timeout(linger, stopped) => {}
                 _ = lost => {}
             }
         }
-        close_connection(&self.connection, close.kind, &close.reason);
+        self.session.close(close.kind, &close.reason);
     }
 }

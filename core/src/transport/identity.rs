@@ -9,6 +9,13 @@ use std::path::Path;
 /// (`Identity::self_signed`, feature `self-signed`).
 pub const DEFAULT_SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
+/// How long a self-signed certificate is valid (`Identity::self_signed`,
+/// feature `self-signed`): 13 days, under the 14 days browsers accept for a
+/// certificate trusted by its hash.
+#[cfg(feature = "self-signed")]
+pub const SELF_SIGNED_VALIDITY: std::time::Duration =
+    std::time::Duration::from_secs(13 * 24 * 3600);
+
 /// A certificate or key that could not be read or made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -113,6 +120,12 @@ impl Identity {
     /// `::1` and each of `extra_names` (DNS names or IP addresses): for
     /// development and tests; clients must be told to trust it
     /// ([`Identity::cert_pem`]).
+    ///
+    /// The key is ECDSA P-256 and the certificate is valid from an hour ago
+    /// for [`SELF_SIGNED_VALIDITY`] in all (under 14 days): what browsers
+    /// accept by hash for WebTransport ([`Identity::certificate_sha256`],
+    /// docs/PROTOCOL.md §5). A server running longer than that needs a
+    /// restart (a fresh certificate) or a real one.
     #[cfg(feature = "self-signed")]
     pub fn self_signed<S: AsRef<str>>(extra_names: &[S]) -> Result<Self, IdentityError> {
         let mut names: Vec<String> = DEFAULT_SELF_SIGNED_NAMES
@@ -125,11 +138,30 @@ impl Identity {
                 names.push(name.to_owned());
             }
         }
-        let certified = rcgen::generate_simple_self_signed(names)
-            .map_err(|e| IdentityError::SelfSigned(e.to_string()))?;
-        let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        let failed = |e: rcgen::Error| IdentityError::SelfSigned(e.to_string());
+        let mut params = rcgen::CertificateParams::new(names).map_err(failed)?;
+        let now = time::OffsetDateTime::now_utc();
+        // Browsers measure the whole validity period (at most 14 days);
+        // starting an hour ago forgives a client clock slightly behind.
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = params.not_before + SELF_SIGNED_VALIDITY;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(failed)?;
+        let cert = params.self_signed(&key).map_err(failed)?;
+        let key = PrivateKeyDer::try_from(key.serialize_der())
             .map_err(|e| IdentityError::Key(e.to_owned()))?;
-        Identity::from_der(vec![certified.cert.der().clone()], key)
+        Identity::from_der(vec![cert.der().clone()], key)
+    }
+
+    /// The SHA-256 hash of the leaf certificate's DER: what a browser is
+    /// given to trust a self-signed certificate for WebTransport
+    /// (`serverCertificateHashes`, docs/PROTOCOL.md §5).
+    #[cfg(feature = "self-signed")]
+    pub fn certificate_sha256(&self) -> [u8; 32] {
+        let leaf = self.chain.first().map(|c| c.as_ref()).unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(digest.as_ref());
+        hash
     }
 
     /// The certificate chain, leaf first.
@@ -206,6 +238,52 @@ mod tests {
     }
 
     #[cfg(feature = "self-signed")]
+    #[test]
+    #[cfg(feature = "self-signed")]
+    fn a_self_signed_certificate_is_short_lived_ecdsa_with_a_stable_hash() {
+        let identity = Identity::self_signed::<&str>(&[]).unwrap();
+        let der = identity.chain()[0].as_ref().to_vec();
+        // The ecdsa-with-SHA256 signature algorithm (1.2.840.10045.4.3.2)
+        // and the P-256 curve (1.2.840.10045.3.1.7), DER-encoded.
+        let find = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+        assert!(find(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]));
+        assert!(find(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]));
+        // Validity: the two UTCTime values (tag 0x17, 13 bytes) are 13 days apart.
+        let times: Vec<String> = der
+            .windows(15)
+            .filter(|w| w[0] == 0x17 && w[1] == 13)
+            .map(|w| String::from_utf8(w[2..].to_vec()).unwrap())
+            .collect();
+        assert_eq!(times.len(), 2, "{times:?}");
+        let day = |t: &str| -> i64 {
+            let (y, m, d): (i64, i64, i64) = (
+                t[0..2].parse().unwrap(),
+                t[2..4].parse().unwrap(),
+                t[4..6].parse().unwrap(),
+            );
+            // Days from a civil date (good for the 2000s).
+            let (y, m) = if m <= 2 {
+                (y + 1999, m + 9)
+            } else {
+                (y + 2000, m - 3)
+            };
+            365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + d
+        };
+        assert_eq!(day(&times[1]) - day(&times[0]), 13, "{times:?}");
+        assert!(SELF_SIGNED_VALIDITY < std::time::Duration::from_secs(14 * 24 * 3600));
+        // The hash is of the leaf's DER, and stays put.
+        let hash = identity.certificate_sha256();
+        assert_eq!(hash, identity.certificate_sha256());
+        assert_ne!(
+            hash,
+            Identity::self_signed::<&str>(&[])
+                .unwrap()
+                .certificate_sha256()
+        );
+        let expected = ring::digest::digest(&ring::digest::SHA256, &der);
+        assert_eq!(&hash[..], expected.as_ref());
+    }
+
     #[test]
     fn a_self_signed_identity_round_trips_through_pem() {
         let identity = Identity::self_signed(&["chat.example"]).unwrap();

@@ -76,6 +76,8 @@ pub use admission::{
 };
 pub use auth::{AuthFuture, AuthHook};
 pub use handshake::Handshake;
+#[cfg(feature = "self-signed")]
+pub use identity::SELF_SIGNED_VALIDITY;
 pub use identity::{DEFAULT_SELF_SIGNED_NAMES, Identity, IdentityError, certs_from_pem};
 pub use rejection::Rejection;
 
