@@ -356,12 +356,11 @@ impl WebTransportInfo {
 }
 
 /// Adds `GET /webtransport` answering `info` to the chat's HTTP listener.
-pub fn serve_webtransport_info(builder: WsServerBuilder, info: &WebTransportInfo) -> WsServerBuilder {
-    builder.static_file(
-        WEBTRANSPORT_INFO_PATH,
-        "application/json",
-        info.to_json(),
-    )
+pub fn serve_webtransport_info(
+    builder: WsServerBuilder,
+    info: &WebTransportInfo,
+) -> WsServerBuilder {
+    builder.static_file(WEBTRANSPORT_INFO_PATH, "application/json", info.to_json())
 }
 
 /// The chat router.

@@ -54,7 +54,10 @@ async fn run(program: &'static str, args: Vec<String>, dir: PathBuf) -> Output {
             .args(&args)
             .current_dir(&dir)
             // The browser test's native QUIC member (chat_page.mjs).
-            .env("SIGNALBOX_CHAT_CLIENT_BIN", env!("CARGO_BIN_EXE_chat_client"))
+            .env(
+                "SIGNALBOX_CHAT_CLIENT_BIN",
+                env!("CARGO_BIN_EXE_chat_client"),
+            )
             .output()
     });
     tokio::time::timeout(SCRIPT_TIMEOUT, child)

@@ -59,8 +59,8 @@ fn print_line(line: &str) {
 async fn run(args: Args) -> Result<(), String> {
     match (args.quic, &args.trust) {
         (Some(addr), Some(trust)) => {
-            let pem = std::fs::read(trust)
-                .map_err(|e| format!("--trust {}: {e}", trust.display()))?;
+            let pem =
+                std::fs::read(trust).map_err(|e| format!("--trust {}: {e}", trust.display()))?;
             let connector = signalbox_quic::QuicConnector::new(addr, &pem, &args.codec)
                 .map_err(|e| e.to_string())?;
             run_on(connector, args).await
