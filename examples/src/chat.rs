@@ -308,6 +308,61 @@ async fn left_everything(conn: ConnectionHandle, _close: Close) {
     }
 }
 
+/// The path of the chat's WebTransport sessions on its QUIC port
+/// (docs/PROTOCOL.md §5).
+pub const WEBTRANSPORT_PATH: &str = "/wt";
+
+/// Where the page asks for the WebTransport endpoint (docs/PROTOCOL.md §9),
+/// on the listener that serves it.
+pub const WEBTRANSPORT_INFO_PATH: &str = "/webtransport";
+
+/// The answer to `GET /webtransport` (docs/PROTOCOL.md §9): how a page of
+/// this origin reaches the chat over WebTransport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebTransportInfo {
+    /// The QUIC (UDP) port, on the page's host.
+    pub port: u16,
+    /// The session path.
+    pub path: String,
+    /// Base64 SHA-256 of the certificate (DER), for
+    /// `serverCertificateHashes`: present for the chat's self-signed
+    /// certificate, absent for one an operator gave (trusted by the Web PKI).
+    #[serde(
+        rename = "certificateHashes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub certificate_hashes: Option<Vec<String>>,
+}
+
+impl WebTransportInfo {
+    /// The endpoint at `port` and `path`; `certificate_sha256` is the
+    /// SHA-256 of a self-signed certificate, `None` for a CA-issued one.
+    pub fn new(port: u16, path: &str, certificate_sha256: Option<&[u8]>) -> Self {
+        use base64::Engine as _;
+        WebTransportInfo {
+            port,
+            path: path.to_owned(),
+            certificate_hashes: certificate_sha256
+                .map(|hash| vec![base64::engine::general_purpose::STANDARD.encode(hash)]),
+        }
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of a number, strings and a list serializes without fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Adds `GET /webtransport` answering `info` to the chat's HTTP listener.
+pub fn serve_webtransport_info(
+    builder: WsServerBuilder,
+    info: &WebTransportInfo,
+) -> WsServerBuilder {
+    builder.static_file(WEBTRANSPORT_INFO_PATH, "application/json", info.to_json())
+}
+
 /// The chat router.
 pub fn router() -> Router {
     Router::new()
@@ -358,7 +413,8 @@ pub fn builder_with(config: Config, presence_events: bool) -> HubBuilder {
 
 /// The WebSocket listener of the chat: the page at `/`, its client library
 /// at `/signalbox.js`, WebSocket at `/ws`, liveness at `/healthz` and
-/// readiness at `/readyz` ([`HealthPaths`]).
+/// readiness at `/readyz` ([`HealthPaths`]). The chat binary adds
+/// `/webtransport` ([`serve_webtransport_info`]).
 pub async fn ws_server(hub: Hub, addr: &str) -> Result<WsServer, ServerError> {
     ws_builder(hub).bind(addr).await
 }
@@ -401,5 +457,23 @@ mod tests {
         }
         assert_eq!(room_of_topic("other"), None);
         assert_eq!(room_of_topic("room:%4"), None);
+    }
+
+    #[test]
+    fn the_webtransport_info_names_port_path_and_the_hash_in_base64_only_when_given() {
+        let hash: Vec<u8> = (0u8..32).collect();
+        let info = WebTransportInfo::new(4433, WEBTRANSPORT_PATH, Some(&hash));
+        let json: serde_json::Value = serde_json::from_slice(&info.to_json()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "port": 4433,
+                "path": "/wt",
+                "certificateHashes": ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="],
+            })
+        );
+        let info = WebTransportInfo::new(443, "/x", None);
+        let json: serde_json::Value = serde_json::from_slice(&info.to_json()).unwrap();
+        assert_eq!(json, serde_json::json!({ "port": 443, "path": "/x" }));
     }
 }

@@ -50,7 +50,15 @@ fn require_node_modules(dir: &Path, modules: &[&str]) {
 /// Runs a script to completion off the runtime, with a guard timeout.
 async fn run(program: &'static str, args: Vec<String>, dir: PathBuf) -> Output {
     let child = tokio::task::spawn_blocking(move || {
-        Command::new(program).args(&args).current_dir(&dir).output()
+        Command::new(program)
+            .args(&args)
+            .current_dir(&dir)
+            // The browser test's native QUIC member (chat_page.mjs).
+            .env(
+                "SIGNALBOX_CHAT_CLIENT_BIN",
+                env!("CARGO_BIN_EXE_chat_client"),
+            )
+            .output()
     });
     tokio::time::timeout(SCRIPT_TIMEOUT, child)
         .await

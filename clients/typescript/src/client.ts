@@ -1,5 +1,6 @@
 // The client: one connection to a signalbox server over WebSocket
-// (docs/PROTOCOL.md §4) that survives disconnects, with the behaviour of the
+// (docs/PROTOCOL.md §4) or WebTransport (§5, through the link seam of
+// link.ts) that survives disconnects, with the behaviour of the
 // Rust client (core/src/client/mod.rs): typed sends and handlers, requests
 // with correlation ids, deadlines and progress, reconnects with backoff and
 // jitter, a bounded offline queue, resume of topics with history (§8.1) and
@@ -19,6 +20,7 @@ import {
   frameBytes,
   isCodecName,
 } from "./codec.js";
+import { type Link, type LinkEvents, type TransportName, type WebSocketConstructor, WebSocketLink } from "./link.js";
 import {
   AbortedError,
   ClosedError,
@@ -35,6 +37,7 @@ import {
 import { OfflineQueue, type OfflinePolicy } from "./offline.js";
 import { type Position, Positions, type Recovery, UNSUBSCRIBED } from "./positions.js";
 import { Presence, type PresenceEvent, type PresenceMember } from "./presence.js";
+import { TransportChoice, type WebTransportOptions, WebTransportLink, webTransportClass } from "./webtransport.js";
 
 /**
  * The messages of one application, by direction, for the types of `send`,
@@ -71,35 +74,6 @@ export type ReplyOf<M extends MessageMap, K extends RequestType<M>> =
 /** The payload argument: optional when the payload may be absent. */
 export type PayloadArg<P> = undefined extends P ? [payload?: P] : [payload: P];
 
-/** What the client reads of a WebSocket event: `data` of messages, `code` and `reason` of the close. */
-export interface SocketEvent {
-  /** The event's type. */
-  readonly type: string;
-  /** A message's data. */
-  readonly data?: unknown;
-  /** The close code. */
-  readonly code?: number;
-  /** The close reason. */
-  readonly reason?: string;
-}
-
-/** The WebSocket API this client needs: the browser's, or `ws`'s in Node. */
-export interface WebSocketLike {
-  /** The subprotocol the server picked. */
-  readonly protocol: string;
-  /** How binary messages are delivered; set to `"arraybuffer"`. */
-  binaryType: string;
-  /** Sends a text (string) or binary frame. */
-  send(data: string | Uint8Array): void;
-  /** Starts the closing handshake. */
-  close(code?: number, reason?: string): void;
-  /** Listens to the socket's events. */
-  addEventListener(type: "open" | "message" | "close" | "error", listener: (event: SocketEvent) => void): void;
-}
-
-/** A WebSocket class: `globalThis.WebSocket` in browsers, `ws`'s `WebSocket` in Node. */
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
-
 /** Where the client stands. */
 export type ConnectionState =
   | {
@@ -111,6 +85,8 @@ export type ConnectionState =
       state: "connected";
       /** The codec the server picked. */
       codec: CodecName;
+      /** The transport of the connection. */
+      transport: TransportName;
       /** Whether this is a reconnect. */
       reconnect: boolean;
     }
@@ -121,7 +97,11 @@ export type ConnectionState =
       attempt: number;
       /** How long until it is made. */
       delayMs: number;
-      /** The close code of the lost connection, if it had one (1006: no close frame). */
+      /**
+       * The close code of the lost connection, if it had one (1006: no close
+       * frame); a WebTransport session's code as its WebSocket twin (0 → 1000,
+       * 1 → 1001, 2 → 1002, 3 → 1008, 4 → 1011; docs/PROTOCOL.md §5).
+       */
       code?: number;
       /** Why the last connection or attempt ended. */
       reason: string;
@@ -129,7 +109,7 @@ export type ConnectionState =
   | {
       /** Closed for good: by `close()`, or lost with `reconnect: false`. */
       state: "closed";
-      /** The close code, if the connection had one. */
+      /** The close code, if the connection had one (WebTransport's mapped as for `reconnecting`). */
       code?: number;
       /** Why. */
       reason: string;
@@ -149,6 +129,13 @@ export interface ClientOptions<M extends MessageMap = AnyMessages> {
   codecs?: readonly CodecName[];
   /** The WebSocket class. Default `globalThis.WebSocket` (Node 20 has none: pass `ws`'s). */
   WebSocket?: WebSocketConstructor;
+  /**
+   * A WebTransport endpoint of the same server (docs/PROTOCOL.md §5). Where
+   * the platform has WebTransport, connections use it first and fall back
+   * to WebSocket (`url`) when it fails (see {@link WebTransportOptions}).
+   * Default none: WebSocket only.
+   */
+  webTransport?: WebTransportOptions;
   /** Reconnect after a lost connection or a failed attempt. Default true. */
   reconnect?: boolean;
   /** First reconnect delay's ceiling, ms. Default 300. */
@@ -164,7 +151,8 @@ export interface ClientOptions<M extends MessageMap = AnyMessages> {
   /**
    * Send `__heartbeat` this often (docs/PROTOCOL.md §4), ms; 0 turns
    * heartbeats off. Default 20,000 (the server closes connections silent
-   * for its interval plus timeout, 40 s by default).
+   * for its interval plus timeout, 40 s by default). WebSocket only:
+   * WebTransport has QUIC's keep-alives and idle timeout (§5).
    */
   heartbeatIntervalMs?: number;
   /**
@@ -179,7 +167,11 @@ export interface ClientOptions<M extends MessageMap = AnyMessages> {
   resume?: boolean;
   /** With a `+gzip` codec, compress envelopes of at least this many bytes (§3). Default 1024. */
   compressThreshold?: number;
-  /** A compressed envelope from the server may inflate to at most this many bytes. Default 1 MiB. */
+  /**
+   * A compressed envelope from the server may inflate to at most this many
+   * bytes, and over WebTransport a frame's length prefix may announce at most
+   * this many (more closes the session as a protocol violation, §5). Default 1 MiB.
+   */
   maxMessageSize?: number;
   /**
    * The reply type of each request (the runtime twin of `M["requests"]`,
@@ -217,6 +209,8 @@ export interface ClientStats {
   heartbeatAcks: number;
   /** Connections opened (1 after the first connect; failed attempts not counted). */
   connections: number;
+  /** WebTransport attempts that failed and were followed by WebSocket ones. */
+  webTransportFallbacks: number;
   /** Envelopes sent compressed (docs/PROTOCOL.md §3). */
   compressedSent: number;
   /** Compressed envelopes received. */
@@ -244,8 +238,10 @@ interface Pending {
 
 type Handler = (payload: unknown, meta: Meta, envelope: Envelope) => void;
 
-/** One WebSocket, from its creation to its end. */
-class Link {
+/** One connection attempt, from its creation to its end, and what the client keeps of it. */
+class Connection {
+  /** Set right after creation (the link's events never come synchronously). */
+  link: Link | undefined;
   open = false;
   ended = false;
   codec: WireCodec | undefined;
@@ -257,10 +253,13 @@ class Link {
   lastHeard = Date.now();
   timers: ReturnType<typeof setTimeout>[] = [];
   heartbeat: ReturnType<typeof setInterval> | undefined;
+  /** Called once the link has closed. */
+  closeWaiters: (() => void)[] = [];
+  linkClosed = false;
 
   constructor(
     readonly id: number,
-    readonly ws: WebSocketLike,
+    readonly transport: TransportName,
   ) {}
 
   stopTimers(): void {
@@ -285,13 +284,6 @@ function emit<T>(listeners: Set<(value: T) => void>, value: T): void {
   }
 }
 
-function toFrame(data: unknown): Frame | undefined {
-  if (typeof data === "string") return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return undefined;
-}
-
 /**
  * A connection to a signalbox server that survives disconnects, typed by a
  * {@link MessageMap}.
@@ -306,7 +298,9 @@ export class Client<M extends MessageMap = AnyMessages> {
   private readonly url: string;
   private readonly codecs: readonly CodecName[];
   private readonly WS: WebSocketConstructor;
-  private readonly opts: Required<Omit<ClientOptions<M>, "onConnected" | "WebSocket" | "codecs" | "replyTypes">>;
+  private readonly webTransport: WebTransportOptions | undefined;
+  private readonly choice: TransportChoice;
+  private readonly opts: Required<Omit<ClientOptions<M>, "onConnected" | "WebSocket" | "webTransport" | "codecs" | "replyTypes">>;
   private readonly replyTypes: { readonly [key: string]: string | undefined } | undefined;
   private readonly onConnectedHook: ((ctx: ConnectedContext<M>) => void) | undefined;
   private readonly backoff: Backoff;
@@ -320,13 +314,14 @@ export class Client<M extends MessageMap = AnyMessages> {
   private readonly errorListeners = new Set<(e: ServerError) => void>();
   private readonly tracker: Positions;
   private readonly presence: Presence;
-  private link: Link | undefined;
+  private conn: Connection | undefined;
   /** Connection attempts made. */
   private links = 0;
   /** Connections opened. */
   private opens = 0;
   private nextId = 1;
   private closed = false;
+  private fallbackReason: string | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private current: ConnectionState = { state: "connecting" };
   private counters = {
@@ -336,6 +331,7 @@ export class Client<M extends MessageMap = AnyMessages> {
     heartbeatAcks: 0,
     compressedSent: 0,
     compressedReceived: 0,
+    webTransportFallbacks: 0,
   };
 
   /**
@@ -354,6 +350,11 @@ export class Client<M extends MessageMap = AnyMessages> {
       throw new SignalboxError("no WebSocket here: pass one (in Node: `WebSocket` from the ws package)");
     }
     this.WS = WS;
+    this.webTransport = options.webTransport;
+    this.choice = new TransportChoice(
+      webTransportClass(options.webTransport) !== undefined,
+      options.webTransport?.retryAfterMs ?? 300_000,
+    );
     this.opts = {
       reconnect: options.reconnect ?? true,
       initialBackoffMs: options.initialBackoffMs ?? 300,
@@ -385,7 +386,17 @@ export class Client<M extends MessageMap = AnyMessages> {
 
   /** The codec of the current connection, if connected. */
   get codec(): CodecName | undefined {
-    return this.link?.open ? this.link.codec?.name : undefined;
+    return this.conn?.open ? this.conn.codec?.name : undefined;
+  }
+
+  /** The transport of the current connection, if connected. */
+  get transport(): TransportName | undefined {
+    return this.conn?.open ? this.conn.transport : undefined;
+  }
+
+  /** Why the last WebTransport attempt that fell back to WebSocket failed, if one did. */
+  get webTransportError(): string | undefined {
+    return this.fallbackReason;
   }
 
   /** Counters of what was dropped or seen. */
@@ -576,26 +587,22 @@ export class Client<M extends MessageMap = AnyMessages> {
     if (this.closed) return Promise.resolve();
     this.closed = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-    const link = this.link;
-    if (link !== undefined) this.end(link, 1000, "closed by the client");
+    const conn = this.conn;
+    if (conn !== undefined) this.end(conn, 1000, "closed by the client");
     else this.stop(undefined, "closed by the client");
-    const done = new Promise<void>((resolve) => {
-      if (link === undefined) {
+    return new Promise<void>((resolve) => {
+      const link = conn?.link;
+      if (conn === undefined || link === undefined || conn.linkClosed) {
         resolve();
         return;
       }
       const timer = setTimeout(resolve, 1000);
-      link.ws.addEventListener("close", () => {
+      conn.closeWaiters.push(() => {
         clearTimeout(timer);
         resolve();
       });
-      try {
-        link.ws.close(1000, "client closing");
-      } catch {
-        resolve();
-      }
+      link.close(1000, "client closing");
     });
-    return done;
   }
 
   // --- connecting ---------------------------------------------------------
@@ -608,52 +615,74 @@ export class Client<M extends MessageMap = AnyMessages> {
   private attempt(): void {
     this.retryTimer = undefined;
     if (this.closed) return;
-    let ws: WebSocketLike;
-    try {
-      ws = new this.WS(this.url, [...this.codecs]);
-    } catch (e) {
-      // A malformed URL: retrying cannot help.
-      this.stop(undefined, `cannot connect: ${e instanceof Error ? e.message : String(e)}`);
-      return;
-    }
     if (this.links === 0) this.setState({ state: "connecting" });
-    const link = new Link(++this.links, ws);
-    this.link = link;
-    ws.binaryType = "arraybuffer";
-    link.timers.push(
-      setTimeout(() => this.abandon(link, "connection attempt timed out"), this.opts.connectTimeoutMs),
-    );
-    ws.addEventListener("open", () => this.opened(link));
-    ws.addEventListener("message", (event) => this.received(link, event.data));
-    ws.addEventListener("close", (event) =>
-      this.end(
-        link,
-        event.code,
-        event.reason !== undefined && event.reason !== ""
-          ? event.reason
-          : link.open
-            ? "the connection was lost"
-            : "the connection could not be made",
-      ),
-    );
-    ws.addEventListener("error", () => undefined);
+    this.connect(this.choice.next(Date.now()));
   }
 
-  private opened(link: Link): void {
-    if (link.ended || this.closed) return;
-    const name = link.ws.protocol === "" ? "json" : link.ws.protocol;
-    if (!isCodecName(name) || !this.codecs.includes(name)) {
-      this.abandon(link, `the server picked codec ${JSON.stringify(name)}, which was not offered`);
+  /** Starts a connection attempt over `transport`. */
+  private connect(transport: TransportName): void {
+    const conn = new Connection(++this.links, transport);
+    const events: LinkEvents = {
+      open: (protocol) => this.opened(conn, protocol),
+      frame: (frame) => this.received(conn, frame),
+      closed: (code, reason) => {
+        conn.linkClosed = true;
+        for (const waiter of conn.closeWaiters.splice(0)) waiter();
+        this.end(conn, code, reason);
+      },
+    };
+    const wt = this.webTransport;
+    const WT = webTransportClass(wt);
+    try {
+      conn.link =
+        transport === "webtransport" && wt !== undefined && WT !== undefined
+          ? new WebTransportLink(WT, wt, this.codecs, this.opts.maxMessageSize, events)
+          : new WebSocketLink(this.WS, this.url, this.codecs, events);
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      if (transport === "webtransport") {
+        // A URL or certificate hash the platform refuses: WebSocket may still work.
+        this.fellBack(conn, `WebTransport refused: ${why}`);
+        return;
+      }
+      // A malformed URL: retrying cannot help.
+      this.stop(undefined, `cannot connect: ${why}`);
       return;
     }
-    link.stopTimers();
-    link.codec = codecByName(name);
-    link.open = true;
-    link.lastHeard = Date.now();
+    this.conn = conn;
+    const timeoutMs =
+      transport === "webtransport" ? (wt?.connectTimeoutMs ?? 5_000) : this.opts.connectTimeoutMs;
+    conn.timers.push(setTimeout(() => this.abandon(conn, "connection attempt timed out"), timeoutMs));
+  }
+
+  /**
+   * A WebTransport attempt failed before it opened: the same attempt goes on
+   * over WebSocket at once, and later ones by the rule of {@link TransportChoice}.
+   */
+  private fellBack(conn: Connection, reason: string): void {
+    this.choice.failed(Date.now());
+    this.counters.webTransportFallbacks += 1;
+    this.fallbackReason = reason;
+    if (this.conn === conn) this.conn = undefined;
+    this.connect("websocket");
+  }
+
+  private opened(conn: Connection, protocol: string): void {
+    if (conn.ended || this.closed) return;
+    const name = protocol === "" ? "json" : protocol;
+    if (!isCodecName(name) || !this.codecs.includes(name)) {
+      this.abandon(conn, `the server picked codec ${JSON.stringify(name)}, which was not offered`);
+      return;
+    }
+    conn.stopTimers();
+    conn.codec = codecByName(name);
+    conn.open = true;
+    conn.lastHeard = Date.now();
     this.backoff.reset();
+    this.choice.opened(conn.transport);
     this.opens += 1;
     const reconnect = this.opens > 1;
-    this.setState({ state: "connected", codec: name, reconnect });
+    this.setState({ state: "connected", codec: name, transport: conn.transport, reconnect });
     // A reconnect asks for the topics it held first, so that what waited
     // offline is handled by a server that knows them again.
     const batch: Outgoing[] = [];
@@ -673,59 +702,59 @@ export class Client<M extends MessageMap = AnyMessages> {
     }
     batch.push(...this.offline.take());
     for (const out of batch) {
-      if (link.ended) {
+      if (conn.ended) {
         this.requeue([out]);
         continue;
       }
-      this.write(link, out);
+      this.write(conn, out);
     }
-    this.startHeartbeat(link);
+    // WebTransport has QUIC's keep-alives (docs/PROTOCOL.md §5).
+    if (conn.transport === "websocket") this.startHeartbeat(conn);
   }
 
-  private startHeartbeat(link: Link): void {
+  private startHeartbeat(conn: Connection): void {
     const interval = this.opts.heartbeatIntervalMs;
-    if (interval <= 0 || link.ended) return;
-    link.heartbeat = setInterval(() => {
-      if (link.ended) return;
+    if (interval <= 0 || conn.ended) return;
+    conn.heartbeat = setInterval(() => {
+      if (conn.ended) return;
       const sentAt = Date.now();
       this.counters.heartbeatsSent += 1;
-      this.write(link, { envelope: { type: HEARTBEAT } });
+      this.write(conn, { envelope: { type: HEARTBEAT } });
       const check = setTimeout(() => {
-        link.timers = link.timers.filter((t) => t !== check);
-        if (!link.ended && link.lastHeard < sentAt) {
-          this.abandon(link, `nothing heard within ${this.opts.heartbeatTimeoutMs} ms of a heartbeat`);
+        conn.timers = conn.timers.filter((t) => t !== check);
+        if (!conn.ended && conn.lastHeard < sentAt) {
+          this.abandon(conn, `nothing heard within ${this.opts.heartbeatTimeoutMs} ms of a heartbeat`);
         }
       }, this.opts.heartbeatTimeoutMs);
-      link.timers.push(check);
+      conn.timers.push(check);
     }, interval);
   }
 
-  /** Drops `link` at once, without waiting for a closing handshake. */
-  private abandon(link: Link, reason: string): void {
-    if (link.ended) return;
-    this.end(link, undefined, reason);
-    const ws = link.ws as WebSocketLike & { terminate?: () => void };
-    try {
-      if (typeof ws.terminate === "function") ws.terminate();
-      else ws.close(4000, reason.slice(0, 100));
-    } catch {
-      // Already closed.
-    }
+  /** Drops `conn` at once, without waiting for a closing handshake. */
+  private abandon(conn: Connection, reason: string): void {
+    if (conn.ended) return;
+    this.end(conn, undefined, reason);
+    conn.link?.terminate(reason);
   }
 
-  /** `link` ended: requeue what it did not write, fail what it did, reconnect. */
-  private end(link: Link, code: number | undefined, reason: string): void {
-    if (link.ended) return;
-    link.ended = true;
-    link.stopTimers();
-    if (this.link === link) this.link = undefined;
+  /** `conn` ended: requeue what it did not write, fail what it did, reconnect. */
+  private end(conn: Connection, code: number | undefined, reason: string): void {
+    if (conn.ended) return;
+    conn.ended = true;
+    conn.stopTimers();
+    if (this.conn === conn) this.conn = undefined;
+    if (conn.transport === "webtransport" && !conn.open && !this.closed) {
+      // Nothing was written on it: nothing to requeue or fail.
+      this.fellBack(conn, reason);
+      return;
+    }
     // Messages handed over but never written go first in the offline queue.
-    const unwritten = link.writeQueue.filter((o) => o.id === undefined || this.pending.has(o.id));
-    link.writeQueue = [];
+    const unwritten = conn.writeQueue.filter((o) => o.id === undefined || this.pending.has(o.id));
+    conn.writeQueue = [];
     this.requeue(unwritten);
     // Requests written on it will get no reply.
     for (const [id, p] of this.pending) {
-      if (p.sentOn === link.id) {
+      if (p.sentOn === conn.id) {
         this.pending.delete(id);
         p.reject(new DisconnectedError());
       }
@@ -771,9 +800,9 @@ export class Client<M extends MessageMap = AnyMessages> {
 
   private enqueue(out: Outgoing): void {
     if (this.closed) throw new ClosedError();
-    const link = this.link;
-    if (link !== undefined && link.open && !link.ended) {
-      this.write(link, out);
+    const conn = this.conn;
+    if (conn !== undefined && conn.open && !conn.ended) {
+      this.write(conn, out);
       return;
     }
     if (this.offline.push(out, (o) => this.dropped(o)) === "rejected") {
@@ -782,55 +811,52 @@ export class Client<M extends MessageMap = AnyMessages> {
     }
   }
 
-  /** Writes `out` on `link` in order: behind anything still being compressed. */
-  private write(link: Link, out: Outgoing): void {
-    const codec = link.codec;
+  /** Writes `out` on `conn` in order: behind anything still being compressed. */
+  private write(conn: Connection, out: Outgoing): void {
+    const codec = conn.codec;
     if (codec === undefined) return;
-    if (link.writeQueue.length === 0 && !link.pumping) {
+    if (conn.writeQueue.length === 0 && !conn.pumping) {
       const frame = codec.encode(out.envelope);
       if (!codec.gzip || frameBytes(frame) < this.opts.compressThreshold) {
-        this.writeFrame(link, out, frame);
+        this.writeFrame(conn, out, frame);
         return;
       }
     }
-    link.writeQueue.push(out);
-    if (!link.pumping) void this.pump(link);
+    conn.writeQueue.push(out);
+    if (!conn.pumping) void this.pump(conn);
   }
 
-  private async pump(link: Link): Promise<void> {
-    const codec = link.codec;
+  private async pump(conn: Connection): Promise<void> {
+    const codec = conn.codec;
     if (codec === undefined) return;
-    link.pumping = true;
+    conn.pumping = true;
     try {
-      while (!link.ended && link.writeQueue.length > 0) {
-        const out = link.writeQueue[0];
+      while (!conn.ended && conn.writeQueue.length > 0) {
+        const out = conn.writeQueue[0];
         if (out === undefined) break;
         let frame = codec.encode(out.envelope);
         if (codec.gzip && frameBytes(frame) >= this.opts.compressThreshold) {
           frame = await compress(codec, frame);
           this.counters.compressedSent += 1;
         }
-        if (link.ended) break;
-        link.writeQueue.shift();
-        this.writeFrame(link, out, frame);
+        if (conn.ended) break;
+        conn.writeQueue.shift();
+        this.writeFrame(conn, out, frame);
       }
     } finally {
-      link.pumping = false;
+      conn.pumping = false;
     }
   }
 
-  private writeFrame(link: Link, out: Outgoing, frame: Frame): void {
+  private writeFrame(conn: Connection, out: Outgoing, frame: Frame): void {
     if (out.id !== undefined) {
       const p = this.pending.get(out.id);
       // A request whose caller gave up is not written.
       if (p === undefined) return;
-      p.sentOn = link.id;
+      p.sentOn = conn.id;
     }
-    try {
-      link.ws.send(frame);
-    } catch {
-      // The socket is closing; its close event requeues nothing written.
-    }
+    // A link that is closing drops it; its close event fails the request.
+    conn.link?.send(frame);
   }
 
   /** The caller of request `id` gives up; whether it had been written. */
@@ -839,34 +865,32 @@ export class Client<M extends MessageMap = AnyMessages> {
     this.pending.delete(id);
     if (p?.sentOn !== undefined) return true;
     this.offline.withdraw((o) => o.id === id);
-    const link = this.link;
-    if (link !== undefined) link.writeQueue = link.writeQueue.filter((o) => o.id !== id);
+    const conn = this.conn;
+    if (conn !== undefined) conn.writeQueue = conn.writeQueue.filter((o) => o.id !== id);
     return false;
   }
 
   // --- reading ------------------------------------------------------------
 
-  private received(link: Link, data: unknown): void {
-    if (link.ended || link.codec === undefined) return;
-    link.lastHeard = Date.now();
-    const frame = toFrame(data);
+  private received(conn: Connection, frame: Frame): void {
+    if (conn.ended || conn.codec === undefined) return;
+    conn.lastHeard = Date.now();
     let env: Envelope;
     try {
-      if (frame === undefined) throw new Error("unknown frame");
-      env = link.codec.decode(frame);
+      env = conn.codec.decode(frame);
     } catch {
       this.counters.undecodable += 1;
       return;
     }
-    if (link.inboundPending === 0 && env.type !== COMPRESSED) {
+    if (conn.inboundPending === 0 && env.type !== COMPRESSED) {
       this.dispatch(env);
       return;
     }
     // A compressed envelope inflates asynchronously: later ones wait for it.
-    const codec = link.codec;
+    const codec = conn.codec;
     if (env.type === COMPRESSED) this.counters.compressedReceived += 1;
-    link.inboundPending += 1;
-    link.inbound = link.inbound.then(async () => {
+    conn.inboundPending += 1;
+    conn.inbound = conn.inbound.then(async () => {
       try {
         this.dispatch(
           env.type === COMPRESSED ? await decompress(codec, env, this.opts.maxMessageSize) : env,
@@ -874,7 +898,7 @@ export class Client<M extends MessageMap = AnyMessages> {
       } catch {
         this.counters.undecodable += 1;
       } finally {
-        link.inboundPending -= 1;
+        conn.inboundPending -= 1;
       }
     });
   }

@@ -14,9 +14,20 @@ export {
   type RequestOptions,
   type RequestType,
   type SendType,
-  type WebSocketConstructor,
-  type WebSocketLike,
 } from "./client.js";
+export { type TransportName, type WebSocketConstructor, type WebSocketLike, type SocketEvent } from "./link.js";
+export {
+  TransportChoice,
+  closeCodeOf,
+  type WebTransportCloseInfoLike,
+  type WebTransportConstructor,
+  type WebTransportHash,
+  type WebTransportInit,
+  type WebTransportLike,
+  type WebTransportOptions,
+  type WebTransportStreamLike,
+} from "./webtransport.js";
+export { FrameReader, FrameTooLargeError, encodeFrame } from "./framing.js";
 export {
   CODECS,
   COMPRESSED,

@@ -1,10 +1,16 @@
 //! A line-oriented chat member on the Rust client (`signalbox::client`), for
 //! driving from other programs (the TypeScript client's tests put it in a
-//! room with TypeScript clients).
+//! room with TypeScript clients; the browser test with a page on
+//! WebTransport).
 //!
 //! ```text
 //! chat_client --url ws://127.0.0.1:8080/ws --codec msgpack --room lobby [--username NAME]
+//! chat_client --quic 127.0.0.1:4433 --trust cert.pem --codec msgpack --room lobby
 //! ```
+//!
+//! With `--quic` it connects over native QUIC (docs/PROTOCOL.md §5,
+//! `signalbox_quic::QuicConnector`) instead of WebSocket, trusting the
+//! certificate the chat wrote with `--cert-out`.
 //!
 //! Joins the room (again after every reconnect), prints `joined` once the
 //! room is subscribed, then every `NEW_MESSAGE` of the room as one JSON line
@@ -12,9 +18,11 @@
 //! `SEND_MESSAGE`. Ends at the end of stdin.
 
 use clap::Parser;
-use signalbox::client::Client;
+use signalbox::client::{Client, Connector};
 use signalbox_examples::chat::{JoinRoom, NewMessage, SendMessage, room_topic};
 use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,6 +42,12 @@ struct Args {
     /// The display name.
     #[arg(long)]
     username: Option<String>,
+    /// Connect over native QUIC to this address instead of WebSocket.
+    #[arg(long, value_name = "ADDR", requires = "trust")]
+    quic: Option<SocketAddr>,
+    /// With --quic: the certificate (PEM) to trust, e.g. the chat's --cert-out.
+    #[arg(long, value_name = "PATH")]
+    trust: Option<PathBuf>,
 }
 
 fn print_line(line: &str) {
@@ -43,8 +57,24 @@ fn print_line(line: &str) {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let connector =
-        signalbox_ws::WsConnector::new(&args.url, &args.codec).map_err(|e| e.to_string())?;
+    match (args.quic, &args.trust) {
+        (Some(addr), Some(trust)) => {
+            let pem =
+                std::fs::read(trust).map_err(|e| format!("--trust {}: {e}", trust.display()))?;
+            let connector = signalbox_quic::QuicConnector::new(addr, &pem, &args.codec)
+                .map_err(|e| e.to_string())?;
+            run_on(connector, args).await
+        }
+        _ => {
+            let connector = signalbox_ws::WsConnector::new(&args.url, &args.codec)
+                .map_err(|e| e.to_string())?;
+            run_on(connector, args).await
+        }
+    }
+}
+
+/// Joins, prints and sends over `connector`.
+async fn run_on<C: Connector>(connector: C, args: Args) -> Result<(), String> {
     let join = JoinRoom {
         room_id: args.room.clone(),
         username: args.username.clone(),

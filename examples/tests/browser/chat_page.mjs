@@ -27,16 +27,28 @@
 //   recover the old epoch (§8.1 of docs/PROTOCOL.md), shows what the Node
 //   member said after the restart exactly once, and the two talk again.
 //   This case restarts the server: it runs only with the chat binary.
+// These cases load the page with ?transport=websocket (WebSocket only).
+// With the chat binary, for json and msgpack:
+// - WebTransport: in a second chromium (QUIC allowed, trusting the chat's
+//   self-signed certificate only by its SHA-256 from GET /webtransport,
+//   serverCertificateHashes), the page connects over WebTransport (it says
+//   so, and opens no WebSocket) and talks both ways in one room with a Node
+//   member on WebSocket and the Rust chat_client on native QUIC;
+// - fallback: the page's WebTransport URL pointed (?wt=) at a UDP port
+//   nobody listens on, as when UDP is blocked: it falls back to WebSocket,
+//   says so, and talks with the Node member.
 // Exits 0 on success, 1 with a message on failure. Needs /usr/bin/chromium
-// (scripts/setup).
+// (scripts/setup); chat_client comes from SIGNALBOX_CHAT_CLIENT_BIN or
+// beside the chat binary.
 import { chromium } from "playwright-core";
 import WebSocket from "ws";
 import { spawn } from "node:child_process";
+import dgram from "node:dgram";
 import net from "node:net";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { X509Certificate, createHash } from "node:crypto";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { Client } from "../../../clients/typescript/dist/signalbox.browser.js";
 
@@ -71,7 +83,11 @@ const overall = setTimeout(() => {
 overall.unref();
 
 const userDataDir = mkdtempSync(join(tmpdir(), "signalbox-chromium-"));
+const wtUserDataDir = mkdtempSync(join(tmpdir(), "signalbox-chromium-wt-"));
+const certOut = join(tmpdir(), `signalbox-chat-page-cert-${process.pid}.pem`);
 let context;
+// The chromium of the WebTransport case: QUIC allowed.
+let wtContext;
 
 function check(cond, what) {
   if (!cond) throw new Error(what);
@@ -85,9 +101,10 @@ async function step(what, fn) {
   }
 }
 
-// The chat binary on 127.0.0.1:`port` (0: any); resolves once it listens.
+// The chat binary on 127.0.0.1:`port` (0: any), QUIC on any port, its
+// certificate written to `certOut`; resolves once it listens.
 async function startChat(port = 0) {
-  const child = spawn(CHAT_BIN, ["--ws", `127.0.0.1:${port}`, "--quic", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(CHAT_BIN, ["--ws", `127.0.0.1:${port}`, "--quic", "127.0.0.1:0", "--cert-out", certOut], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d) => { stderr += d; });
   const exited = new Promise((resolve) => child.once("exit", resolve));
@@ -97,9 +114,11 @@ async function startChat(port = 0) {
     exited.then((code) => { clearTimeout(timer); reject(new Error(`${CHAT_BIN} exited (${code}): ${stderr}`)); });
   });
   const addr = /ws=(\S+)/.exec(first)?.[1];
-  check(addr, `unexpected first line of the chat: ${first}`);
+  const quic = /quic=(\S+)/.exec(first)?.[1];
+  check(addr && quic, `unexpected first line of the chat: ${first}`);
   return {
     addr,
+    quic,
     port: Number(addr.slice(addr.lastIndexOf(":") + 1)),
     async stop(signal = "SIGKILL") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
@@ -160,8 +179,9 @@ function startProxy(target) {
   }));
 }
 
-async function openPage(name, codec, errors, query = "", room = `browser-${codec}`) {
-  const page = await context.newPage();
+// Loads the page; `transport` "websocket" adds ?transport=websocket, "auto" leaves the choice to the page.
+async function openPage(name, codec, errors, query = "", room = `browser-${codec}`, { transport = "websocket", ctx = context } = {}) {
+  const page = await ctx.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT);
   page.on("pageerror", (e) => errors.push(`${name}: page error: ${e.message}`));
   page.on("console", (m) => {
@@ -178,7 +198,10 @@ async function openPage(name, codec, errors, query = "", room = `browser-${codec
   page.on("response", (r) => {
     if (r.status() >= 400 && !r.url().endsWith("/favicon.ico")) errors.push(`${name}: HTTP ${r.status()} for ${r.url()}`);
   });
-  await step(`${name}: load ${BASE}/${query}`, () => page.goto(BASE + "/" + query, { waitUntil: "load" }));
+  const flag = transport === "websocket" ? "transport=websocket" : "";
+  const search = [query.replace(/^\?/, ""), flag].filter(Boolean).join("&");
+  const path = "/" + (search ? "?" + search : "");
+  await step(`${name}: load ${BASE}${path}`, () => page.goto(BASE + path, { waitUntil: "load" }));
   await page.selectOption("#codec", codec);
   await page.fill("#username", `${name}-${codec}`);
   await page.fill("#room", room);
@@ -386,7 +409,176 @@ async function runRestart(codec) {
   }
 }
 
-if (!CHAT_BIN) console.log("# the server restart cases need the chat binary (node chat_page.mjs PATH_TO_CHAT_BINARY): not run against a BASE_URL");
+// The Rust client (examples/src/bin/chat_client.rs) on native QUIC as a member of `room`.
+async function startQuicMember(codec, room, username) {
+  const file = process.env.SIGNALBOX_CHAT_CLIENT_BIN || join(dirname(CHAT_BIN), "chat_client");
+  check(existsSync(file), `${file} missing: build it with \`cargo build -p signalbox-examples --bin chat_client\``);
+  const child = spawn(file, ["--quic", chat.quic, "--trust", certOut, "--codec", codec, "--room", room, "--username", username], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => { stderr += d; });
+  const texts = [];
+  let joined = false;
+  createInterface({ input: child.stdout }).on("line", (l) => {
+    if (l === "joined") joined = true;
+    else texts.push(JSON.parse(l).text);
+  });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  await waitUntil(`the QUIC member to join (${stderr})`, () => joined || child.exitCode !== null, 10_000);
+  check(joined, `chat_client --quic exited: ${stderr}`);
+  return {
+    texts,
+    say: (text) => child.stdin.write(`${text}\n`),
+    async stop() {
+      child.stdin.end();
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+// The page over WebTransport, a Node member over WebSocket and the Rust client
+// over native QUIC in one room: everyone hears everyone.
+async function runWebTransport(codec) {
+  const errors = [];
+  const room = `wt-${codec}`;
+  const node = nodeMember(`ws://${chat.addr}/ws`, codec, room, `N-${codec}`);
+  let quic;
+  try {
+    check(await node.client.waitConnected(STEP_TIMEOUT), "N: not connected");
+    quic = await startQuicMember(codec, room, `Q-${codec}`);
+    const sockets = [];
+    const page = await wtContext.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT);
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    page.on("pageerror", (e) => errors.push(`W: page error: ${e.message}`));
+    page.on("console", (m) => { if (m.type() === "error") errors.push(`W: console error: ${m.text()}`); });
+    page.on("response", (r) => {
+      if (r.status() >= 400 && !r.url().endsWith("/favicon.ico")) errors.push(`W: HTTP ${r.status()} for ${r.url()}`);
+    });
+    await step("W: load the page", () => page.goto(BASE + "/", { waitUntil: "load" }));
+    check(await page.evaluate(() => typeof WebTransport === "function"), "W: this chromium has no WebTransport");
+    await page.selectOption("#codec", codec);
+    await page.fill("#username", `W-${codec}`);
+    await page.fill("#room", room);
+    await step(`W: connected over WebTransport with ${codec}`, () =>
+      page.waitForFunction(
+        (c) => document.querySelector("#status")?.dataset.state === "connected" &&
+          document.querySelector("#transport")?.textContent === "over WebTransport" &&
+          document.querySelector("#protocol")?.textContent === `(${c})`,
+        codec,
+        { timeout: 15_000 },
+      )).catch(async (e) => {
+        const why = await page.locator("#transport").getAttribute("title").catch(() => "");
+        const shown = await page.locator(".status").textContent().catch(() => "");
+        throw new Error(`${e.message} (page shows "${shown?.replace(/\s+/g, " ").trim()}"; ${why || "no WebTransport error"})`);
+      });
+    const status = (await page.locator(".status").textContent()).replace(/\s+/g, " ");
+    check(status.includes(`connected over WebTransport (${codec})`), `W: status reads "${status}"`);
+    await page.click("#join");
+    await waitJoined(page, "W", 1);
+    await step("W: member list names W, N and Q", () =>
+      page.waitForFunction((names) => {
+        const shown = [...document.querySelectorAll("#members li")].map((li) => li.textContent);
+        return names.every((n) => shown.includes(n));
+      }, [`W-${codec}`, `N-${codec}`, `Q-${codec}`]));
+
+    // Page -> WebSocket and QUIC members.
+    await page.fill("#text", `W over WebTransport (${codec})`);
+    await page.press("#text", "Enter");
+    await waitMessage(page, "W", `W over WebTransport (${codec})`);
+    await waitUntil("N (WebSocket) to get W's message", () => node.texts.includes(`W over WebTransport (${codec})`));
+    await waitUntil("Q (QUIC) to get W's message", () => quic.texts.includes(`W over WebTransport (${codec})`));
+    // WebSocket and QUIC members -> page.
+    await node.client.send("SEND_MESSAGE", { roomId: room, text: `N over WebSocket (${codec})` });
+    quic.say(`Q over QUIC (${codec})`);
+    await waitMessage(page, "W", `N over WebSocket (${codec})`);
+    await waitMessage(page, "W", `Q over QUIC (${codec})`);
+    await waitUntil("Q to get N's message", () => quic.texts.includes(`N over WebSocket (${codec})`));
+    await waitUntil("N to get Q's message", () => node.texts.includes(`Q over QUIC (${codec})`));
+    // A burst from the page arrives whole and in order on both.
+    const burst = Array.from({ length: 20 }, (_, i) => `W burst ${i} ${"x".repeat(i * 50)}`);
+    await page.evaluate((texts) => {
+      for (const text of texts) {
+        document.querySelector("#text").value = text;
+        document.querySelector("#send").click();
+      }
+    }, burst);
+    const inOrder = (seen) => burst.every((t) => seen.includes(t)) &&
+      burst.map((t) => seen.indexOf(t)).every((v, i, a) => i === 0 || v > a[i - 1]);
+    await waitUntil("N to get W's burst in order", () => inOrder(node.texts));
+    await waitUntil("Q to get W's burst in order", () => inOrder(quic.texts));
+    for (const text of [`W over WebTransport (${codec})`, `N over WebSocket (${codec})`, `Q over QUIC (${codec})`]) {
+      const n = await shownTimes(page, text.replace(/[()]/g, "\\$&"));
+      check(n === 1, `W: "${text}" shown ${n} times, expected once`);
+    }
+    check(sockets.length === 0, `W: the page opened WebSockets: ${sockets.join(", ")}`);
+    const errLines = await page.locator("#messages .error").allTextContents();
+    check(errLines.length === 0, `W: unexpected error lines: ${errLines.join(" | ")}`);
+    check(node.errors.length === 0, `N: errors: ${node.errors.join(" | ")}`);
+    check(errors.length === 0, errors.join("\n"));
+    await page.close();
+  } finally {
+    await node.client.close();
+    await quic?.stop();
+  }
+}
+
+// A UDP port nobody listens on (bound, then released).
+function closedUdpPort() {
+  return new Promise((resolve) => {
+    const socket = dgram.createSocket("udp4");
+    socket.bind(0, "127.0.0.1", () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
+    });
+  });
+}
+
+// The page in the chromium with WebTransport, its WebTransport URL pointed
+// (?wt=) at a UDP port nobody listens on, as when UDP is blocked: the
+// attempt fails and the same attempt goes on over WebSocket.
+async function runFallback(codec) {
+  const errors = [];
+  const room = `fallback-${codec}`;
+  const node = nodeMember(`ws://${chat.addr}/ws`, codec, room, `N-${codec}`);
+  try {
+    check(await node.client.waitConnected(STEP_TIMEOUT), "N: not connected");
+    const page = await wtContext.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT);
+    page.on("pageerror", (e) => errors.push(`F: page error: ${e.message}`));
+    const wt = `https://127.0.0.1:${await closedUdpPort()}/wt`;
+    await step("F: load the page", () => page.goto(`${BASE}/?wt=${encodeURIComponent(wt)}`, { waitUntil: "load" }));
+    await page.selectOption("#codec", codec);
+    await page.fill("#username", `F-${codec}`);
+    await page.fill("#room", room);
+    await step("F: connected over WebSocket after WebTransport failed", () =>
+      page.waitForFunction(
+        (c) => document.querySelector("#status")?.dataset.state === "connected" &&
+          document.querySelector("#transport")?.textContent === "over WebSocket" &&
+          document.querySelector("#protocol")?.textContent === `(${c})`,
+        codec,
+        { timeout: 15_000 },
+      ));
+    const why = await page.locator("#transport").getAttribute("title");
+    check(why?.startsWith("WebTransport failed"), `F: no WebTransport failure shown (title ${JSON.stringify(why)})`);
+    await page.click("#join");
+    await waitJoined(page, "F", 1);
+    await page.fill("#text", "F after the fallback");
+    await page.press("#text", "Enter");
+    await waitUntil("N to get F's message", () => node.texts.includes("F after the fallback"));
+    await node.client.send("SEND_MESSAGE", { roomId: room, text: "N to F" });
+    await waitMessage(page, "F", "N to F");
+    check(errors.length === 0, errors.join("\n"));
+    await page.close();
+  } finally {
+    await node.client.close();
+  }
+}
+
+if (!CHAT_BIN) console.log("# the server restart, WebTransport and fallback cases need the chat binary (node chat_page.mjs PATH_TO_CHAT_BINARY): not run against a BASE_URL");
 let failed = false;
 let passed = 0;
 let chat;
@@ -423,13 +615,35 @@ try {
     console.log(`ok - browser chat page, codec ${codec}`);
     passed++;
   }
+  if (chat) {
+    wtContext = await chromium.launchPersistentContext(wtUserDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ],
+      timeout: 15_000,
+    });
+    for (const codec of CODECS) {
+      await runWebTransport(codec);
+      console.log(`ok - browser chat page over WebTransport talks with WebSocket and native QUIC members, codec ${codec}`);
+      passed++;
+    }
+    await runFallback("json");
+    console.log("ok - browser chat page falls back to WebSocket when WebTransport cannot connect");
+    passed++;
+  }
 } catch (e) {
   failed = true;
   console.error(`FAIL: ${e.message}`);
 } finally {
   await context?.close().catch(() => {});
+  await wtContext?.close().catch(() => {});
   await chat?.stop("SIGTERM").catch(() => {});
   rmSync(userDataDir, { recursive: true, force: true });
+  rmSync(wtUserDataDir, { recursive: true, force: true });
+  rmSync(certOut, { force: true });
 }
 console.log(`${passed} passed, ${failed ? 1 : 0} failed`);
 process.exit(failed ? 1 : 0);
