@@ -1,5 +1,8 @@
 //! The chat binary over QUIC: next to WebSocket on one hub, against an
-//! independent Python QUIC client (aioquic), and its shutdown.
+//! independent Python QUIC client (aioquic), its shutdown, and where its
+//! page finds WebTransport (`GET /webtransport`, docs/PROTOCOL.md §9).
+
+mod common;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -203,6 +206,31 @@ async fn a_websocket_client_and_a_quic_client_share_a_room() {
     let left = ws_expect(&mut ws, "USER_LEFT").await;
     assert_eq!(left["payload"]["userId"], quic_id.as_str());
 
+    assert!(chat.terminate().success());
+}
+
+/// SHA-256 of `data`, from rustls' own hash (no extra dependency).
+fn sha256(data: &[u8]) -> Vec<u8> {
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let tls13 = suite.tls13().expect("a TLS 1.3 suite");
+    tls13.common.hash_provider.hash(data).as_ref().to_vec()
+}
+
+#[tokio::test]
+async fn get_webtransport_names_the_quic_port_path_and_the_hash_of_the_self_signed_certificate() {
+    use base64::Engine as _;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut chat = Chat::start("webtransport-info");
+    let (status, body) = common::http_get(chat.ws, "/webtransport").await;
+    assert_eq!(status, 200, "{body}");
+    let info: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(info["port"], json!(chat.quic.port()));
+    assert_eq!(info["path"], json!("/wt"));
+    // The hash of the certificate QUIC serves: the one --cert-out wrote.
+    let pem = std::fs::read(&chat.cert).expect("--cert-out wrote the certificate");
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("a PEM certificate");
+    let expected = base64::engine::general_purpose::STANDARD.encode(sha256(&der));
+    assert_eq!(info["certificateHashes"], json!([expected]), "{body}");
     assert!(chat.terminate().success());
 }
 

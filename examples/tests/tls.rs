@@ -336,6 +336,16 @@ async fn wss_https_and_quic_serve_the_certificate_from_the_flags() {
         "the page no longer picks its scheme from the page's"
     );
 
+    // WebTransport on the QUIC port, with the operator's certificate: no
+    // hash for browsers to pin (docs/PROTOCOL.md §9).
+    let (head, body) = https_get(chat.ws, &ca, "/webtransport").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let info: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(
+        info,
+        serde_json::json!({ "port": chat.quic.port(), "path": "/wt" })
+    );
+
     // Plain ws:// to the TLS listener does not get a WebSocket.
     let plain = WsConnector::new(&format!("ws://127.0.0.1:{}/ws", chat.ws.port()), "json")
         .unwrap()

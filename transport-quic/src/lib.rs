@@ -87,6 +87,17 @@
 //! answer ([`signalbox::transport::Frame::reply_to`]), not by decoding.
 //! See [`QuicServerBuilder::request_streams`].
 //!
+//! # WebTransport
+//!
+//! [`QuicServerBuilder::webtransport`] makes the same port serve browsers:
+//! ALPN `h3`, an HTTP/3 extended CONNECT to the given path, the codec by
+//! WebTransport subprotocol (else the [`CODEC_QUERY`] parameter, else
+//! `json`), refusals as HTTP statuses (404 wrong path, 400 unknown codec,
+//! the hook's status). The session then carries exactly the frames, lanes
+//! and close codes above. Browsers trust the development certificate by its
+//! hash ([`Identity::certificate_sha256`]). [`QuicClientBuilder::webtransport`]
+//! connects the same way from Rust. See docs/PROTOCOL.md §5, "WebTransport".
+//!
 //! # Clients
 //!
 //! [`QuicConnector`] puts [`signalbox::client::Client`] (typed requests,
@@ -102,6 +113,7 @@
 //!
 //! [`Identity`]: signalbox::transport::Identity
 //! [`Identity::self_signed`]: signalbox::transport::Identity::self_signed
+//! [`Identity::certificate_sha256`]: signalbox::transport::Identity::certificate_sha256
 //! [`Identity::from_pem_files`]: signalbox::transport::Identity::from_pem_files
 //! [`Handshake`]: signalbox::transport::Handshake
 //! [`Rejection`]: signalbox::transport::Rejection

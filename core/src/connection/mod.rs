@@ -14,7 +14,9 @@ mod rate;
 
 pub use budget::{IncompleteBudget, IncompleteLimits, IncompleteRefusal, Reservation};
 pub use data::DataMap;
-pub(crate) use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE, RESUME_TYPE, RESUMED_TYPE};
+#[cfg(feature = "testing")]
+pub(crate) use driver::{HEARTBEAT_ACK_TYPE, HEARTBEAT_TYPE};
+pub(crate) use driver::{RESUME_TYPE, RESUMED_TYPE};
 pub(crate) use driver::{room_for_answers, serve};
 pub use outbound::{OutboundBound, OverflowPolicy};
 pub(crate) use outbound::{OutboundQueue, PushOutcome};

@@ -14,10 +14,14 @@
 //! `/readyz` from then on); logs go to stderr (level from `RUST_LOG`). Stops
 //! on SIGINT or SIGTERM: not ready for `--drain-delay`, then every client is
 //! closed as going away (WebSocket 1001, QUIC 1).
+//!
+//! The QUIC port also takes WebTransport sessions at `/wt`; the page finds
+//! them at `GET /webtransport` (docs/PROTOCOL.md §9).
 
 use clap::{Parser, ValueEnum};
 use signalbox::Hub;
 use signalbox::transport::{Identity, IdentityError};
+use signalbox_examples::chat::{WEBTRANSPORT_PATH, WebTransportInfo};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -164,14 +168,16 @@ fn load_identity(cert: &Path, key: &Path) -> Result<Identity, ChatError> {
     Ok(Identity::from_pem(&cert, &key)?)
 }
 
-/// Starts the WebSocket listener (TLS when `identity` is given); returns
-/// its address.
+/// Starts the WebSocket listener (TLS when `identity` is given), which also
+/// answers `GET /webtransport` with `webtransport`; returns its address.
 async fn start_ws(
     hub: &Hub,
     addr: &str,
     identity: Option<Identity>,
+    webtransport: &WebTransportInfo,
 ) -> Result<SocketAddr, ChatError> {
     let mut builder = signalbox_examples::chat::ws_builder(hub.clone());
+    builder = signalbox_examples::chat::serve_webtransport_info(builder, webtransport);
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
@@ -182,15 +188,17 @@ async fn start_ws(
 }
 
 /// Starts the QUIC listener on the same hub with `identity`, or a
-/// self-signed certificate; writes the certificate to `cert_out` as PEM
-/// when given.
+/// self-signed certificate, taking WebTransport sessions at
+/// [`WEBTRANSPORT_PATH`] beside native QUIC; writes the certificate to
+/// `cert_out` as PEM when given.
 async fn start_quic(
     hub: &Hub,
     addr: &str,
     identity: Option<Identity>,
     cert_out: Option<&Path>,
 ) -> Result<signalbox_quic::QuicServer, ChatError> {
-    let mut builder = signalbox_quic::QuicServer::builder(hub.clone());
+    let mut builder =
+        signalbox_quic::QuicServer::builder(hub.clone()).webtransport(WEBTRANSPORT_PATH);
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
@@ -330,8 +338,16 @@ async fn run(args: Args) -> Result<(), ChatError> {
         }
     };
     let secure = tls.is_some();
-    let ws = start_ws(&hub, &args.ws, tls.clone()).await?;
-    let quic = start_quic(&hub, &args.quic, tls, args.cert_out.as_deref()).await?;
+    let quic = start_quic(&hub, &args.quic, tls.clone(), args.cert_out.as_deref()).await?;
+    // Browsers trust the self-signed certificate by its hash; an operator's
+    // certificate as any other (docs/PROTOCOL.md §9).
+    let hash = quic.identity().certificate_sha256();
+    let webtransport = WebTransportInfo::new(
+        quic.local_addr().port(),
+        WEBTRANSPORT_PATH,
+        (!secure).then_some(&hash[..]),
+    );
+    let ws = start_ws(&hub, &args.ws, tls, &webtransport).await?;
     // Listeners up, Redis connected or knowingly degraded (retrying).
     hub.set_ready();
     let signal = shutdown_signal()?;
