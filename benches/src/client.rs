@@ -1,6 +1,8 @@
 //! Client connections of the load generator: WebSocket through
 //! tokio-tungstenite, QUIC through quinn (one bidirectional stream, each
-//! message a 4-byte big-endian length and the envelope, docs/PROTOCOL.md §5).
+//! message a 4-byte big-endian length and the envelope, docs/PROTOCOL.md §5),
+//! and WebTransport through web-transport-quinn (the same frames on a
+//! session's stream, as a browser sends them).
 //!
 //! A [`Conn`] splits into a sending half ([`Tx`]) and a receiving half
 //! ([`Rx`]) so that a workload can read and write from different tasks.
@@ -44,7 +46,8 @@ pub enum Target {
         /// Upgrade path, e.g. `/ws`.
         path: String,
     },
-    /// QUIC at `addr`, trusting the certificates of a PEM file.
+    /// QUIC at `addr`, trusting the certificates of a PEM file; native, or
+    /// WebTransport when the target has a session path.
     Quic(Arc<QuicTarget>),
 }
 
@@ -54,6 +57,8 @@ pub struct QuicTarget {
     roots: Arc<rustls::RootCertStore>,
     endpoints: Vec<quinn::Endpoint>,
     next: AtomicUsize,
+    /// WebTransport's session path, or `None` for native QUIC.
+    webtransport: Option<String>,
 }
 
 impl Target {
@@ -91,13 +96,31 @@ impl Target {
             roots: Arc::new(roots),
             endpoints,
             next: AtomicUsize::new(0),
+            webtransport: None,
         })))
     }
 
-    /// `ws` or `quic`.
+    /// A WebTransport target: the QUIC server at `addr` serving sessions at
+    /// `path` (docs/PROTOCOL.md §5, "WebTransport").
+    pub fn webtransport(
+        addr: SocketAddr,
+        cert_pem: &[u8],
+        endpoints: usize,
+        path: impl Into<String>,
+    ) -> Result<Target> {
+        let Target::Quic(quic) = Target::quic(addr, cert_pem, endpoints)? else {
+            bail!("a QUIC target");
+        };
+        let mut quic = Arc::into_inner(quic).context("a fresh target")?;
+        quic.webtransport = Some(path.into());
+        Ok(Target::Quic(Arc::new(quic)))
+    }
+
+    /// `ws`, `quic` or `webtransport`.
     pub fn transport(&self) -> &'static str {
         match self {
             Target::Ws { .. } => "ws",
+            Target::Quic(quic) if quic.webtransport.is_some() => "webtransport",
             Target::Quic(_) => "quic",
         }
     }
@@ -149,6 +172,29 @@ impl Target {
                     .connect_with(quic.client_config(&codec)?, quic.addr, "localhost")?
                     .await
                     .context("QUIC handshake")?;
+                if let Some(path) = &quic.webtransport {
+                    let url = format!("https://localhost:{}{path}", quic.addr.port());
+                    let request = web_transport_quinn::proto::ConnectRequest::new(
+                        url::Url::parse(&url).context("WebTransport URL")?,
+                    )
+                    .with_protocol(codec.name());
+                    let session = web_transport_quinn::Session::connect(connection, request)
+                        .await
+                        .context("WebTransport CONNECT")?;
+                    let (send, recv) = session.open_bi().await.context("open stream")?;
+                    return Ok(Conn {
+                        tx: Tx::Web {
+                            send,
+                            session: Box::new(session.clone()),
+                        },
+                        rx: Rx::Web {
+                            recv,
+                            buf: BytesMut::with_capacity(4096),
+                            _session: Box::new(session),
+                        },
+                        codec,
+                    });
+                }
                 let (send, recv) = connection.open_bi().await.context("open stream")?;
                 Ok(Conn {
                     tx: Tx::Quic {
@@ -174,7 +220,10 @@ impl QuicTarget {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(self.roots.clone())
             .with_no_client_auth();
-        crypto.alpn_protocols = vec![format!("signalbox/{}", codec.name()).into_bytes()];
+        crypto.alpn_protocols = match self.webtransport {
+            Some(_) => vec![b"h3".to_vec()],
+            None => vec![format!("signalbox/{}", codec.name()).into_bytes()],
+        };
         let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(crypto)?));
         let mut transport = quinn::TransportConfig::default();
         transport.max_idle_timeout(Some(Duration::from_secs(60).try_into()?));
@@ -210,6 +259,14 @@ pub enum Tx {
         /// The connection (closed with code 0 on [`Tx::close`]).
         connection: quinn::Connection,
     },
+    /// WebTransport: the session's main stream.
+    Web {
+        /// The stream's sending side.
+        send: web_transport_quinn::SendStream,
+        /// The session (closed with code 0 on [`Tx::close`]); boxed, being
+        /// large.
+        session: Box<web_transport_quinn::Session>,
+    },
 }
 
 impl Tx {
@@ -226,6 +283,11 @@ impl Tx {
                 sink.feed(message).await?;
             }
             Tx::Quic { send, .. } => {
+                let len = u32::try_from(frame.len())?.to_be_bytes();
+                send.write_all(&len).await?;
+                send.write_all(&frame).await?;
+            }
+            Tx::Web { send, .. } => {
                 let len = u32::try_from(frame.len())?.to_be_bytes();
                 send.write_all(&len).await?;
                 send.write_all(&frame).await?;
@@ -262,6 +324,10 @@ impl Tx {
                 let _ = send.finish();
                 connection.close(0u32.into(), b"done");
             }
+            Tx::Web { mut send, session } => {
+                let _ = send.finish();
+                session.close(0, b"done");
+            }
         }
     }
 }
@@ -279,6 +345,30 @@ pub enum Rx {
         /// Keeps the connection open while it is read.
         _connection: quinn::Connection,
     },
+    /// WebTransport: the session's main stream, as for QUIC.
+    Web {
+        /// The stream's receiving side.
+        recv: web_transport_quinn::RecvStream,
+        /// Bytes received and not yet returned.
+        buf: BytesMut,
+        /// Keeps the session open while it is read (boxed, being large).
+        _session: Box<web_transport_quinn::Session>,
+    },
+}
+
+/// The first whole frame in `buf`, taken out of it.
+fn take_frame(buf: &mut BytesMut) -> Result<Option<Bytes>> {
+    if buf.len() >= 4 {
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len > MAX_MESSAGE {
+            bail!("frame of {len} bytes is over the maximum");
+        }
+        if buf.len() >= 4 + len {
+            buf.advance(4);
+            return Ok(Some(buf.split_to(len).freeze()));
+        }
+    }
+    Ok(None)
 }
 
 impl Rx {
@@ -296,15 +386,18 @@ impl Rx {
                 }
             },
             Rx::Quic { recv, buf, .. } => loop {
-                if buf.len() >= 4 {
-                    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                    if len > MAX_MESSAGE {
-                        bail!("frame of {len} bytes is over the maximum");
-                    }
-                    if buf.len() >= 4 + len {
-                        buf.advance(4);
-                        return Ok(Some(buf.split_to(len).freeze()));
-                    }
+                if let Some(frame) = take_frame(buf)? {
+                    return Ok(Some(frame));
+                }
+                match recv.read_chunk(usize::MAX, true).await? {
+                    Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+                    None if buf.is_empty() => return Ok(None),
+                    None => bail!("stream ended inside a frame"),
+                }
+            },
+            Rx::Web { recv, buf, .. } => loop {
+                if let Some(frame) = take_frame(buf)? {
+                    return Ok(Some(frame));
                 }
                 match recv.read_chunk(usize::MAX, true).await? {
                     Some(chunk) => buf.extend_from_slice(&chunk.bytes),

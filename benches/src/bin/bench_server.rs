@@ -124,7 +124,9 @@ async fn run(args: Args) -> Result<()> {
     let mut line = format!("listening ws={}", ws.local_addr());
     tokio::spawn(ws.serve());
     let _quic = if args.quic != "off" {
+        // WebTransport at /wt on the same port (docs/PROTOCOL.md §5).
         let server = signalbox_quic::QuicServer::builder(hub.clone())
+            .webtransport("/wt")
             .bind(&args.quic)
             .await?;
         if let Some(path) = &args.cert_out {

@@ -165,6 +165,8 @@ impl Server {
 enum Transport {
     Ws,
     Quic,
+    /// WebTransport sessions at `/wt` on the QUIC port (bench_server only).
+    Wt,
 }
 
 /// A number a run reports.
@@ -390,6 +392,24 @@ fn cases(args: &Args) -> Vec<Case> {
         Case::new(
             "chat quic json 32 clients × 10",
             Quic,
+            s(&["chat", "-n", "32", "--batch", "10"]),
+        )
+        .metrics(&[Rate, CpuPerOp]),
+    );
+    // Browsers' QUIC: the same server, port and workloads over
+    // WebTransport sessions (docs/PROTOCOL.md §5), next to the rows above.
+    cases.push(
+        Case::new(
+            "echo webtransport json 20 B",
+            Wt,
+            s(&["echo", "-c", "100", "--codec", "json", "--size", "20"]),
+        )
+        .metrics(&[Rate, P99, CpuPerOp]),
+    );
+    cases.push(
+        Case::new(
+            "chat webtransport json 32 clients × 10",
+            Wt,
             s(&["chat", "-n", "32", "--batch", "10"]),
         )
         .metrics(&[Rate, CpuPerOp]),
@@ -660,7 +680,7 @@ fn start(args: &Args, case: &Case, server: Server, tmp: &Path) -> Result<Running
                     cmd.args(["--buffer-size", &buffer.to_string()]);
                     cmd
                 }
-                Transport::Quic => {
+                Transport::Quic | Transport::Wt => {
                     let mut cmd = bin("raw_quic_echo");
                     cmd.arg("--cert-out").arg(&cert);
                     cmd
@@ -740,11 +760,14 @@ fn measure(args: &Args, case: &Case, running: &Running) -> Result<Value> {
             cmd.arg("--ws")
                 .arg(running.ws.as_deref().context("no ws address")?);
         }
-        Transport::Quic => {
+        Transport::Quic | Transport::Wt => {
             cmd.arg("--quic")
                 .arg(running.quic.as_deref().context("no quic address")?)
                 .arg("--cert")
                 .arg(running.cert.as_deref().context("no certificate")?);
+            if case.transport == Transport::Wt {
+                cmd.args(["--webtransport", "/wt"]);
+            }
         }
     }
     if let Some(b) = &running.ws_b {

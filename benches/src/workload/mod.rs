@@ -33,6 +33,10 @@ pub struct TargetArgs {
     /// PEM certificate(s) to trust for QUIC.
     #[arg(long, value_name = "PEM", requires = "quic")]
     pub cert: Option<PathBuf>,
+    /// With --quic: connect over WebTransport to this session path (e.g.
+    /// `/wt`) instead of natively.
+    #[arg(long, value_name = "PATH", requires = "quic")]
+    pub webtransport: Option<String>,
     /// QUIC client endpoints (UDP sockets) the connections are spread over.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub quic_endpoints: usize,
@@ -48,7 +52,10 @@ impl TargetArgs {
                     bail!("--quic needs --cert PEM");
                 };
                 let pem = std::fs::read(cert).with_context(|| format!("{}", cert.display()))?;
-                Target::quic(addr, &pem, self.quic_endpoints)
+                match &self.webtransport {
+                    Some(path) => Target::webtransport(addr, &pem, self.quic_endpoints, path),
+                    None => Target::quic(addr, &pem, self.quic_endpoints),
+                }
             }
             _ => bail!("give one of --ws ADDR or --quic ADDR --cert PEM"),
         }
