@@ -25,15 +25,10 @@ impl Transport for WebTransport {
         Ok(Box::new(Served { server }))
     }
 
-    /// docs/PROTOCOL.md §5: the session closes with the native codes.
+    /// docs/PROTOCOL.md §5: the session closes with the native codes
+    /// (pinned against the protocol's table in tests/conformance.rs).
     fn close_code(&self, kind: CloseKind) -> Option<u16> {
-        Some(match kind {
-            CloseKind::Normal => 0,
-            CloseKind::GoingAway => 1,
-            CloseKind::Protocol | CloseKind::InvalidData | CloseKind::TooBig => 2,
-            CloseKind::Policy => 3,
-            CloseKind::Internal => 4,
-        })
+        u16::try_from(signalbox_quic::close_code(kind)).ok()
     }
 
     fn liveness_by_transport(&self) -> bool {
