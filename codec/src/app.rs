@@ -170,13 +170,13 @@ impl Codecs {
         if !valid {
             return Err(CodecNameError::Invalid(name.to_owned()));
         }
-        if let Some(gzip) = codec.gzip_name() {
-            if gzip.strip_suffix("+gzip") != Some(name) {
-                return Err(CodecNameError::GzipName {
-                    name: name.to_owned(),
-                    gzip: gzip.to_owned(),
-                });
-            }
+        if let Some(gzip) = codec.gzip_name()
+            && gzip.strip_suffix("+gzip") != Some(name)
+        {
+            return Err(CodecNameError::GzipName {
+                name: name.to_owned(),
+                gzip: gzip.to_owned(),
+            });
         }
         if self.from_name(name).is_some() {
             return Err(CodecNameError::Taken(name.to_owned()));

@@ -796,10 +796,10 @@ impl HubInner {
             let mut held = conn.shared.topics.lock();
             if held.contains(&topic) {
                 drop(held);
-                if let (Some(info), Some(_)) = (presence, &options.presence) {
-                    if self.topics.set_presence(&topic, conn.id(), info) {
-                        self.broker.presence_changed(&topic);
-                    }
+                if let (Some(info), Some(_)) = (presence, &options.presence)
+                    && self.topics.set_presence(&topic, conn.id(), info)
+                {
+                    self.broker.presence_changed(&topic);
                 }
                 return Ok(false);
             }
@@ -901,10 +901,10 @@ impl HubInner {
             && outbound.bytes() + replay_bytes < half.bytes
         {
             for entry in &replay {
-                if let Some(frame) = entry_frame(entry, conn.codec()) {
-                    if conn.push(frame).is_ok() {
-                        self.meter.replayed(1);
-                    }
+                if let Some(frame) = entry_frame(entry, conn.codec())
+                    && conn.push(frame).is_ok()
+                {
+                    self.meter.replayed(1);
                 }
             }
             send_subscribed(&conn, topic, &position, notice);

@@ -627,13 +627,12 @@ impl<E: Into<Error> + Send + 'static> Router<E> {
             route.layers = scoped;
             incoming.push(route);
         }
-        if policy == ConflictPolicy::Error {
-            if let Some(dup) = incoming
+        if policy == ConflictPolicy::Error
+            && let Some(dup) = incoming
                 .iter()
                 .find(|r| self.routes.iter().any(|mine| mine.name == r.name))
-            {
-                return Err(MergeError::Conflict(dup.name.clone()));
-            }
+        {
+            return Err(MergeError::Conflict(dup.name.clone()));
         }
         for route in incoming {
             match self.routes.iter().position(|mine| mine.name == route.name) {

@@ -674,10 +674,10 @@ impl StateStore {
                 }
                 _ => whole_frames.frame_for(codec, &|c| whole.render(c, &meta)),
             };
-            if let Some(frame) = frame {
-                if watch.conn.push(frame).is_ok() {
-                    sent += 1;
-                }
+            if let Some(frame) = frame
+                && watch.conn.push(frame).is_ok()
+            {
+                sent += 1;
             }
         }
         sent

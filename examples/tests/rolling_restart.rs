@@ -191,10 +191,10 @@ impl Seen {
         if let Some(offset) = meta.extra.get(META_OFFSET).and_then(|o| o.as_u64()) {
             self.offsets.push(offset);
         }
-        if let Some(epoch) = meta.extra.get(META_EPOCH).and_then(|e| e.as_str()) {
-            if self.epochs.last().map(String::as_str) != Some(epoch) {
-                self.epochs.push(epoch.to_owned());
-            }
+        if let Some(epoch) = meta.extra.get(META_EPOCH).and_then(|e| e.as_str())
+            && self.epochs.last().map(String::as_str) != Some(epoch)
+        {
+            self.epochs.push(epoch.to_owned());
         }
     }
 }

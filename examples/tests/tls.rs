@@ -468,10 +468,10 @@ fn the_help_names_an_environment_variable_for_every_flag() {
                 .unwrap()
                 .to_owned();
             current = Some((name, false));
-        } else if trimmed.starts_with("[env: SIGNALBOX_") {
-            if let Some((_, env)) = current.as_mut() {
-                *env = true;
-            }
+        } else if trimmed.starts_with("[env: SIGNALBOX_")
+            && let Some((_, env)) = current.as_mut()
+        {
+            *env = true;
         }
     }
     flags.extend(current);

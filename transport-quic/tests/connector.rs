@@ -93,10 +93,9 @@ async fn the_client_reconnects_when_the_server_drops_it() {
             if let Ok(you) = client
                 .request::<_, You>(&WhoAmI, Duration::from_millis(500))
                 .await
+                && you.id != first.id
             {
-                if you.id != first.id {
-                    return you;
-                }
+                return you;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -325,7 +325,15 @@ async fn handshakes_never_finished_are_dropped_at_the_timeout() {
 /// Opens a WebSocket over a raw socket and drops it in one of four
 /// abrupt ways.
 async fn open_and_drop(addr: SocketAddr, how: usize) {
-    let mut raw = RawClient::connect(addr, if how % 2 == 0 { "json" } else { "msgpack" }).await;
+    let mut raw = RawClient::connect(
+        addr,
+        if how.is_multiple_of(2) {
+            "json"
+        } else {
+            "msgpack"
+        },
+    )
+    .await;
     match how % 4 {
         // Straight after the upgrade, with a reset.
         0 => {}

@@ -112,13 +112,13 @@ async fn run(args: Args) -> Result<()> {
     };
     let hub = builder.build();
     // The broker connects once attached to the hub.
-    if let Some(broker) = &broker {
-        if !broker.wait_connected(Duration::from_secs(5)).await {
-            anyhow::bail!(
-                "Redis at {} is not reachable",
-                args.redis.as_deref().unwrap_or("")
-            );
-        }
+    if let Some(broker) = &broker
+        && !broker.wait_connected(Duration::from_secs(5)).await
+    {
+        anyhow::bail!(
+            "Redis at {} is not reachable",
+            args.redis.as_deref().unwrap_or("")
+        );
     }
     let ws = signalbox_examples::chat::ws_server(hub.clone(), &args.ws).await?;
     let mut line = format!("listening ws={}", ws.local_addr());

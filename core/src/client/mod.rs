@@ -544,10 +544,8 @@ fn withdraw(shared: &Shared, id: &str) -> bool {
     let removed = shared.pending.lock().remove(id);
     // Gone already (answered, or failed with its connection): it was sent.
     let sent = !matches!(removed, Some(Pending { sent_on: None, .. }));
-    if !sent {
-        if let Route::Offline(queue) = &mut *shared.route.lock() {
-            queue.withdraw(id);
-        }
+    if !sent && let Route::Offline(queue) = &mut *shared.route.lock() {
+        queue.withdraw(id);
     }
     sent
 }
@@ -916,13 +914,14 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> (String, Op
     let mut batch: Vec<Outgoing> = Vec::with_capacity(backlog.len() + 1);
     // A reconnect asks for the topics it held first, so that what waited
     // offline is handled by a server that knows them again.
-    if epoch > 1 && shared.config.resume {
-        if let Some(frame) = shared.positions.resume_frame(&shared.codec) {
-            batch.push(Outgoing {
-                frame,
-                correlation_id: None,
-            });
-        }
+    if epoch > 1
+        && shared.config.resume
+        && let Some(frame) = shared.positions.resume_frame(&shared.codec)
+    {
+        batch.push(Outgoing {
+            frame,
+            correlation_id: None,
+        });
     }
     if let Some(hook) = &shared.on_connected {
         hook(&mut Connected {
@@ -950,10 +949,10 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, epoch: u64) -> (String, Op
             }
             frames.clear();
             frames.extend(batch.iter().map(|o| Frame::new(o.frame.clone())));
-            if !frames.is_empty() {
-                if let Err(error) = sink.send_batch(&frames).await {
-                    break (format!("write failed: {error}"), None);
-                }
+            if !frames.is_empty()
+                && let Err(error) = sink.send_batch(&frames).await
+            {
+                break (format!("write failed: {error}"), None);
             }
             batch.clear();
         }

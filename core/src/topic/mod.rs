@@ -246,10 +246,10 @@ impl EncodeCache {
             if exclude.is_some_and(|x| x == conn.id()) {
                 continue;
             }
-            if let Some(frame) = self.frame_for(conn.codec(), encode) {
-                if conn.push_stamped(frame, self.stamp).is_ok() {
-                    delivered += 1;
-                }
+            if let Some(frame) = self.frame_for(conn.codec(), encode)
+                && conn.push_stamped(frame, self.stamp).is_ok()
+            {
+                delivered += 1;
             }
         }
         delivered
@@ -280,10 +280,10 @@ impl EncodeCache {
                 Some(gate) => gate.lock().admit(offset, frame, max_pending),
                 None => Some(frame),
             };
-            if let Some(frame) = ready {
-                if conn.push_stamped(frame, self.stamp).is_ok() {
-                    delivered += 1;
-                }
+            if let Some(frame) = ready
+                && conn.push_stamped(frame, self.stamp).is_ok()
+            {
+                delivered += 1;
             }
         }
         delivered

@@ -332,12 +332,12 @@ impl RedisServer {
         let server = self;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(client) = redis::Client::open(server.url()) {
-                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
-                    if pong.is_ok() {
-                        return;
-                    }
+            if let Ok(client) = redis::Client::open(server.url())
+                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            {
+                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return;
                 }
             }
             assert!(
