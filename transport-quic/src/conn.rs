@@ -11,7 +11,7 @@ use bytes::Bytes;
 use quinn::crypto::rustls::HandshakeData;
 use rustls_pki_types::CertificateDer;
 use signalbox::DataMap;
-use signalbox::codec::{Codecs, Format, WireCodec};
+use signalbox::codec::WireCodec;
 use signalbox::transport::Handshake;
 use signalbox::transport::{
     Close, CloseKind, Connection, ConnectionInfo, Frame, FrameSink, FrameSource, Inbound,
@@ -51,7 +51,10 @@ pub(crate) async fn handle(incoming: quinn::Incoming, settings: Arc<Settings>) {
         return crate::webtransport::handle(connection, peer_addr, settings).await;
     }
     let hub = &settings.hub;
-    let Some(handshake) = handshake_of(&connection, "quic", peer_addr, hub.codecs()) else {
+    let codec = alpn_of(&connection).and_then(|alpn| tls::codec_for_alpn(hub.codecs(), &alpn));
+    let Some(handshake) =
+        codec.and_then(|codec| handshake_of(&connection, "quic", peer_addr, codec))
+    else {
         // rustls refuses unknown ALPNs during the handshake; this is a
         // second line of defence.
         let session = Session::Native(connection);
@@ -166,25 +169,19 @@ pub(crate) fn alpn_of(connection: &quinn::Connection) -> Option<Vec<u8>> {
 }
 
 /// The kit's view of a connection's handshake: peer, ALPN, server name and
-/// client certificates; the codec is the ALPN's (`None` when it names
-/// none of `codecs`). WebTransport sets its own codec afterwards.
+/// client certificates, with the codec the caller settled on (the ALPN's
+/// natively, the CONNECT's for WebTransport).
 pub(crate) fn handshake_of(
     connection: &quinn::Connection,
     transport: &'static str,
     peer_addr: SocketAddr,
-    codecs: &Codecs,
+    codec: WireCodec,
 ) -> Option<Handshake> {
     let data = connection
         .handshake_data()?
         .downcast::<HandshakeData>()
         .ok()?;
-    let alpn_bytes = data.protocol.as_deref()?;
-    let codec = match tls::codec_for_alpn(codecs, alpn_bytes) {
-        Some(codec) => codec,
-        None if transport == "webtransport" => WireCodec::new(Format::Json, false),
-        None => return None,
-    };
-    let alpn = String::from_utf8_lossy(alpn_bytes).into_owned();
+    let alpn = String::from_utf8_lossy(data.protocol.as_deref()?).into_owned();
     let client_certs: Arc<[CertificateDer<'static>]> = connection
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())

@@ -147,13 +147,11 @@ pub(crate) async fn handle(
             .await;
         }
     };
-    let Some(mut handshake) =
-        conn::handshake_of(&connection, "webtransport", peer_addr, hub.codecs())
+    let Some(mut handshake) = conn::handshake_of(&connection, "webtransport", peer_addr, codec)
     else {
         close_h3(&connection, H3_GENERAL_PROTOCOL_ERROR, "no handshake data");
         return;
     };
-    handshake.codec = codec;
     handshake.uri = request.url.as_str().parse().ok();
     handshake.headers = request.headers.clone();
 
