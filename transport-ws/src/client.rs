@@ -1,6 +1,7 @@
 //! The client side: a [`Connector`] over WebSocket for
 //! [`signalbox::client::Client`].
 
+use crate::read_ahead::ReadAhead;
 use crate::stream::{self, Buffers};
 use async_trait::async_trait;
 use http::HeaderValue;
@@ -119,7 +120,7 @@ impl WsConnector {
     async fn open(&self) -> Result<Link, ConnectError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
         let _ = tcp.set_nodelay(true);
-        let config = stream::websocket_config(&CodecLimits::default(), self.buffers);
+        let config = stream::framed_config(&CodecLimits::default(), self.buffers);
         if self.secure {
             let tls = match &self.tls {
                 Some(config) => config.clone(),
@@ -132,9 +133,11 @@ impl WsConnector {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| ConnectError::Refused(format!("TLS: {e}")))?;
-            self.upgrade(stream, config).await
+            self.upgrade(ReadAhead::new(stream, self.buffers.read), config)
+                .await
         } else {
-            self.upgrade(tcp, config).await
+            self.upgrade(ReadAhead::new(tcp, self.buffers.read), config)
+                .await
         }
     }
 

@@ -77,11 +77,14 @@
 //!
 //! # Memory
 //!
-//! Each connection gets a 2 KiB read buffer, allocated at the upgrade, and
-//! a write buffer that grows only while a batch is written ([`Buffers`]);
-//! a message larger than the read buffer grows it. Buffers grown by a large
-//! message keep their size for the life of the connection (tungstenite does
-//! not shrink them).
+//! A connection at rest holds little for reading: tungstenite's own read
+//! buffer is 256 bytes, and reads from the socket fill a chunk of
+//! [`Buffers::read`] bytes (4 KiB by default) on the stack, of which only
+//! what tungstenite has not yet taken is kept, on the heap, until it takes
+//! it. The write buffer grows only while a batch is written ([`Buffers`]).
+//! A message larger than tungstenite's buffer grows it, and buffers grown
+//! by a large message keep their size for the life of the connection
+//! (tungstenite does not shrink them).
 //!
 //! Measured by `tests/idle_memory.rs`: the resident memory of 2,000 idle
 //! plain-TCP connections in one process (listener, hub, and the test's own
@@ -99,6 +102,7 @@ pub mod client;
 /// take.
 pub use http;
 mod metered;
+mod read_ahead;
 mod server;
 mod stream;
 pub mod tls;

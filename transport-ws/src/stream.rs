@@ -17,11 +17,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-/// Read buffer per connection, allocated at the upgrade. Small, so that idle
-/// connections stay cheap (see the crate docs for the measurement); a
-/// message larger than it grows it as needed. Raise it for connections that
-/// read a lot: fewer reads from the socket per message.
-pub const DEFAULT_READ_BUFFER: usize = 2 * 1024;
+/// Bytes read from the socket at once. They are read into the stack, and
+/// only what is not yet framed is kept, on the heap, while it waits: an
+/// idle connection holds no read buffer of this size. Larger means fewer
+/// reads per large message and more held per connection while a burst is
+/// framed. (Programs that call [`split`] on a stream of their own, with
+/// [`websocket_config`], get tungstenite's buffer of this size instead.)
+pub const DEFAULT_READ_BUFFER: usize = 4 * 1024;
 /// Bytes of outgoing frames gathered before a write to the socket within a
 /// batch (every batch is flushed whole at its end).
 pub const DEFAULT_WRITE_BUFFER: usize = 4 * 1024;
@@ -70,6 +72,13 @@ pub struct Linger {
     pub time: Duration,
     /// The most bytes read and discarded.
     pub bytes: usize,
+}
+
+/// [`websocket_config`] for a stream read through a read-ahead (the
+/// server's and [`crate::WsConnector`]'s): tungstenite keeps only a small
+/// buffer of its own.
+pub(crate) fn framed_config(limits: &CodecLimits, buffers: Buffers) -> WebSocketConfig {
+    websocket_config(limits, buffers).read_buffer_size(crate::read_ahead::FRAMING_BUFFER)
 }
 
 /// Splits a WebSocket into the two halves of the seam. `codec` decides the

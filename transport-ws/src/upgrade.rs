@@ -3,6 +3,7 @@
 //! the axum integration.
 
 use crate::metered::{Meter, Metered};
+use crate::read_ahead::ReadAhead;
 use crate::stream::{self, Buffers, Linger};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -287,11 +288,11 @@ impl Upgrader {
     {
         let hub = self.hub();
         let codec = hub.codec(codec);
-        let config = stream::websocket_config(codec.limits(), self.inner.buffers);
+        let config = stream::framed_config(codec.limits(), self.inner.buffers);
         // The bytes of incomplete messages count against the hub's budget
         // (docs/PROTOCOL.md §4, "Incomplete messages").
         let meter = Meter::new(hub.incomplete_budget().reserve());
-        let io = Metered::new(io, meter.clone());
+        let io = ReadAhead::new(Metered::new(io, meter.clone()), self.inner.buffers.read);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let (source, sink) = stream::split(ws, &codec);
         let source = source.metered(meter);

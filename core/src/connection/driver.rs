@@ -9,6 +9,7 @@
 //!                                           (batches, pings, drain, close)
 //! ```
 
+use super::inbound::InboundQueue;
 use super::{Close, CloseKind, Connection, Frame, Inbound, RefusedMessage, TokenBucket};
 use crate::connection::{FrameSink, FrameSource, OutboundBound, OutboundQueue};
 use crate::context::{ConnShared, ConnectionHandle, ERROR_TYPE};
@@ -25,7 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,9 @@ pub(crate) use signalbox_codec::vocab::{
     HEARTBEAT as HEARTBEAT_TYPE, HEARTBEAT_ACK as HEARTBEAT_ACK_TYPE, RESUME as RESUME_TYPE,
     RESUMED as RESUMED_TYPE,
 };
+
+/// A decoded message and the route it goes to, queued for the processor.
+type Admitted = (Arc<RouteEntry>, Box<Envelope>);
 
 /// How long closing a slow consumer may wait for the transport to take the
 /// close itself (its buffers are full).
@@ -151,9 +155,10 @@ async fn run(
         }
     }
 
-    let (tx, rx) = mpsc::channel(hub.config.inbound_queue.max(1));
-    let processor = tokio::spawn(process_loop(conn.clone(), rx).in_current_span());
-    read_loop(&conn, source, tx).await;
+    let inbound = Arc::new(InboundQueue::new(hub.config.inbound_queue));
+    let processor = tokio::spawn(process_loop(conn.clone(), inbound.clone()).in_current_span());
+    read_loop(&conn, source, &inbound).await;
+    inbound.finish();
 
     // The reader has stopped: nothing new comes in. Let the processor and
     // the writer finish (both bounded by the drain timeout).
@@ -190,7 +195,7 @@ async fn run(
 async fn read_loop(
     conn: &ConnectionHandle,
     mut source: Box<dyn FrameSource>,
-    tx: mpsc::Sender<(Arc<RouteEntry>, Box<Envelope>)>,
+    queue: &InboundQueue<Admitted>,
 ) {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
@@ -253,7 +258,7 @@ async fn read_loop(
         tokio::select! {
             biased;
             _ = conn.shared.closing.cancelled() => break,
-            sent = tx.send((route, envelope)) => if sent.is_err() { break },
+            pushed = queue.push((route, envelope)) => if pushed.is_err() { break },
         }
         idle_deadline = Instant::now() + idle_limit;
     }
@@ -484,10 +489,7 @@ fn rate_limited(wait: Duration) -> Error {
     Error::resource_exhausted("rate limit exceeded", Some(ms))
 }
 
-async fn process_loop(
-    conn: ConnectionHandle,
-    mut rx: mpsc::Receiver<(Arc<RouteEntry>, Box<Envelope>)>,
-) {
+async fn process_loop(conn: ConnectionHandle, inbound: Arc<InboundQueue<Admitted>>) {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
     let limit = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
@@ -498,7 +500,7 @@ async fn process_loop(
         let next = tokio::select! {
             biased;
             _ = conn.shared.closing.cancelled() => break,
-            next = rx.recv() => next,
+            next = inbound.pop() => next,
         };
         let Some((route, envelope)) = next else { break };
         if !room_for_answers(&conn).await {
@@ -549,7 +551,7 @@ async fn process_loop(
     }
     // Closing: what waits in the queue is dropped (the connection is gone);
     // handlers already running get the drain timeout to finish.
-    rx.close();
+    inbound.close();
     let drained = tokio::time::timeout(grace, async {
         while running.join_next().await.is_some() {}
     })
@@ -614,12 +616,10 @@ async fn write_loop(conn: ConnectionHandle, mut sink: Box<dyn FrameSink>) -> Opt
                         break;
                     }
                     hub.meter.written(&stamps);
-                    stamps.clear();
-                    batch.clear();
-                    if batch.capacity() > 256 {
-                        batch = Vec::new();
-                        stamps = Vec::new();
-                    }
+                    // Dropped, not kept: a connection at rest holds no
+                    // buffer (the queue's own storage came with the batch).
+                    batch = Vec::new();
+                    stamps = Vec::new();
                 }
             }
             _ = ping.tick() => {

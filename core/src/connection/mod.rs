@@ -9,6 +9,7 @@
 mod budget;
 mod data;
 mod driver;
+mod inbound;
 mod outbound;
 mod rate;
 

@@ -285,6 +285,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "self-signed")]
     fn a_self_signed_identity_round_trips_through_pem() {
         let identity = Identity::self_signed(&["chat.example"]).unwrap();
         let pem = identity.cert_pem();

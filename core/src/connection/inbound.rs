@@ -1,0 +1,203 @@
+//! The per-connection inbound queue: messages the reader admitted, waiting
+//! for the processor, bounded by `inbound_queue`.
+//!
+//! One producer (the reader) and one consumer (the processor). It holds no
+//! storage while empty, so an idle connection pays only for the struct
+//! itself; a full queue makes the reader wait, which stops it reading
+//! (backpressure onto the peer).
+
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use tokio::sync::Notify;
+
+/// Storage kept between messages: up to this many slots stay allocated
+/// when the queue empties; a burst's larger storage is freed.
+const KEPT_SLOTS: usize = 4;
+
+#[derive(Debug)]
+struct State<T> {
+    messages: VecDeque<T>,
+    /// No more pushes: the reader finished, or the processor closed.
+    closed: bool,
+}
+
+/// The queue between a connection's reader and its processor.
+#[derive(Debug)]
+pub(crate) struct InboundQueue<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+    /// Woken when a message is pushed, or the queue closes.
+    pushed: Notify,
+    /// Woken when a message is taken, or the queue closes.
+    taken: Notify,
+}
+
+/// The queue no longer takes messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed;
+
+impl<T> InboundQueue<T> {
+    /// A queue of at most `capacity` messages (at least 1).
+    pub(crate) fn new(capacity: usize) -> Self {
+        InboundQueue {
+            state: Mutex::new(State {
+                messages: VecDeque::new(),
+                closed: false,
+            }),
+            capacity: capacity.max(1),
+            pushed: Notify::new(),
+            taken: Notify::new(),
+        }
+    }
+
+    /// Queues `message`, waiting while the queue is full. Fails once the
+    /// queue is closed. Cancel-safe: a cancelled push queued nothing.
+    pub(crate) async fn push(&self, message: T) -> Result<(), Closed> {
+        let mut message = Some(message);
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            // Registered before the check, so a pop in between is seen.
+            taken.as_mut().enable();
+            {
+                let mut state = self.state.lock();
+                if state.closed {
+                    return Err(Closed);
+                }
+                if state.messages.len() < self.capacity {
+                    if let Some(message) = message.take() {
+                        state.messages.push_back(message);
+                    }
+                    drop(state);
+                    self.pushed.notify_one();
+                    return Ok(());
+                }
+            }
+            taken.await;
+        }
+    }
+
+    /// The next message; `None` once the queue is closed and empty.
+    /// Cancel-safe.
+    pub(crate) async fn pop(&self) -> Option<T> {
+        loop {
+            let pushed = self.pushed.notified();
+            tokio::pin!(pushed);
+            pushed.as_mut().enable();
+            {
+                let mut state = self.state.lock();
+                if let Some(message) = state.messages.pop_front() {
+                    if state.messages.is_empty() && state.messages.capacity() > KEPT_SLOTS {
+                        state.messages = VecDeque::new();
+                    }
+                    drop(state);
+                    self.taken.notify_one();
+                    return Some(message);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            pushed.await;
+        }
+    }
+
+    /// No more pushes; what is queued can still be taken.
+    pub(crate) fn finish(&self) {
+        self.state.lock().closed = true;
+        self.wake_all();
+    }
+
+    /// No more pushes, and what is queued is dropped.
+    pub(crate) fn close(&self) {
+        let dropped = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            std::mem::take(&mut state.messages)
+        };
+        drop(dropped);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        self.pushed.notify_waiters();
+        self.pushed.notify_one();
+        self.taken.notify_waiters();
+        self.taken.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn keeps_order_and_waits_for_room() {
+        let q = Arc::new(InboundQueue::new(2));
+        q.push(1).await.unwrap();
+        q.push(2).await.unwrap();
+        // Full: the third push waits until a pop makes room.
+        let pusher = {
+            let q = q.clone();
+            tokio::spawn(async move { q.push(3).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!pusher.is_finished(), "a push into a full queue waits");
+        assert_eq!(q.pop().await, Some(1));
+        pusher.await.unwrap().unwrap();
+        assert_eq!(q.pop().await, Some(2));
+        assert_eq!(q.pop().await, Some(3));
+    }
+
+    #[tokio::test]
+    async fn finish_lets_the_queued_out_then_ends() {
+        let q = InboundQueue::new(4);
+        q.push(1).await.unwrap();
+        q.finish();
+        assert_eq!(q.push(2).await, Err(Closed));
+        assert_eq!(q.pop().await, Some(1));
+        assert_eq!(q.pop().await, None);
+    }
+
+    #[tokio::test]
+    async fn close_drops_the_queued_and_wakes_a_waiting_pusher() {
+        let q = Arc::new(InboundQueue::new(1));
+        q.push(1).await.unwrap();
+        let pusher = {
+            let q = q.clone();
+            tokio::spawn(async move { q.push(2).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.close();
+        assert_eq!(pusher.await.unwrap(), Err(Closed));
+        assert_eq!(q.pop().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_pop_wakes_on_push_and_on_finish() {
+        let q = Arc::new(InboundQueue::new(1));
+        let popper = {
+            let q = q.clone();
+            tokio::spawn(async move { (q.pop().await, q.pop().await) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.push(7).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.finish();
+        assert_eq!(popper.await.unwrap(), (Some(7), None));
+    }
+
+    #[tokio::test]
+    async fn a_burst_frees_its_storage_once_empty() {
+        let q = InboundQueue::new(64);
+        for n in 0..64 {
+            q.push(n).await.unwrap();
+        }
+        for _ in 0..64 {
+            q.pop().await.unwrap();
+        }
+        assert_eq!(q.state.lock().messages.capacity(), 0);
+    }
+}
