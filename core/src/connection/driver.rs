@@ -205,10 +205,14 @@ async fn read_loop(
     let mut bucket = config
         .rate_limit
         .map(|r| TokenBucket::new(r.per_second, r.burst, Instant::now()));
+    // One wait for the close across the loop: registered once, not per
+    // message.
+    let closing = conn.shared.closing.cancelled();
+    tokio::pin!(closing);
     loop {
         let inbound = tokio::select! {
             biased;
-            _ = conn.shared.closing.cancelled() => break,
+            _ = &mut closing => break,
             _ = sleep_until(idle_deadline), if watch_idle => {
                 conn.close(Close::new(CloseKind::Policy, "heartbeat timeout"));
                 break;
@@ -257,7 +261,7 @@ async fn read_loop(
         // a full queue is not idleness, so the heartbeat timer restarts after.
         tokio::select! {
             biased;
-            _ = conn.shared.closing.cancelled() => break,
+            _ = &mut closing => break,
             pushed = queue.push((route, envelope)) => if pushed.is_err() { break },
         }
         idle_deadline = Instant::now() + idle_limit;
@@ -495,11 +499,15 @@ async fn process_loop(conn: ConnectionHandle, inbound: Arc<InboundQueue<Admitted
     let limit = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
     let mut running = JoinSet::new();
     let grace = config.drain_timeout;
+    // One wait for the close across the loop: registered once, not per
+    // message.
+    let closing = conn.shared.closing.cancelled();
+    tokio::pin!(closing);
     loop {
         while running.try_join_next().is_some() {}
         let next = tokio::select! {
             biased;
-            _ = conn.shared.closing.cancelled() => break,
+            _ = &mut closing => break,
             next = inbound.pop() => next,
         };
         let Some((route, envelope)) = next else { break };
@@ -514,7 +522,7 @@ async fn process_loop(conn: ConnectionHandle, inbound: Arc<InboundQueue<Admitted
         if route.concurrent {
             let permit = tokio::select! {
                 biased;
-                _ = conn.shared.closing.cancelled() => break,
+                _ = &mut closing => break,
                 permit = limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             };
             let deadline = config.rpc_deadline;
@@ -596,10 +604,14 @@ async fn write_loop(conn: ConnectionHandle, mut sink: Box<dyn FrameSink>) -> Opt
     );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failed = false;
+    // One wait for the close across the loop: registered once, not per
+    // message.
+    let closing = conn.shared.closing.cancelled();
+    tokio::pin!(closing);
     loop {
         tokio::select! {
             biased;
-            _ = conn.shared.closing.cancelled() => break,
+            _ = &mut closing => break,
             () = outbound.ready() => {
                 outbound.drain_stamped(&mut batch, Some(&mut stamps));
                 if !batch.is_empty() {

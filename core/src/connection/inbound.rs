@@ -32,6 +32,13 @@ pub(crate) struct InboundQueue<T> {
     taken: Notify,
 }
 
+/// Why [`InboundQueue::try_push`] did not queue.
+enum TryPush<T> {
+    Full(T),
+    Shut,
+}
+use TryPush::{Full, Shut};
+
 /// The queue no longer takes messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed;
@@ -53,24 +60,21 @@ impl<T> InboundQueue<T> {
     /// Queues `message`, waiting while the queue is full. Fails once the
     /// queue is closed. Cancel-safe: a cancelled push queued nothing.
     pub(crate) async fn push(&self, message: T) -> Result<(), Closed> {
-        let mut message = Some(message);
+        let mut message = match self.try_push(message) {
+            Ok(()) => return Ok(()),
+            Err(Full(message)) => Some(message),
+            Err(Shut) => return Err(Closed),
+        };
         loop {
             let taken = self.taken.notified();
             tokio::pin!(taken);
             // Registered before the check, so a pop in between is seen.
             taken.as_mut().enable();
-            {
-                let mut state = self.state.lock();
-                if state.closed {
-                    return Err(Closed);
-                }
-                if state.messages.len() < self.capacity {
-                    if let Some(message) = message.take() {
-                        state.messages.push_back(message);
-                    }
-                    drop(state);
-                    self.pushed.notify_one();
-                    return Ok(());
+            if let Some(m) = message.take() {
+                match self.try_push(m) {
+                    Ok(()) => return Ok(()),
+                    Err(Full(m)) => message = Some(m),
+                    Err(Shut) => return Err(Closed),
                 }
             }
             taken.await;
@@ -80,26 +84,55 @@ impl<T> InboundQueue<T> {
     /// The next message; `None` once the queue is closed and empty.
     /// Cancel-safe.
     pub(crate) async fn pop(&self) -> Option<T> {
+        // Without waiting first: no wake-up to register when a message is
+        // already there.
+        if let Some(message) = self.take() {
+            return Some(message);
+        }
         loop {
             let pushed = self.pushed.notified();
             tokio::pin!(pushed);
             pushed.as_mut().enable();
-            {
-                let mut state = self.state.lock();
-                if let Some(message) = state.messages.pop_front() {
-                    if state.messages.is_empty() && state.messages.capacity() > KEPT_SLOTS {
-                        state.messages = VecDeque::new();
-                    }
-                    drop(state);
-                    self.taken.notify_one();
-                    return Some(message);
-                }
-                if state.closed {
-                    return None;
-                }
+            if let Some(message) = self.take() {
+                return Some(message);
+            }
+            if self.state.lock().closed {
+                // Nothing was pushed between the two looks: a push after
+                // the close is refused.
+                return None;
             }
             pushed.await;
         }
+    }
+
+    /// Takes the next message if there is one.
+    fn take(&self) -> Option<T> {
+        let message = {
+            let mut state = self.state.lock();
+            let message = state.messages.pop_front()?;
+            if state.messages.is_empty() && state.messages.capacity() > KEPT_SLOTS {
+                state.messages = VecDeque::new();
+            }
+            message
+        };
+        self.taken.notify_one();
+        Some(message)
+    }
+
+    /// Queues `message` if there is room.
+    fn try_push(&self, message: T) -> Result<(), TryPush<T>> {
+        {
+            let mut state = self.state.lock();
+            if state.closed {
+                return Err(Shut);
+            }
+            if state.messages.len() >= self.capacity {
+                return Err(Full(message));
+            }
+            state.messages.push_back(message);
+        }
+        self.pushed.notify_one();
+        Ok(())
     }
 
     /// No more pushes; what is queued can still be taken.
