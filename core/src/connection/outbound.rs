@@ -235,6 +235,14 @@ impl OutboundQueue {
         state.closed || state.below(bound)
     }
 
+    /// Whether a batching window should go on gathering: something is
+    /// queued, the queue is open, and it holds less than `cut` (bytes and
+    /// frames; [`crate::Batching`]).
+    pub fn gathering(&self, cut: OutboundBound) -> bool {
+        let state = self.state.lock();
+        !state.closed && !state.frames.is_empty() && state.below(cut)
+    }
+
     /// Waits until the queue holds less than `bound` (bytes and frames), or
     /// is closed.
     pub async fn room_below(&self, bound: OutboundBound) {
