@@ -587,8 +587,10 @@ async fn closed_then(conn: &ConnectionHandle, grace: Duration) {
 /// Without a batching window ([`crate::Batching`]) each wake-up writes
 /// everything queued as one batch. With one, the first message queued
 /// opens the window and the batch is written when it ends, or sooner once
-/// the queue holds the window's size or half its bound; pings go out
-/// during the window, and a close ends it (the drain below writes at once).
+/// the queue holds the window's size or half its bound (only then does a
+/// push wake the writer during the window, [`OutboundQueue::open_window`]);
+/// pings go out during the window, and a close ends it (the drain below
+/// writes at once).
 async fn write_loop(conn: ConnectionHandle, mut sink: Box<dyn FrameSink>) -> Option<u32> {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
@@ -617,7 +619,7 @@ async fn write_loop(conn: ConnectionHandle, mut sink: Box<dyn FrameSink>) -> Opt
                         let batching = *conn.shared.batching.lock();
                         if let Some(batching) = batching {
                             let cut = batching.cut(outbound.bound());
-                            if outbound.gathering(cut) {
+                            if outbound.open_window(cut) {
                                 window.as_mut().reset(Instant::now() + batching.max_delay());
                                 gathering = Some(cut);
                                 continue;
