@@ -12,7 +12,7 @@ use signalbox::transport::{
     Close, Connection, ConnectionInfo, Frame, FrameSink, FrameSource, Inbound, TransportError,
 };
 use signalbox::{
-    Batching, Config, Ctx, DataMap, Hub, HubBuilder, ManualClock, Meta, Message, Router, message,
+    Batching, Config, Ctx, DataMap, Hub, HubBuilder, ManualClock, Message, Meta, Router, message,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -185,7 +185,10 @@ async fn without_a_window_nothing_waits_and_writes_follow_the_writers_wakeups() 
     // Each yield lets the writer take what is queued: coalescing only by
     // chance, and never a wait (the paused clock never moved).
     assert!(batches.len() > 1, "{batches:?}");
-    assert!(batches.iter().all(|&(_, at)| at == Duration::ZERO), "{batches:?}");
+    assert!(
+        batches.iter().all(|&(_, at)| at == Duration::ZERO),
+        "{batches:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -238,8 +241,11 @@ async fn max_bytes_cuts_a_batch() {
 async fn a_window_never_lets_the_queue_pass_half_its_bound() {
     let mut config = Config::default();
     config.outbound_queue = 8;
-    let (_hub, mut peer) =
-        connect(Hub::builder(router()).config(config).batching(window(ms(50))));
+    let (_hub, mut peer) = connect(
+        Hub::builder(router())
+            .config(config)
+            .batching(window(ms(50))),
+    );
     peer.send(&Burst { n: 6 }).await;
     // Half of 8 messages is where the connection stops reading: written
     // at once there, the default 64 notwithstanding.
@@ -309,5 +315,8 @@ async fn a_connection_sets_its_own_window_or_clears_the_hubs() {
     peer.send(&UrgentBurst { n: 5 }).await;
     let batches = peer.batches(5).await;
     assert!(batches.len() > 1, "{batches:?}");
-    assert!(batches.iter().all(|&(_, at)| at == Duration::ZERO), "{batches:?}");
+    assert!(
+        batches.iter().all(|&(_, at)| at == Duration::ZERO),
+        "{batches:?}"
+    );
 }

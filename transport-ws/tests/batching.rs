@@ -79,12 +79,7 @@ impl AsyncWrite for Counted {
 /// A hub serving one WebSocket connection on loopback, its socket's
 /// writes counted from after the handshake; returns the client and the
 /// count.
-async fn connect(
-    hub: Hub,
-) -> (
-    WebSocketStream<TcpStream>,
-    Arc<AtomicUsize>,
-) {
+async fn connect(hub: Hub) -> (WebSocketStream<TcpStream>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let writes = Arc::new(AtomicUsize::new(0));
@@ -134,10 +129,7 @@ fn router() -> Router {
 
 /// Asks for `n` ticks and reads them; returns how long after the request
 /// the first one arrived.
-async fn burst(
-    client: &mut WebSocketStream<TcpStream>,
-    n: u32,
-) -> Duration {
+async fn burst(client: &mut WebSocketStream<TcpStream>, n: u32) -> Duration {
     let request = serde_json::json!({"type": "BURST", "payload": {"n": n}});
     let sent = Instant::now();
     client
@@ -171,7 +163,10 @@ async fn a_window_cut_at_the_burst_size_writes_it_with_one_write() {
     let (mut client, writes) = connect(hub).await;
     let first = burst(&mut client, 20).await;
     assert_eq!(writes.load(Ordering::SeqCst), 1);
-    assert!(first < Batching::MAX_DELAY, "cut by size, not by time: {first:?}");
+    assert!(
+        first < Batching::MAX_DELAY,
+        "cut by size, not by time: {first:?}"
+    );
 }
 
 #[tokio::test]

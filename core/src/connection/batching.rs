@@ -142,7 +142,10 @@ mod tests {
         assert_eq!(Batching::new(long), Err(BatchingError::DelayTooLong(long)));
         assert!(Batching::new(Batching::MAX_DELAY).is_ok());
         let window = Batching::new(Duration::from_millis(1)).unwrap();
-        assert_eq!(window.with_max_messages(0), Err(BatchingError::ZeroMessages));
+        assert_eq!(
+            window.with_max_messages(0),
+            Err(BatchingError::ZeroMessages)
+        );
         assert_eq!(window.with_max_bytes(0), Err(BatchingError::ZeroBytes));
         assert!(
             BatchingError::DelayTooLong(long)

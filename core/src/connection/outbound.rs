@@ -512,7 +512,11 @@ mod tests {
     async fn an_open_window_wakes_the_writer_only_at_its_cut() {
         let q = OutboundQueue::new(frames(100), OverflowPolicy::Close);
         // Whether the writer would wake now (taking the notification).
-        let woken = || async { tokio::time::timeout(Duration::ZERO, q.ready()).await.is_ok() };
+        let woken = || async {
+            tokio::time::timeout(Duration::ZERO, q.ready())
+                .await
+                .is_ok()
+        };
         // No window: every push wakes the writer.
         q.push(frame(1));
         assert!(woken().await);
