@@ -1,6 +1,6 @@
 //! Limits and timings of a [`crate::Hub`], each with a documented default.
 
-use crate::connection::{IncompleteLimits, OverflowPolicy};
+use crate::connection::{Batching, IncompleteLimits, OverflowPolicy};
 use signalbox_codec::{CodecLimits, Codecs};
 use std::time::Duration;
 
@@ -48,6 +48,13 @@ pub struct Config {
     /// What a full outbound queue (either bound reached) does. Default:
     /// close the connection as a slow consumer (WS 1008).
     pub overflow: OverflowPolicy,
+    /// The batching window every connection starts with ([`Batching`]):
+    /// once a message is queued, the writer waits up to its delay for
+    /// more and writes them with one flush. Default `None`: no window,
+    /// the writer writes what is queued as soon as it wakes (no added
+    /// latency). A connection may set or clear its own
+    /// ([`crate::ConnectionHandle::set_batching`]).
+    pub batching: Option<Batching>,
     /// How long a connection's intake may wait for its outbound queue to
     /// drain below half its bound (under half its bytes and half its
     /// messages). While the queue is half full the connection takes no
@@ -118,6 +125,7 @@ impl Default for Config {
             outbound_queue: 8192,
             outbound_stall_timeout: Duration::from_secs(5),
             overflow: OverflowPolicy::Close,
+            batching: None,
             max_concurrent: 16,
             rpc_deadline: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(30),

@@ -1,7 +1,7 @@
 //! What handlers hold: [`ConnectionHandle`], a handle to one connection, and [`Ctx`],
 
 use crate::connection::{
-    Close, CloseKind, ConnectionInfo, DataMap, Frame, OutboundQueue, PushOutcome, ReplyTo,
+    Batching, Close, CloseKind, ConnectionInfo, DataMap, Frame, OutboundQueue, PushOutcome, ReplyTo,
 };
 use crate::error::Error;
 use crate::hub::{HubInner, PublishOptions, SubscribeOptions};
@@ -38,6 +38,8 @@ pub(crate) struct ConnShared {
     pub(crate) info: ConnectionInfo,
     pub(crate) data: Mutex<DataMap>,
     pub(crate) outbound: OutboundQueue,
+    /// The writer's batching window, if any ([`ConnectionHandle::set_batching`]).
+    pub(crate) batching: Mutex<Option<Batching>>,
     pub(crate) topics: Mutex<BTreeSet<Arc<str>>>,
     pub(crate) watching: Mutex<BTreeSet<Arc<str>>>,
     pub(crate) close: Mutex<Option<Close>>,
@@ -188,6 +190,22 @@ impl ConnectionHandle {
         }
         self.shared.abandon_queue.cancel();
         self.close(Close::new(CloseKind::Policy, reason));
+    }
+
+    /// Sets this connection's batching window ([`Batching`]), or with
+    /// `None` turns it off; it starts as the hub's
+    /// ([`crate::Config::batching`], default off). Takes effect from the
+    /// next batch the writer gathers: an application turns it on from an
+    /// `on_open` hook or a handler for a connection that receives many
+    /// messages in bursts, and off for one that needs each message at
+    /// once.
+    pub fn set_batching(&self, batching: Option<Batching>) {
+        *self.shared.batching.lock() = batching;
+    }
+
+    /// This connection's batching window, if any.
+    pub fn batching(&self) -> Option<Batching> {
+        *self.shared.batching.lock()
     }
 
     /// Messages the outbound queue dropped under a drop policy.

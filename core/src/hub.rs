@@ -3,7 +3,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::connection::{Connection, DataMap, IncompleteBudget};
+use crate::connection::{Batching, Connection, DataMap, IncompleteBudget};
 use crate::context::ConnectionHandle;
 use crate::error::Error;
 use crate::message::Message;
@@ -244,6 +244,16 @@ impl HubBuilder {
     /// The clock for message timestamps (default: the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Turns on a batching window for every connection ([`Batching`],
+    /// [`Config::batching`]; default: off). Connections may change their
+    /// own ([`ConnectionHandle::set_batching`]). [`HubBuilder::config`]
+    /// replaces the whole configuration, this window included: call it
+    /// first.
+    pub fn batching(mut self, batching: Batching) -> Self {
+        self.config.batching = Some(batching);
         self
     }
 

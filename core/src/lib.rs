@@ -76,7 +76,7 @@ pub mod versioned;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, RateLimit, TopicLimits};
-pub use connection::{DataMap, OutboundBound, OverflowPolicy};
+pub use connection::{Batching, BatchingError, DataMap, OutboundBound, OverflowPolicy};
 pub use context::{ConnectionHandle, Ctx};
 pub use error::Error;
 pub use hub::{

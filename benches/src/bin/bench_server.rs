@@ -8,7 +8,12 @@
 //! bench_server [--ws 127.0.0.1:0] [--quic 127.0.0.1:0] [--cert-out PATH]
 //!              [--rate-limit off|N] [--outbound-queue-bytes N]
 //!              [--outbound-queue N] [--heartbeat-interval SECS] [--redis URL]
+//!              [--batch-ms MS [--batch-max N]]
 //! ```
+//!
+//! `--batch-ms` turns on the batching window (`signalbox::Batching`) for
+//! every connection: each writer waits up to that long for more messages
+//! before it writes, and writes at once when `--batch-max` are queued.
 //!
 //! Prints `listening ws=ADDR quic=ADDR` once ready; exits on SIGINT or
 //! SIGTERM after a graceful shutdown of at most two seconds.
@@ -19,7 +24,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use signalbox::{Hub, RateLimit};
+use signalbox::{Batching, Hub, RateLimit};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,6 +61,13 @@ struct Args {
     /// Share rooms with other bench servers through Redis.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// A batching window on every connection, milliseconds (default: none).
+    #[arg(long, value_name = "MS")]
+    batch_ms: Option<f64>,
+    /// With `--batch-ms`: messages at which a batch is written at once
+    /// (default: `signalbox::Batching::DEFAULT_MAX_MESSAGES`).
+    #[arg(long, value_name = "N", requires = "batch_ms")]
+    batch_max: Option<usize>,
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -100,6 +112,14 @@ async fn run(args: Args) -> Result<()> {
         config.topics.fanout_chunk = n;
     }
     let mut builder = Hub::builder(signalbox_benches::proto::bench_router()).config(config);
+    if let Some(ms) = args.batch_ms {
+        let delay = Duration::try_from_secs_f64(ms / 1000.0).context("--batch-ms")?;
+        let mut batching = Batching::new(delay).context("--batch-ms")?;
+        if let Some(n) = args.batch_max {
+            batching = batching.with_max_messages(n).context("--batch-max")?;
+        }
+        builder = builder.batching(batching);
+    }
     let broker = match &args.redis {
         Some(url) => {
             let broker = signalbox_redis::RedisBroker::builder(url.clone())

@@ -122,6 +122,7 @@ pub(crate) async fn serve(hub: Arc<HubInner>, connection: Connection) {
                 OutboundBound::new(hub.config.outbound_queue_bytes, hub.config.outbound_queue),
                 hub.config.overflow,
             ),
+            batching: Mutex::new(hub.config.batching),
             topics: Mutex::new(BTreeSet::new()),
             watching: Mutex::new(BTreeSet::new()),
             close: Mutex::new(None),
@@ -592,6 +593,14 @@ async fn closed_then(conn: &ConnectionHandle, grace: Duration) {
 
 /// Writes until the connection closes, then closes the sink. Returns the
 /// close code the transport used ([`FrameSink::close_code`]).
+///
+/// Without a batching window ([`crate::Batching`]) each wake-up writes
+/// everything queued as one batch. With one, the first message queued
+/// opens the window and the batch is written when it ends, or sooner once
+/// the queue holds the window's size or half its bound (only then does a
+/// push wake the writer during the window, [`OutboundQueue::open_window`]);
+/// pings go out during the window, and a close ends it (the drain below
+/// writes at once).
 async fn write_loop(conn: ConnectionHandle, mut sink: Box<dyn FrameSink>) -> Option<u32> {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
@@ -603,6 +612,10 @@ async fn write_loop(conn: ConnectionHandle, mut sink: Box<dyn FrameSink>) -> Opt
         config.heartbeat_interval,
     );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The open window's end, and what cuts it short.
+    let window = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(window);
+    let mut gathering: Option<OutboundBound> = None;
     let mut failed = false;
     // One wait for the close across the loop: registered once, not per
     // message.
@@ -613,25 +626,29 @@ async fn write_loop(conn: ConnectionHandle, mut sink: Box<dyn FrameSink>) -> Opt
             biased;
             _ = &mut closing => break,
             () = outbound.ready() => {
-                outbound.drain_stamped(&mut batch, Some(&mut stamps));
-                if !batch.is_empty() {
-                    // A write blocked on a peer that does not read is given
-                    // up once the connection is closed as a slow consumer.
-                    let sent = tokio::select! {
-                        sent = sink.send_batch(&batch) => sent,
-                        () = conn.shared.abandon_queue.cancelled() => break,
-                    };
-                    if let Err(error) = sent {
-                        tracing::debug!(%error, "write failed");
-                        conn.close(Close::new(error.close_kind(), error.to_string()));
-                        failed = true;
-                        break;
+                match gathering {
+                    Some(cut) if outbound.gathering(cut) => continue,
+                    Some(_) => gathering = None,
+                    None => {
+                        let batching = *conn.shared.batching.lock();
+                        if let Some(batching) = batching {
+                            let cut = batching.cut(outbound.bound());
+                            if outbound.open_window(cut) {
+                                window.as_mut().reset(Instant::now() + batching.max_delay());
+                                gathering = Some(cut);
+                                continue;
+                            }
+                        }
                     }
-                    hub.meter.written(&stamps);
-                    // Dropped, not kept: a connection at rest holds no
-                    // buffer (the queue's own storage came with the batch).
-                    batch = Vec::new();
-                    stamps = Vec::new();
+                }
+                if !write_queued(&conn, sink.as_mut(), &mut batch, &mut stamps, &mut failed).await {
+                    break;
+                }
+            }
+            () = &mut window, if gathering.is_some() => {
+                gathering = None;
+                if !write_queued(&conn, sink.as_mut(), &mut batch, &mut stamps, &mut failed).await {
+                    break;
                 }
             }
             _ = ping.tick() => {
@@ -682,4 +699,41 @@ async fn write_loop(conn: ConnectionHandle, mut sink: Box<dyn FrameSink>) -> Opt
     let code = sink.close_code(close.kind);
     let _ = tokio::time::timeout(close_wait, sink.close(close)).await;
     code
+}
+
+/// Takes everything queued and writes it as one batch (one
+/// [`FrameSink::send_batch`], one flush). Returns `false` when the writer
+/// must stop: the write failed (`failed` is set and the connection closed),
+/// or it was given up because the peer does not read.
+async fn write_queued(
+    conn: &ConnectionHandle,
+    sink: &mut dyn FrameSink,
+    batch: &mut Vec<Frame>,
+    stamps: &mut Vec<Stamp>,
+    failed: &mut bool,
+) -> bool {
+    conn.shared
+        .outbound
+        .drain_stamped(batch, Some(&mut *stamps));
+    if batch.is_empty() {
+        return true;
+    }
+    // A write blocked on a peer that does not read is given up once the
+    // connection is closed as a slow consumer.
+    let sent = tokio::select! {
+        sent = sink.send_batch(batch) => sent,
+        () = conn.shared.abandon_queue.cancelled() => return false,
+    };
+    if let Err(error) = sent {
+        tracing::debug!(%error, "write failed");
+        conn.close(Close::new(error.close_kind(), error.to_string()));
+        *failed = true;
+        return false;
+    }
+    conn.shared.hub.meter.written(stamps);
+    // Dropped, not kept: a connection at rest holds no buffer (the
+    // queue's own storage came with the batch).
+    *batch = Vec::new();
+    *stamps = Vec::new();
+    true
 }

@@ -6,6 +6,7 @@
 //! messages and a [`FrameSink`] for outbound ones. [`crate::Hub::serve`]
 //! does everything else: decoding, routing, queues, heartbeats, closing.
 
+mod batching;
 mod budget;
 mod data;
 mod driver;
@@ -13,6 +14,7 @@ mod inbound;
 mod outbound;
 mod rate;
 
+pub use batching::{Batching, BatchingError};
 pub use budget::{IncompleteBudget, IncompleteLimits, IncompleteRefusal, Reservation};
 pub use data::DataMap;
 #[cfg(feature = "testing")]

@@ -81,6 +81,9 @@ struct State {
     /// The sum of the queued frames' lengths.
     bytes: usize,
     closed: bool,
+    /// While the writer's batching window is open, what the queue must
+    /// hold before a push wakes it ([`OutboundQueue::open_window`]).
+    window: Option<OutboundBound>,
     dropped: u64,
     /// Bytes queued, summed over every connection's queue.
     gauge: QueueGauge,
@@ -166,6 +169,7 @@ impl OutboundQueue {
                 stamps: VecDeque::new(),
                 bytes: 0,
                 closed: false,
+                window: None,
                 dropped: 0,
                 gauge: QueueGauge::new(),
             }),
@@ -184,13 +188,17 @@ impl OutboundQueue {
     }
 
     /// [`OutboundQueue::push`] for a frame a publish queued at `stamp`.
+    ///
+    /// Wakes the writer, unless its batching window is open and the queue
+    /// still holds less than the window's cut: then the window's end wakes
+    /// it, and each push costs no wake-up.
     pub(crate) fn push_stamped(&self, frame: Frame, stamp: Stamp) -> PushOutcome {
-        let outcome = {
+        let (outcome, wake) = {
             let mut state = self.state.lock();
             if state.closed {
                 return PushOutcome::Closed;
             }
-            if state.below(self.bound) {
+            let outcome = if state.below(self.bound) {
                 state.push_back(frame, stamp);
                 PushOutcome::Queued
             } else {
@@ -213,9 +221,13 @@ impl OutboundQueue {
                         return PushOutcome::DroppedNewest;
                     }
                 }
-            }
+            };
+            let wake = state.closed || state.window.is_none_or(|cut| !state.below(cut));
+            (outcome, wake)
         };
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         outcome
     }
 
@@ -236,6 +248,7 @@ impl OutboundQueue {
         let open = {
             let mut state = self.state.lock();
             state.drain(batch, stamps);
+            state.window = None;
             !(state.closed && batch.is_empty())
         };
         self.drained.notify_waiters();
@@ -247,6 +260,27 @@ impl OutboundQueue {
     pub fn is_below(&self, bound: OutboundBound) -> bool {
         let state = self.state.lock();
         state.closed || state.below(bound)
+    }
+
+    /// Opens the writer's batching window ([`crate::Batching`]) if it
+    /// should gather: something is queued, the queue is open, and it
+    /// holds less than `cut` (bytes and frames). Until the next drain,
+    /// pushes wake the writer only once the queue holds `cut` (or closes).
+    /// Returns whether the window opened.
+    pub fn open_window(&self, cut: OutboundBound) -> bool {
+        let mut state = self.state.lock();
+        let open = !state.closed && !state.frames.is_empty() && state.below(cut);
+        if open {
+            state.window = Some(cut);
+        }
+        open
+    }
+
+    /// Whether the open batching window should go on gathering: the
+    /// queue is open and holds less than `cut`.
+    pub fn gathering(&self, cut: OutboundBound) -> bool {
+        let state = self.state.lock();
+        !state.closed && state.below(cut)
     }
 
     /// Waits until the queue holds less than `bound` (bytes and frames), or
@@ -486,6 +520,44 @@ mod tests {
         );
         assert_eq!(OutboundBound::new(0, 0), OutboundBound::new(1, 1));
         assert_eq!(OutboundBound::new(1, 1).half(), OutboundBound::new(1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_open_window_wakes_the_writer_only_at_its_cut() {
+        let q = OutboundQueue::new(frames(100), OverflowPolicy::Close);
+        // Whether the writer would wake now (taking the notification).
+        let woken = || async {
+            tokio::time::timeout(Duration::ZERO, q.ready())
+                .await
+                .is_ok()
+        };
+        // No window: every push wakes the writer.
+        q.push(frame(1));
+        assert!(woken().await);
+        // A window cut at 3 frames: the second push does not wake it, the
+        // third does.
+        assert!(q.open_window(frames(3)));
+        q.push(frame(2));
+        assert!(!woken().await);
+        q.push(frame(3));
+        assert!(woken().await);
+        assert!(!q.gathering(frames(3)));
+        // A drain closes the window: the next push wakes the writer.
+        assert_eq!(drain(&q), vec![1, 2, 3]);
+        q.push(frame(4));
+        assert!(woken().await);
+        // No window on an empty queue, or one already at its cut.
+        drain(&q);
+        assert!(!q.open_window(frames(3)));
+        q.push(frame(5));
+        assert!(!q.open_window(frames(1)));
+        // A close wakes the writer whatever the window.
+        drain(&q);
+        q.push(frame(6));
+        assert!(woken().await);
+        assert!(q.open_window(frames(3)));
+        q.close();
+        assert!(woken().await);
     }
 
     #[tokio::test]

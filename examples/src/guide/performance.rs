@@ -2,7 +2,13 @@
 //!
 //! 1. Batching — the library batches at the connection: whatever a handler
 //!    sends while the writer is busy is written together with one flush.
-//!    `BURST {count}` sends that many messages from one handler.
+//!    `BURST {count}` sends that many messages from one handler. A
+//!    connection may also open a batching window ([`signalbox::Batching`],
+//!    off by default): its writer then waits up to a few milliseconds
+//!    after a message for more, and writes them with one flush (at once
+//!    when [`FEED_BATCH`]'s message count is queued). Feed subscribers
+//!    here take a [`FEED_WINDOW`] window: fewer writes when the feed is
+//!    busy, for at most that much added latency per item.
 //! 2. Compression — `+gzip` clients get envelopes of 1 KiB or more
 //!    compressed (the threshold is configurable); the `REPORT` route opts
 //!    its replies out with [`signalbox::Route::uncompressed`] when the
@@ -16,10 +22,17 @@
 //! docs/PROTOCOL.md §7) after each one, before the reply.
 
 use serde::{Deserialize, Serialize};
-use signalbox::{Config, Ctx, Error, Hub, Route, Router, message};
+use signalbox::{Batching, Config, Ctx, Error, Hub, Route, Router, message};
 
 /// Subscribers served per fan-out step.
 pub const CHUNK: usize = 100;
+
+/// The batching window of a feed subscriber: how long its writer waits
+/// for more feed items after one.
+pub const FEED_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The feed items at which a subscriber's batch is written at once.
+pub const FEED_BATCH: usize = 64;
 
 /// `SUBSCRIBE_FEED`: join the `feed` topic.
 #[derive(Debug, Serialize, Deserialize)]
@@ -132,6 +145,10 @@ pub fn router() -> Router {
     Router::new()
         .on(|ctx: Ctx<SubscribeFeed>| async move {
             ctx.subscribe("feed")?;
+            let window = Batching::new(FEED_WINDOW)
+                .and_then(|w| w.with_max_messages(FEED_BATCH))
+                .map_err(Error::internal_cause)?;
+            ctx.set_batching(Some(window));
             ctx.reply(&FeedJoined)
         })
         .on(|ctx: Ctx<Broadcast>| async move {
