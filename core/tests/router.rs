@@ -424,10 +424,13 @@ async fn replies_to_a_peer_that_reads_late_wait_for_room_instead_of_overflowing(
     config.outbound_queue = 8;
     let hub = TestHub::with_config(one_done_per_step(), config);
     let mut c = hub.connect("json").await;
-    // 1,100 requests, none read until all are sent: the in-memory pipe
-    // takes 1,024 replies, the queue half of its 8; then the connection
-    // takes no further request until the client reads.
-    let total = 1_100;
+    // 1,050 requests, none read until all are sent: more replies than
+    // the in-memory pipe (1,024) and the queue (8) hold together, so a
+    // queue that took every reply would overflow. The pipe takes 1,024
+    // replies, the queue half of its 8; then the connection takes no
+    // further request until the client reads, and the requests wait in
+    // the client's pipe (64).
+    let total = 1_050;
     for _ in 0..total {
         c.send(&Step { n: 1, ms: 0 }).await;
     }

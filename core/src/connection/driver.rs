@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use signalbox_codec::{Envelope, Meta};
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -37,8 +38,18 @@ pub(crate) use signalbox_codec::vocab::{
     RESUMED as RESUMED_TYPE,
 };
 
-/// A decoded message and the route it goes to, queued for the processor.
-type Admitted = (Arc<RouteEntry>, Box<Envelope>);
+/// What the reader hands the processor.
+enum Work {
+    /// A decoded message and the route it goes to.
+    Message(Arc<RouteEntry>, Box<Envelope>),
+    /// A handler the reader started that did not finish at once: an
+    /// ordered one finishes before the next message, a concurrent one goes
+    /// on in its own task.
+    Started {
+        work: Pin<Box<dyn Future<Output = ()> + Send>>,
+        concurrent: bool,
+    },
+}
 
 /// How long closing a slow consumer may wait for the transport to take the
 /// close itself (its buffers are full).
@@ -157,8 +168,10 @@ async fn run(
     }
 
     let inbound = Arc::new(InboundQueue::new(hub.config.inbound_queue));
-    let processor = tokio::spawn(process_loop(conn.clone(), inbound.clone()).in_current_span());
-    read_loop(&conn, source, &inbound).await;
+    let limit = Arc::new(Semaphore::new(hub.config.max_concurrent.max(1)));
+    let processor =
+        tokio::spawn(process_loop(conn.clone(), inbound.clone(), limit.clone()).in_current_span());
+    read_loop(&conn, source, &inbound, &limit).await;
     inbound.finish();
 
     // The reader has stopped: nothing new comes in. Let the processor and
@@ -196,7 +209,8 @@ async fn run(
 async fn read_loop(
     conn: &ConnectionHandle,
     mut source: Box<dyn FrameSource>,
-    queue: &InboundQueue<Admitted>,
+    queue: &InboundQueue<Work>,
+    limit: &Arc<Semaphore>,
 ) {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
@@ -258,12 +272,25 @@ async fn read_loop(
         let Some((route, envelope)) = admit(conn, frame, bucket.as_mut()) else {
             continue;
         };
+        // With nothing queued and the processor idle, the handler starts
+        // here, in order: one that answers at once costs no hand-over.
+        let work = if queue.claim() {
+            match start_here(conn, route, envelope, limit).await {
+                None => {
+                    queue.idle();
+                    continue;
+                }
+                Some(work) => work,
+            }
+        } else {
+            Work::Message(route, envelope)
+        };
         // A full queue stops reading: backpressure onto the peer. Waiting on
         // a full queue is not idleness, so the heartbeat timer restarts after.
         tokio::select! {
             biased;
             _ = &mut closing => break,
-            pushed = queue.push((route, envelope)) => if pushed.is_err() { break },
+            pushed = queue.push(work) => if pushed.is_err() { break },
         }
         idle_deadline = Instant::now() + idle_limit;
     }
@@ -494,10 +521,13 @@ fn rate_limited(wait: Duration) -> Error {
     Error::resource_exhausted("rate limit exceeded", Some(ms))
 }
 
-async fn process_loop(conn: ConnectionHandle, inbound: Arc<InboundQueue<Admitted>>) {
+async fn process_loop(
+    conn: ConnectionHandle,
+    inbound: Arc<InboundQueue<Work>>,
+    limit: Arc<Semaphore>,
+) {
     let hub = conn.shared.hub.clone();
     let config = &hub.config;
-    let limit = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
     let mut running = JoinSet::new();
     let grace = config.drain_timeout;
     // One wait for the close across the loop: registered once, not per
@@ -505,52 +535,50 @@ async fn process_loop(conn: ConnectionHandle, inbound: Arc<InboundQueue<Admitted
     let closing = conn.shared.closing.cancelled();
     tokio::pin!(closing);
     loop {
+        inbound.idle();
         while running.try_join_next().is_some() {}
         let next = tokio::select! {
             biased;
             _ = &mut closing => break,
             next = inbound.pop() => next,
         };
-        let Some((route, envelope)) = next else { break };
-        if !room_for_answers(&conn).await {
-            break;
-        }
-        let req = Request {
-            conn: conn.clone(),
-            envelope: *envelope,
-        };
-        let span = tracing::debug_span!("message", r#type = %route.name);
-        if route.concurrent {
-            let permit = tokio::select! {
-                biased;
-                _ = &mut closing => break,
-                permit = limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
-            };
-            let deadline = config.rpc_deadline;
-            let conn = conn.clone();
-            let mut work = Box::pin(
-                async move {
-                    let outcome = dispatch(&route, req, deadline).await;
-                    settle(&conn, &route, outcome);
-                    drop(permit);
+        let (work, concurrent) = match next {
+            None => break,
+            Some(Work::Started { work, concurrent }) => (work, concurrent),
+            Some(Work::Message(route, envelope)) => {
+                if !room_for_answers(&conn).await {
+                    break;
                 }
-                .instrument(span),
-            );
-            // Run it here as far as it goes without waiting: a handler that
-            // answers at once costs no task, and its reply joins the batch
-            // the writer takes next. One that waits goes on in its own
-            // task (the poll there registers its own waker).
-            if std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx)))
-                .await
-                .is_pending()
-            {
-                running.spawn(work);
+                let concurrent = route.concurrent;
+                let permit = if concurrent {
+                    tokio::select! {
+                        biased;
+                        _ = &mut closing => break,
+                        permit = limit.clone().acquire_owned() => match permit { Ok(p) => Some(p), Err(_) => break },
+                    }
+                } else {
+                    None
+                };
+                let mut work = handle(&conn, route, envelope, permit);
+                // Run it here as far as it goes without waiting: a handler
+                // that answers at once costs no task, and its reply joins
+                // the batch the writer takes next.
+                if std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx)))
+                    .await
+                    .is_ready()
+                {
+                    continue;
+                }
+                (work, concurrent)
             }
+        };
+        if concurrent {
+            // One that waits goes on in its own task (the poll there
+            // registers its own waker).
+            running.spawn(work);
         } else {
-            let work = dispatch(&route, req, config.rpc_deadline).instrument(span);
-            tokio::pin!(work);
             tokio::select! {
-                outcome = &mut work => settle(&conn, &route, outcome),
+                () = work => {}
                 () = closed_then(&conn, grace) => {
                     tracing::warn!("handler still running when the connection closed; cancelled");
                     break;
@@ -569,6 +597,59 @@ async fn process_loop(conn: ConnectionHandle, inbound: Arc<InboundQueue<Admitted
         tracing::warn!(handlers = running.len(), "handlers cancelled at close");
         running.shutdown().await;
     }
+}
+
+/// The whole handling of one message: the handler, then its answer.
+fn handle(
+    conn: &ConnectionHandle,
+    route: Arc<RouteEntry>,
+    envelope: Box<Envelope>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    let span = tracing::debug_span!("message", r#type = %route.name);
+    let deadline = conn.shared.hub.config.rpc_deadline;
+    let conn = conn.clone();
+    Box::pin(
+        async move {
+            let req = Request {
+                conn: conn.clone(),
+                envelope: *envelope,
+            };
+            let outcome = dispatch(&route, req, deadline).await;
+            settle(&conn, &route, outcome);
+            drop(permit);
+        }
+        .instrument(span),
+    )
+}
+
+/// Starts handling a message in the reader, whose turn it is
+/// ([`InboundQueue::claim`]): polls it once. `None` when it finished;
+/// otherwise what the processor goes on with (a concurrent message that
+/// finds no free place among `max_concurrent` waits there, unstarted).
+async fn start_here(
+    conn: &ConnectionHandle,
+    route: Arc<RouteEntry>,
+    envelope: Box<Envelope>,
+    limit: &Arc<Semaphore>,
+) -> Option<Work> {
+    let concurrent = route.concurrent;
+    let permit = if concurrent {
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return Some(Work::Message(route, envelope)),
+        }
+    } else {
+        None
+    };
+    let mut work = handle(conn, route, envelope, permit);
+    if std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx)))
+        .await
+        .is_ready()
+    {
+        return None;
+    }
+    Some(Work::Started { work, concurrent })
 }
 
 /// Answers what [`dispatch`] left to answer: the driver alone sends error

@@ -17,6 +17,10 @@ const KEPT_SLOTS: usize = 4;
 #[derive(Debug)]
 struct State<T> {
     messages: VecDeque<T>,
+    /// The consumer took a message and has not yet said it is done with
+    /// it ([`InboundQueue::idle`]), or the producer claimed the turn
+    /// ([`InboundQueue::claim`]).
+    busy: bool,
     /// No more pushes: the reader finished, or the processor closed.
     closed: bool,
 }
@@ -49,6 +53,7 @@ impl<T> InboundQueue<T> {
         InboundQueue {
             state: Mutex::new(State {
                 messages: VecDeque::new(),
+                busy: false,
                 closed: false,
             }),
             capacity: capacity.max(1),
@@ -110,6 +115,7 @@ impl<T> InboundQueue<T> {
         let message = {
             let mut state = self.state.lock();
             let message = state.messages.pop_front()?;
+            state.busy = true;
             if state.messages.is_empty() && state.messages.capacity() > KEPT_SLOTS {
                 state.messages = VecDeque::new();
             }
@@ -133,6 +139,24 @@ impl<T> InboundQueue<T> {
         }
         self.pushed.notify_one();
         Ok(())
+    }
+
+    /// The consumer is done with what it took.
+    pub(crate) fn idle(&self) {
+        self.state.lock().busy = false;
+    }
+
+    /// Takes the consumer's turn when nothing is queued and the consumer
+    /// is idle: the producer may then handle one message itself, in order,
+    /// and either says [`InboundQueue::idle`] after or pushes what is left
+    /// of it (the turn passes to the consumer with it).
+    pub(crate) fn claim(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.closed || state.busy || !state.messages.is_empty() {
+            return false;
+        }
+        state.busy = true;
+        true
     }
 
     /// No more pushes; what is queued can still be taken.
@@ -220,6 +244,23 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         q.finish();
         assert_eq!(popper.await.unwrap(), (Some(7), None));
+    }
+
+    #[tokio::test]
+    async fn a_claim_needs_an_empty_queue_and_an_idle_consumer() {
+        let q = InboundQueue::new(4);
+        assert!(q.claim());
+        assert!(!q.claim(), "claimed already");
+        q.idle();
+        q.push(1).await.unwrap();
+        assert!(!q.claim(), "a message is queued");
+        assert_eq!(q.pop().await, Some(1));
+        assert!(!q.claim(), "the consumer is busy with it");
+        q.idle();
+        assert!(q.claim());
+        q.idle();
+        q.finish();
+        assert!(!q.claim(), "closed");
     }
 
     #[tokio::test]
