@@ -167,6 +167,9 @@ enum Transport {
     Quic,
     /// WebTransport sessions at `/wt` on the QUIC port (bench_server only).
     Wt,
+    /// WebSocket over TLS (`wss://`, bench_server only): what QUIC, always
+    /// encrypted, is compared with.
+    Wss,
 }
 
 /// A number a run reports.
@@ -347,10 +350,18 @@ fn cases(args: &Args) -> Vec<Case> {
                 s(&["echo", "-c", "100", "--codec", "json", "--size", size]),
             )
             .servers(&[Signalbox, Raw])
-            .metrics(&[Rate, P99])
+            .metrics(&[Rate, P99, CpuPerOp])
             .goals(&[at_least(Rate, Raw, 0.9)]),
         );
     }
+    cases.push(
+        Case::new(
+            "echo wss json 20 B",
+            Wss,
+            s(&["echo", "-c", "100", "--codec", "json", "--size", "20"]),
+        )
+        .metrics(&[Rate, P99, CpuPerOp]),
+    );
     cases.push(
         Case::new(
             "chat ws json 32 clients × 10",
@@ -392,6 +403,16 @@ fn cases(args: &Args) -> Vec<Case> {
         Case::new(
             "chat quic json 32 clients × 10",
             Quic,
+            s(&["chat", "-n", "32", "--batch", "10"]),
+        )
+        .metrics(&[Rate, CpuPerOp]),
+    );
+    // QUIC always encrypts: its fair comparison is WebSocket over TLS,
+    // served by the same bench_server with the same certificate.
+    cases.push(
+        Case::new(
+            "chat wss json 32 clients × 10",
+            Wss,
             s(&["chat", "-n", "32", "--batch", "10"]),
         )
         .metrics(&[Rate, CpuPerOp]),
@@ -582,6 +603,7 @@ struct Running {
     children: Vec<Child>,
     ws: Option<String>,
     ws_b: Option<String>,
+    wss: Option<String>,
     quic: Option<String>,
     cert: Option<PathBuf>,
     /// The server process whose memory and CPU are read (none for the
@@ -596,6 +618,7 @@ impl Running {
             children: vec![child],
             ws: addrs.get("ws").cloned(),
             ws_b: None,
+            wss: addrs.get("wss").cloned(),
             quic: addrs.get("quic").cloned(),
             cert,
         }
@@ -680,6 +703,7 @@ fn start(args: &Args, case: &Case, server: Server, tmp: &Path) -> Result<Running
                     cmd.args(["--buffer-size", &buffer.to_string()]);
                     cmd
                 }
+                Transport::Wss => bail!("no raw wss:// baseline"),
                 Transport::Quic | Transport::Wt => {
                     let mut cmd = bin("raw_quic_echo");
                     cmd.arg("--cert-out").arg(&cert);
@@ -732,12 +756,22 @@ fn start(args: &Args, case: &Case, server: Server, tmp: &Path) -> Result<Running
                 children: vec![redis],
                 ws: None,
                 ws_b: None,
+                wss: None,
                 quic: None,
                 cert: None,
             };
             for node in 0..2 {
                 let mut cmd = bin("bench_server");
-                cmd.args(["--ws", "127.0.0.1:0", "--quic", "off", "--redis", &url]);
+                cmd.args([
+                    "--ws",
+                    "127.0.0.1:0",
+                    "--wss",
+                    "off",
+                    "--quic",
+                    "off",
+                    "--redis",
+                    &url,
+                ]);
                 let (child, addrs) = spawn_listening(cmd)?;
                 running.children.push(child);
                 if node == 0 {
@@ -759,6 +793,12 @@ fn measure(args: &Args, case: &Case, running: &Running) -> Result<Value> {
         Transport::Ws => {
             cmd.arg("--ws")
                 .arg(running.ws.as_deref().context("no ws address")?);
+        }
+        Transport::Wss => {
+            cmd.arg("--wss")
+                .arg(running.wss.as_deref().context("no wss address")?)
+                .arg("--cert")
+                .arg(running.cert.as_deref().context("no certificate")?);
         }
         Transport::Quic | Transport::Wt => {
             cmd.arg("--quic")
