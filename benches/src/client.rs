@@ -38,6 +38,14 @@ pub const MAX_MESSAGE: usize = 1 << 20;
 /// spare the load generator zero-filling a large read buffer).
 pub const CLIENT_BUFFER: usize = 4 * 1024;
 
+/// Receive and send buffer asked for each QUIC client socket (the kernel
+/// caps it at `net.core.rmem_max` / `wmem_max`). A socket carries the
+/// connections of many clients, each receiving a room's burst at once: at
+/// the kernel's default (about 208 KiB) chat 32 × 10 overflowed the two
+/// sockets thousands of times a second, and the server's retransmissions
+/// were counted as its cost.
+pub const QUIC_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -106,7 +114,7 @@ impl Target {
         }
         .parse()?;
         let endpoints = (0..endpoints.max(1))
-            .map(|_| quinn::Endpoint::client(bind).context("QUIC client endpoint"))
+            .map(|_| quic_endpoint(bind).context("QUIC client endpoint"))
             .collect::<Result<Vec<_>>>()?;
         Ok(Target::Quic(Arc::new(QuicTarget {
             addr,
@@ -260,6 +268,22 @@ impl QuicTarget {
         config.transport_config(Arc::new(transport));
         Ok(config)
     }
+}
+
+/// A QUIC client endpoint on a socket bound to `bind`, its buffers raised
+/// to [`QUIC_SOCKET_BUFFER`] (best effort: the kernel may give less).
+fn quic_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(QUIC_SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(QUIC_SOCKET_BUFFER);
+    let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        runtime,
+    )?)
 }
 
 /// The trust anchors in `cert_pem` (at least one).
