@@ -1,5 +1,6 @@
 //! Client connections of the load generator: WebSocket through
-//! tokio-tungstenite, QUIC through quinn (one bidirectional stream, each
+//! tokio-tungstenite (`ws://`, or `wss://` over tokio-rustls with the ring
+//! provider), QUIC through quinn (one bidirectional stream, each
 //! message a 4-byte big-endian length and the envelope, docs/PROTOCOL.md §5),
 //! and WebTransport through web-transport-quinn (the same frames on a
 //! session's stream, as a browser sends them).
@@ -14,10 +15,14 @@ use futures_util::{SinkExt, StreamExt};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::pem::PemObject;
 use signalbox_codec::WireCodec;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -33,18 +38,29 @@ pub const MAX_MESSAGE: usize = 1 << 20;
 /// spare the load generator zero-filling a large read buffer).
 pub const CLIENT_BUFFER: usize = 4 * 1024;
 
+/// Receive and send buffer asked for each QUIC client socket (the kernel
+/// caps it at `net.core.rmem_max` / `wmem_max`). A socket carries the
+/// connections of many clients, each receiving a room's burst at once: at
+/// the kernel's default (about 208 KiB) chat 32 × 10 overflowed the two
+/// sockets thousands of times a second, and the server's retransmissions
+/// were counted as its cost.
+pub const QUIC_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where the clients connect.
 #[derive(Clone)]
 pub enum Target {
-    /// WebSocket at `ws://addr{path}`.
+    /// WebSocket at `ws://addr{path}`, or `wss://addr{path}` with a TLS
+    /// configuration.
     Ws {
         /// TCP address.
         addr: SocketAddr,
         /// Upgrade path, e.g. `/ws`.
         path: String,
+        /// TLS for `wss://` (`None`: plain `ws://`).
+        tls: Option<Arc<rustls::ClientConfig>>,
     },
     /// QUIC at `addr`, trusting the certificates of a PEM file; native, or
     /// WebTransport when the target has a session path.
@@ -67,21 +83,30 @@ impl Target {
         Target::Ws {
             addr,
             path: path.into(),
+            tls: None,
         }
+    }
+
+    /// A WebSocket-over-TLS (`wss://`) target trusting the certificates in
+    /// `cert_pem`: TLS 1.2 or 1.3 through rustls with the ring provider,
+    /// the same provider as the QUIC client.
+    pub fn wss(addr: SocketAddr, path: impl Into<String>, cert_pem: &[u8]) -> Result<Target> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots_of(cert_pem)?)
+            .with_no_client_auth();
+        Ok(Target::Ws {
+            addr,
+            path: path.into(),
+            tls: Some(Arc::new(config)),
+        })
     }
 
     /// A QUIC target trusting the certificates in `cert_pem`; connections
     /// are spread over `endpoints` client sockets (each one a quinn driver).
     pub fn quic(addr: SocketAddr, cert_pem: &[u8], endpoints: usize) -> Result<Target> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem) {
-            roots
-                .add(cert.context("certificate PEM")?)
-                .context("trust anchor")?;
-        }
-        if roots.is_empty() {
-            bail!("no certificate in the PEM file");
-        }
+        let roots = roots_of(cert_pem)?;
         let bind: SocketAddr = if addr.is_ipv4() {
             "0.0.0.0:0"
         } else {
@@ -89,7 +114,7 @@ impl Target {
         }
         .parse()?;
         let endpoints = (0..endpoints.max(1))
-            .map(|_| quinn::Endpoint::client(bind).context("QUIC client endpoint"))
+            .map(|_| quic_endpoint(bind).context("QUIC client endpoint"))
             .collect::<Result<Vec<_>>>()?;
         Ok(Target::Quic(Arc::new(QuicTarget {
             addr,
@@ -116,10 +141,11 @@ impl Target {
         Ok(Target::Quic(Arc::new(quic)))
     }
 
-    /// `ws`, `quic` or `webtransport`.
+    /// `ws`, `wss`, `quic` or `webtransport`.
     pub fn transport(&self) -> &'static str {
         match self {
-            Target::Ws { .. } => "ws",
+            Target::Ws { tls: None, .. } => "ws",
+            Target::Ws { tls: Some(_), .. } => "wss",
             Target::Quic(quic) if quic.webtransport.is_some() => "webtransport",
             Target::Quic(_) => "quic",
         }
@@ -134,10 +160,21 @@ impl Target {
 
     async fn connect_inner(&self, codec: WireCodec) -> Result<Conn> {
         match self {
-            Target::Ws { addr, path } => {
+            Target::Ws { addr, path, tls } => {
                 let stream = TcpStream::connect(addr).await.context("TCP connect")?;
                 stream.set_nodelay(true)?;
-                let mut request = format!("ws://{addr}{path}").into_client_request()?;
+                let (stream, scheme) = match tls {
+                    None => (WsIo::Plain(stream), "ws"),
+                    Some(config) => {
+                        let name = rustls_pki_types::ServerName::from(addr.ip());
+                        let tls = tokio_rustls::TlsConnector::from(config.clone())
+                            .connect(name, stream)
+                            .await
+                            .context("TLS handshake")?;
+                        (WsIo::Tls(Box::new(tls)), "wss")
+                    }
+                };
+                let mut request = format!("{scheme}://{addr}{path}").into_client_request()?;
                 // No offer means JSON (docs/PROTOCOL.md §4); servers that know no
                 // subprotocols (the baselines) then need not answer one.
                 if codec.name() != "json" {
@@ -233,6 +270,85 @@ impl QuicTarget {
     }
 }
 
+/// A QUIC client endpoint on a socket bound to `bind`, its buffers raised
+/// to [`QUIC_SOCKET_BUFFER`] (best effort: the kernel may give less).
+fn quic_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(QUIC_SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(QUIC_SOCKET_BUFFER);
+    let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        runtime,
+    )?)
+}
+
+/// The trust anchors in `cert_pem` (at least one).
+fn roots_of(cert_pem: &[u8]) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem) {
+        roots
+            .add(cert.context("certificate PEM")?)
+            .context("trust anchor")?;
+    }
+    if roots.is_empty() {
+        bail!("no certificate in the PEM file");
+    }
+    Ok(roots)
+}
+
+/// The byte stream under a WebSocket client: plain TCP (`ws://`) or TLS
+/// over TCP (`wss://`).
+pub enum WsIo {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://` (boxed, being large).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for WsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            WsIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            WsIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            WsIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            WsIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One client connection.
 pub struct Conn {
     /// The sending half.
@@ -248,7 +364,7 @@ pub enum Tx {
     /// WebSocket: JSON goes in text frames, MessagePack in binary ones.
     Ws {
         /// The frame sink.
-        sink: SplitSink<WebSocketStream<TcpStream>, Message>,
+        sink: SplitSink<WebSocketStream<WsIo>, Message>,
         /// Whether envelopes travel in text frames.
         text: bool,
     },
@@ -335,7 +451,7 @@ impl Tx {
 /// The receiving half of a connection.
 pub enum Rx {
     /// WebSocket frames.
-    Ws(SplitStream<WebSocketStream<TcpStream>>),
+    Ws(SplitStream<WebSocketStream<WsIo>>),
     /// QUIC: the main stream, with the bytes of an incomplete frame.
     Quic {
         /// The stream's receiving side.

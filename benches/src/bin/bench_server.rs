@@ -2,10 +2,12 @@
 //! router and hub ([`signalbox_examples::chat`]) with a bench configuration
 //! (no per-connection rate limit unless asked for), the bench-only
 //! `BENCH_SUBSCRIBE` route ([`signalbox_benches::proto`]), WebSocket at
-//! `/ws` and QUIC.
+//! `/ws`, WebSocket over TLS (`wss://`, also at `/ws`) and QUIC, both
+//! encrypted transports presenting the same self-signed certificate.
 //!
 //! ```text
-//! bench_server [--ws 127.0.0.1:0] [--quic 127.0.0.1:0] [--cert-out PATH]
+//! bench_server [--ws 127.0.0.1:0] [--wss 127.0.0.1:0] [--quic 127.0.0.1:0]
+//!              [--cert-out PATH]
 //!              [--rate-limit off|N] [--outbound-queue-bytes N]
 //!              [--outbound-queue N] [--heartbeat-interval SECS] [--redis URL]
 //!              [--batch-ms MS [--batch-max N]]
@@ -15,7 +17,7 @@
 //! every connection: each writer waits up to that long for more messages
 //! before it writes, and writes at once when `--batch-max` are queued.
 //!
-//! Prints `listening ws=ADDR quic=ADDR` once ready; exits on SIGINT or
+//! Prints `listening ws=ADDR wss=ADDR quic=ADDR` once ready; exits on SIGINT or
 //! SIGTERM after a graceful shutdown of at most two seconds.
 //!
 //! Built with the `metrics` feature, it records every metric into the
@@ -24,6 +26,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use signalbox::transport::Identity;
 use signalbox::{Batching, Hub, RateLimit};
 use std::io::Write;
 use std::path::PathBuf;
@@ -35,10 +38,13 @@ struct Args {
     /// WebSocket address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     ws: String,
+    /// WebSocket over TLS (`wss://`) address; `off` for none.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    wss: String,
     /// QUIC (UDP) address; `off` for none.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     quic: String,
-    /// Where to write the QUIC certificate (PEM).
+    /// Where to write the certificate of the QUIC and `wss://` ports (PEM).
     #[arg(long, value_name = "PATH")]
     cert_out: Option<PathBuf>,
     /// Per-connection rate limit in messages per second (burst: twice
@@ -143,15 +149,27 @@ async fn run(args: Args) -> Result<()> {
     let ws = signalbox_examples::chat::ws_server(hub.clone(), &args.ws).await?;
     let mut line = format!("listening ws={}", ws.local_addr());
     tokio::spawn(ws.serve());
+    // One self-signed certificate for both encrypted transports, so that
+    // wss:// and QUIC pay for the same key and chain.
+    let identity = Identity::self_signed::<&str>(&[]).context("self-signed certificate")?;
+    if let Some(path) = &args.cert_out {
+        identity.write_cert_pem(path)?;
+    }
+    if args.wss != "off" {
+        let wss = signalbox_examples::chat::ws_builder(hub.clone())
+            .identity(identity.clone())
+            .bind(&args.wss)
+            .await?;
+        line.push_str(&format!(" wss={}", wss.local_addr()));
+        tokio::spawn(wss.serve());
+    }
     let _quic = if args.quic != "off" {
         // WebTransport at /wt on the same port (docs/PROTOCOL.md §5).
         let server = signalbox_quic::QuicServer::builder(hub.clone())
+            .identity(identity)
             .webtransport("/wt")
             .bind(&args.quic)
             .await?;
-        if let Some(path) = &args.cert_out {
-            server.write_cert_pem(path)?;
-        }
         line.push_str(&format!(" quic={}", server.local_addr()));
         Some(server)
     } else {

@@ -167,6 +167,9 @@ enum Transport {
     Quic,
     /// WebTransport sessions at `/wt` on the QUIC port (bench_server only).
     Wt,
+    /// WebSocket over TLS (`wss://`, bench_server only): what QUIC, always
+    /// encrypted, is compared with.
+    Wss,
 }
 
 /// A number a run reports.
@@ -203,6 +206,9 @@ enum Against {
     Server(Server, f64),
     /// A fixed value (in the metric's unit: bytes, µs, cores).
     Value(f64),
+    /// `factor` × signalbox's median in an earlier row of the table (the
+    /// case of that name), e.g. QUIC against `wss://`.
+    Case(&'static str, f64),
 }
 
 /// A target for one metric of a case (the table's last column; the
@@ -347,10 +353,18 @@ fn cases(args: &Args) -> Vec<Case> {
                 s(&["echo", "-c", "100", "--codec", "json", "--size", size]),
             )
             .servers(&[Signalbox, Raw])
-            .metrics(&[Rate, P99])
+            .metrics(&[Rate, P99, CpuPerOp])
             .goals(&[at_least(Rate, Raw, 0.9)]),
         );
     }
+    cases.push(
+        Case::new(
+            "echo wss json 20 B",
+            Wss,
+            s(&["echo", "-c", "100", "--codec", "json", "--size", "20"]),
+        )
+        .metrics(&[Rate, P99, CpuPerOp]),
+    );
     cases.push(
         Case::new(
             "chat ws json 32 clients × 10",
@@ -388,13 +402,29 @@ fn cases(args: &Args) -> Vec<Case> {
         .servers(&[Signalbox, Floor, Bun])
         .metrics(&[Rate, CpuPerOp]),
     );
+    // QUIC always encrypts: its fair comparison is WebSocket over TLS,
+    // served by the same bench_server with the same certificate (the
+    // `wss` row runs first so that the QUIC row's target can name it).
+    cases.push(
+        Case::new(
+            "chat wss json 32 clients × 10",
+            Wss,
+            s(&["chat", "-n", "32", "--batch", "10"]),
+        )
+        .metrics(&[Rate, CpuPerOp]),
+    );
     cases.push(
         Case::new(
             "chat quic json 32 clients × 10",
             Quic,
             s(&["chat", "-n", "32", "--batch", "10"]),
         )
-        .metrics(&[Rate, CpuPerOp]),
+        .metrics(&[Rate, CpuPerOp])
+        .goals(&[Goal {
+            metric: CpuPerOp,
+            cmp: Cmp::AtMost,
+            against: Against::Case("chat wss json 32 clients × 10", 1.0),
+        }]),
     );
     // Browsers' QUIC: the same server, port and workloads over
     // WebTransport sessions (docs/PROTOCOL.md §5), next to the rows above.
@@ -625,6 +655,7 @@ struct Running {
     children: Vec<Child>,
     ws: Option<String>,
     ws_b: Option<String>,
+    wss: Option<String>,
     quic: Option<String>,
     cert: Option<PathBuf>,
     /// The server process whose memory and CPU are read (none for the
@@ -639,6 +670,7 @@ impl Running {
             children: vec![child],
             ws: addrs.get("ws").cloned(),
             ws_b: None,
+            wss: addrs.get("wss").cloned(),
             quic: addrs.get("quic").cloned(),
             cert,
         }
@@ -723,6 +755,7 @@ fn start(args: &Args, case: &Case, server: Server, tmp: &Path) -> Result<Running
                     cmd.args(["--buffer-size", &buffer.to_string()]);
                     cmd
                 }
+                Transport::Wss => bail!("no raw wss:// baseline"),
                 Transport::Quic | Transport::Wt => {
                     let mut cmd = bin("raw_quic_echo");
                     cmd.arg("--cert-out").arg(&cert);
@@ -775,12 +808,22 @@ fn start(args: &Args, case: &Case, server: Server, tmp: &Path) -> Result<Running
                 children: vec![redis],
                 ws: None,
                 ws_b: None,
+                wss: None,
                 quic: None,
                 cert: None,
             };
             for node in 0..2 {
                 let mut cmd = bin("bench_server");
-                cmd.args(["--ws", "127.0.0.1:0", "--quic", "off", "--redis", &url]);
+                cmd.args([
+                    "--ws",
+                    "127.0.0.1:0",
+                    "--wss",
+                    "off",
+                    "--quic",
+                    "off",
+                    "--redis",
+                    &url,
+                ]);
                 let (child, addrs) = spawn_listening(cmd)?;
                 running.children.push(child);
                 if node == 0 {
@@ -802,6 +845,12 @@ fn measure(args: &Args, case: &Case, running: &Running) -> Result<Value> {
         Transport::Ws => {
             cmd.arg("--ws")
                 .arg(running.ws.as_deref().context("no ws address")?);
+        }
+        Transport::Wss => {
+            cmd.arg("--wss")
+                .arg(running.wss.as_deref().context("no wss address")?)
+                .arg("--cert")
+                .arg(running.cert.as_deref().context("no certificate")?);
         }
         Transport::Quic | Transport::Wt => {
             cmd.arg("--quic")
@@ -898,13 +947,15 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into())
 }
 
-/// The verdicts of the goals on `metric`, given signalbox's median and the
-/// baselines' (`of`).
+/// The verdicts of the goals on `metric`, given signalbox's median, the
+/// baselines' (`of`) and signalbox's in earlier rows (`of_case`, by case
+/// name).
 fn verdict(
     goals: &[Goal],
     metric: Metric,
     sb: Option<f64>,
     of: &dyn Fn(Server) -> Option<f64>,
+    of_case: &dyn Fn(&str) -> Option<f64>,
 ) -> String {
     let mark = |ok: bool| if ok { "met" } else { "**not met**" };
     let mut parts = Vec::new();
@@ -919,6 +970,10 @@ fn verdict(
                 format!("{sign} {factor}× {}", server.label()),
             ),
             Against::Value(v) => (Some(v), format!("{sign} {}", fmt_value(metric, Some(v)))),
+            Against::Case(name, factor) => (
+                of_case(name).map(|v| v * factor),
+                format!("{sign} {factor}× {name}"),
+            ),
         };
         match (sb, bound) {
             (Some(v), Some(bound)) => {
@@ -1045,7 +1100,15 @@ fn cpu_count(list: &str) -> usize {
 /// The mark after a rate the load generator may have bounded.
 const CLIENT_MARK: &str = " †";
 
-fn table_rows(args: &Args, case: &Case, medians: &Medians, bun_ok: bool) -> Vec<String> {
+/// The table's rows of `case`; `earlier` holds the medians of the cases
+/// already run, by name (for [`Against::Case`]).
+fn table_rows(
+    args: &Args,
+    case: &Case,
+    medians: &Medians,
+    earlier: &BTreeMap<String, Medians>,
+    bun_ok: bool,
+) -> Vec<String> {
     let mut rows = Vec::new();
     let client_cores = cpu_count(&args.loadgen_cpu) as f64;
     let client_bound = |server: Server| {
@@ -1093,7 +1156,17 @@ fn table_rows(args: &Args, case: &Case, medians: &Medians, bun_ok: bool) -> Vec<
         for baseline in [Server::Raw, Server::Floor, Server::Bun] {
             row.push_str(&format!(" | {}", fmt_ratio(ratio(sb, med(baseline)))));
         }
-        row.push_str(&format!(" | {} |", verdict(&case.goals, metric, sb, &med)));
+        let of_case = |name: &str| {
+            earlier
+                .get(name)?
+                .get(&Server::Signalbox)?
+                .get(&metric)
+                .map(|m| m.0)
+        };
+        row.push_str(&format!(
+            " | {} |",
+            verdict(&case.goals, metric, sb, &med, &of_case)
+        ));
         rows.push(row);
     }
     rows
@@ -1258,6 +1331,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut failures = Vec::new();
+    let mut earlier = BTreeMap::new();
     for case in cases(&args).iter().filter(|c| selected(c)) {
         let medians = run_case(
             &args,
@@ -1267,7 +1341,8 @@ fn main() -> Result<()> {
             started,
             &mut failures,
         );
-        rows.extend(table_rows(&args, case, &medians, bun_ok));
+        rows.extend(table_rows(&args, case, &medians, &earlier, bun_ok));
+        earlier.insert(case.name.clone(), medians.clone());
     }
     let table_seconds = started.elapsed().as_secs_f64();
     let mut points = CurvePoints::new();
@@ -1455,18 +1530,30 @@ mod tests {
             Server::Bun => Some(50.0),
             _ => None,
         };
-        let v = verdict(&goals, Metric::Rate, Some(95.0), &of);
+        let v = verdict(&goals, Metric::Rate, Some(95.0), &of, &|_| None);
         assert_eq!(v, "≥ 0.9× raw: met; ≥ 3× Bun: **not met**");
-        let v = verdict(&goals, Metric::CpuPerOp, Some(1.0), &of);
+        let v = verdict(&goals, Metric::CpuPerOp, Some(1.0), &of, &|_| None);
         assert_eq!(v, "≤ 1.3× chat floor: not measured");
         let bytes = [Goal {
             metric: Metric::Bytes,
             cmp: Cmp::AtMost,
             against: Against::Value(4096.0),
         }];
-        let v = verdict(&bytes, Metric::Bytes, Some(4097.0), &of);
+        let v = verdict(&bytes, Metric::Bytes, Some(4097.0), &of, &|_| None);
         assert_eq!(v, "≤ 4,096 B: **not met**");
-        assert_eq!(verdict(&bytes, Metric::P99, Some(1.0), &of), "");
+        assert_eq!(verdict(&bytes, Metric::P99, Some(1.0), &of, &|_| None), "");
+        let quic = [Goal {
+            metric: Metric::CpuPerOp,
+            cmp: Cmp::AtMost,
+            against: Against::Case("chat wss", 1.0),
+        }];
+        let wss = |name: &str| (name == "chat wss").then_some(0.7);
+        let v = verdict(&quic, Metric::CpuPerOp, Some(0.95), &of, &wss);
+        assert_eq!(v, "≤ 1× chat wss: **not met**");
+        let v = verdict(&quic, Metric::CpuPerOp, Some(0.6), &of, &wss);
+        assert_eq!(v, "≤ 1× chat wss: met");
+        let v = verdict(&quic, Metric::CpuPerOp, Some(0.6), &of, &|_| None);
+        assert_eq!(v, "≤ 1× chat wss: not measured");
     }
 
     #[test]
@@ -1499,7 +1586,7 @@ mod tests {
             per.insert(Metric::P99, (1000.0, 1));
             per.insert(Metric::LoadgenCores, (client, 1));
         }
-        let rows = table_rows(&args, &case, &medians, true);
+        let rows = table_rows(&args, &case, &medians, &BTreeMap::new(), true);
         assert!(
             rows[0].starts_with("| echo | round trips/s | 100 | 200 † |"),
             "{}",
@@ -1507,7 +1594,7 @@ mod tests {
         );
         assert!(!rows[1].contains(CLIENT_MARK), "only rates: {}", rows[1]);
         args.unpinned = true;
-        let rows = table_rows(&args, &case, &medians, true);
+        let rows = table_rows(&args, &case, &medians, &BTreeMap::new(), true);
         assert!(!rows[0].contains(CLIENT_MARK), "{}", rows[0]);
     }
 
@@ -1533,7 +1620,9 @@ mod tests {
     #[test]
     fn every_case_and_curve_point_has_a_signalbox_server_and_metrics() {
         let args = Args::parse_from(["harness"]);
-        for case in cases(&args).iter().chain(curve_cases(&args).iter()) {
+        let all: Vec<Case> = cases(&args).into_iter().chain(curve_cases(&args)).collect();
+        let mut earlier: Vec<&Case> = Vec::new();
+        for case in &all {
             assert!(
                 case.servers.contains(&Server::Signalbox)
                     || case.servers.contains(&Server::SignalboxRedis),
@@ -1543,10 +1632,21 @@ mod tests {
             assert!(!case.metrics.is_empty(), "{}", case.name);
             for goal in &case.goals {
                 assert!(case.metrics.contains(&goal.metric), "{}", case.name);
-                if let Against::Server(server, _) = goal.against {
-                    assert!(case.servers.contains(&server), "{}", case.name);
+                match goal.against {
+                    Against::Server(server, _) => {
+                        assert!(case.servers.contains(&server), "{}", case.name);
+                    }
+                    Against::Case(name, _) => assert!(
+                        earlier
+                            .iter()
+                            .any(|c: &&Case| c.name == name && c.metrics.contains(&goal.metric)),
+                        "{} names {name}, which is not an earlier row with that metric",
+                        case.name
+                    ),
+                    Against::Value(_) => {}
                 }
             }
+            earlier.push(case);
         }
         let curves = curve_cases(&args);
         assert_eq!(

@@ -22,16 +22,20 @@ pub const STALL: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
     /// WebSocket server address (host:port).
-    #[arg(long, value_name = "ADDR", conflicts_with = "quic")]
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["quic", "wss"])]
     pub ws: Option<SocketAddr>,
+    /// WebSocket-over-TLS (`wss://`) server address (host:port); needs
+    /// --cert.
+    #[arg(long, value_name = "ADDR", conflicts_with = "quic")]
+    pub wss: Option<SocketAddr>,
     /// WebSocket upgrade path.
     #[arg(long, value_name = "PATH", default_value = "/ws")]
     pub path: String,
     /// QUIC server address (host:port).
     #[arg(long, value_name = "ADDR")]
     pub quic: Option<SocketAddr>,
-    /// PEM certificate(s) to trust for QUIC.
-    #[arg(long, value_name = "PEM", requires = "quic")]
+    /// PEM certificate(s) to trust for QUIC or `wss://`.
+    #[arg(long, value_name = "PEM")]
     pub cert: Option<PathBuf>,
     /// With --quic: connect over WebTransport to this session path (e.g.
     /// `/wt`) instead of natively.
@@ -45,19 +49,23 @@ pub struct TargetArgs {
 impl TargetArgs {
     /// The target these arguments name.
     pub fn target(&self) -> Result<Target> {
-        match (self.ws, self.quic) {
-            (Some(addr), None) => Ok(Target::ws(addr, self.path.clone())),
-            (None, Some(addr)) => {
-                let Some(cert) = &self.cert else {
-                    bail!("--quic needs --cert PEM");
-                };
-                let pem = std::fs::read(cert).with_context(|| format!("{}", cert.display()))?;
+        let pem = || -> Result<Vec<u8>> {
+            let Some(cert) = &self.cert else {
+                bail!("--quic and --wss need --cert PEM");
+            };
+            std::fs::read(cert).with_context(|| format!("{}", cert.display()))
+        };
+        match (self.ws, self.wss, self.quic) {
+            (Some(addr), None, None) => Ok(Target::ws(addr, self.path.clone())),
+            (None, Some(addr), None) => Target::wss(addr, self.path.clone(), &pem()?),
+            (None, None, Some(addr)) => {
+                let pem = pem()?;
                 match &self.webtransport {
                     Some(path) => Target::webtransport(addr, &pem, self.quic_endpoints, path),
                     None => Target::quic(addr, &pem, self.quic_endpoints),
                 }
             }
-            _ => bail!("give one of --ws ADDR or --quic ADDR --cert PEM"),
+            _ => bail!("give one of --ws ADDR, --wss ADDR --cert PEM or --quic ADDR --cert PEM"),
         }
     }
 }
