@@ -101,10 +101,15 @@ impl<T> InboundQueue<T> {
             if let Some(message) = self.take() {
                 return Some(message);
             }
-            if self.state.lock().closed {
-                // Nothing was pushed between the two looks: a push after
-                // the close is refused.
-                return None;
+            {
+                let state = self.state.lock();
+                if state.closed {
+                    if state.messages.is_empty() {
+                        return None;
+                    }
+                    // Pushed just before the close, after the look above.
+                    continue;
+                }
             }
             pushed.await;
         }
