@@ -1,9 +1,10 @@
 //! The per-connection inbound queue: messages the reader admitted, waiting
 //! for the processor, bounded by `inbound_queue`.
 //!
-//! One producer (the reader) and one consumer (the processor). It holds no
-//! storage while empty, so an idle connection pays only for the struct
-//! itself; a full queue makes the reader wait, which stops it reading
+//! One producer (the reader) and one consumer (the processor). It
+//! allocates nothing until a message waits in it and keeps at most
+//! [`KEPT_SLOTS`] slots once it empties, so an idle connection pays little
+//! more than the struct itself; a full queue makes the reader wait, which stops it reading
 //! (backpressure onto the peer).
 
 use parking_lot::Mutex;
